@@ -1,0 +1,67 @@
+'use strict'
+
+const { fork } = require('node:child_process')
+const { mkdtempSync, rmSync } = require('node:fs')
+const { tmpdir } = require('node:os')
+const { join } = require('node:path')
+const { once } = require('node:events')
+
+/** A fresh directory, removed when the test ends. */
+function tempDir(t) {
+  const dir = mkdtempSync(join(tmpdir(), 'lockwright-test-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/**
+ * A child process driven over IPC by `fixtures/agent.js`: `call(cmd, args)` sends a
+ * command and resolves with its reply, so tests synchronise on what the child did,
+ * never on time.
+ */
+function spawnAgent(t, { owner = 'agent', env = {} } = {}) {
+  const child = fork(join(__dirname, 'fixtures', 'agent.js'), [owner], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
+  const pending = new Map()
+  let nextId = 0
+  child.on('message', (msg) => {
+    const waiter = pending.get(msg.id)
+    if (!waiter) return
+    pending.delete(msg.id)
+    if (msg.error) waiter.reject(Object.assign(new Error(msg.error.message), msg.error))
+    else waiter.resolve(msg.result)
+  })
+  const exited = once(child, 'exit')
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  })
+  return {
+    child,
+    pid: child.pid,
+    exited,
+    call(cmd, args = {}) {
+      const id = ++nextId
+      return new Promise((resolve, reject) => {
+        pending.set(id, { resolve, reject })
+        child.send({ id, cmd, ...args })
+      })
+    },
+  }
+}
+
+/** Runs `script` (a file in fixtures/) to completion; resolves with code, signal and output. */
+async function runScript(script, args = [], { env = {} } = {}) {
+  const child = fork(join(__dirname, 'fixtures', script), args, {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d) => (stdout += d))
+  child.stderr.on('data', (d) => (stderr += d))
+  const [code, signal] = await once(child, 'exit')
+  return { code, signal, stdout, stderr }
+}
+
+module.exports = { tempDir, spawnAgent, runScript }

@@ -1,0 +1,60 @@
+'use strict'
+
+/**
+ * Releases held locks when the process ends: on normal exit, an uncaught exception,
+ * SIGINT, SIGTERM and SIGHUP. The kernel would drop the locks anyway; this also
+ * clears the owner records, so nobody reads a dead holder's name.
+ *
+ * Listeners are installed only while some lock is held, so requiring lockwright
+ * changes nothing. A signal is re-raised after the release, so the process still
+ * dies of it (exit 130 for Ctrl-C) - unless the application has SIGINT listeners of
+ * its own, which means it handles the signal itself: then we leave the locks to
+ * its shutdown and to the exit hook.
+ */
+
+const SIGNALS = process.platform === 'win32' ? ['SIGINT'] : ['SIGINT', 'SIGTERM', 'SIGHUP']
+const holders = new Set()
+let installed = false
+
+function releaseEverything() {
+  for (const manager of holders) manager._releaseAllOnExit()
+  holders.clear()
+}
+
+function onExit() {
+  releaseEverything()
+}
+
+function onSignal(signal) {
+  if (process.listenerCount(signal) > 1) return
+  releaseEverything()
+  uninstall()
+  // With our listener gone the signal's default action is back: die of it.
+  process.kill(process.pid, signal)
+}
+
+function install() {
+  installed = true
+  process.on('exit', onExit)
+  for (const signal of SIGNALS) process.on(signal, onSignal)
+}
+
+function uninstall() {
+  installed = false
+  process.removeListener('exit', onExit)
+  for (const signal of SIGNALS) process.removeListener(signal, onSignal)
+}
+
+/** A manager now holds at least one lock. */
+function holding(manager) {
+  holders.add(manager)
+  if (!installed) install()
+}
+
+/** A manager holds nothing any more. */
+function idle(manager) {
+  holders.delete(manager)
+  if (installed && holders.size === 0) uninstall()
+}
+
+module.exports = { holding, idle }

@@ -1,0 +1,168 @@
+'use strict'
+
+const { AsyncLocalStorage } = require('node:async_hooks')
+const { EventEmitter } = require('node:events')
+const { basename } = require('node:path')
+
+const native = require('../index.js')
+const { lockError } = require('./errors.js')
+const exitRelease = require('./exit-release.js')
+const { Lock } = require('./lock.js')
+
+/** The owner label when none is given: the running script's name, as `ps` shows it. */
+function defaultOwner() {
+  const script = process.argv[1]
+  return script ? basename(script) : basename(process.argv0 || 'node')
+}
+
+function checkFunction(fn) {
+  if (typeof fn !== 'function') {
+    throw lockError('EINVAL', `fn must be a function, got ${fn === null ? 'null' : typeof fn}`)
+  }
+}
+
+function checkSignal(signal, path) {
+  if (signal === undefined || signal === null) return undefined
+  if (typeof signal !== 'object' || typeof signal.aborted !== 'boolean' || typeof signal.addEventListener !== 'function') {
+    throw lockError('EINVAL', 'signal must be an AbortSignal')
+  }
+  if (signal.aborted) throw lockError('ABORT_ERR', `The wait for the lock on ${path} was aborted`, path)
+  return signal
+}
+
+class LockManager extends EventEmitter {
+  /** Locks held in the current async context, by lock file: what `withLock` re-enters. */
+  #context = new AsyncLocalStorage()
+
+  constructor(options) {
+    super()
+    if (options !== undefined && options !== null && typeof options !== 'object') {
+      throw lockError('EINVAL', `options must be an object, got ${typeof options}`)
+    }
+    const owner = options?.owner === undefined ? defaultOwner() : options.owner
+    this._native = new native.NativeLockManager({ ...options, owner })
+  }
+
+  get owner() {
+    return this._native.owner
+  }
+
+  /** Resolves once the lock is held; see the README for every option. */
+  async acquire(path, options) {
+    const signal = checkSignal(options?.signal, path)
+    const canceller = signal ? new native.WaitCanceller() : undefined
+    const granted = this._native.acquire(path, options, canceller)
+    if (!(granted instanceof Promise)) return this._adopt(granted)
+    if (!signal) return this._adopt(await granted)
+    const onAbort = () => canceller.cancel()
+    signal.addEventListener('abort', onAbort, { once: true })
+    try {
+      return this._adopt(await granted)
+    } finally {
+      signal.removeEventListener('abort', onAbort)
+    }
+  }
+
+  /** The lock if it is free now, else `null`; never waits. */
+  tryAcquire(path, options) {
+    const grant = this._native.tryAcquire(path, options)
+    return grant === null ? null : this._adopt(grant)
+  }
+
+  /** Waits on this thread, up to `timeout`. */
+  acquireSync(path, options) {
+    return this._adopt(this._native.acquireSync(path, options))
+  }
+
+  /**
+   * Runs `fn(lock)` holding the lock and releases it however `fn` ends. Inside `fn`,
+   * another `withLock` on the same file re-enters instead of deadlocking.
+   */
+  async withLock(path, fn, options) {
+    checkFunction(fn)
+    const outer = this.#reentry(path, options)
+    if (outer) return await fn(outer)
+    const lock = await this.acquire(path, options)
+    try {
+      return await this.#context.run(this.#withHeld(lock), fn, lock)
+    } finally {
+      if (!lock.released) lock.releaseSync()
+    }
+  }
+
+  withLockSync(path, fn, options) {
+    checkFunction(fn)
+    const outer = this.#reentry(path, options)
+    if (outer) return fn(outer)
+    const lock = this.acquireSync(path, options)
+    try {
+      return this.#context.run(this.#withHeld(lock), fn, lock)
+    } finally {
+      if (!lock.released) lock.releaseSync()
+    }
+  }
+
+  withReadLock(path, fn, options) {
+    return this.withLock(path, fn, { ...options, mode: 'shared' })
+  }
+
+  withWriteLock(path, fn, options) {
+    return this.withLock(path, fn, { ...options, mode: 'exclusive' })
+  }
+
+  /** Releases a `Lock`, a lock id, or every lock this manager holds on a path. */
+  async release(target) {
+    if (target instanceof Lock) return target.release()
+    const held = typeof target === 'string' ? this._native.held().find((g) => g.lockId === target) : undefined
+    if (held) return this._releaseGrant(held.id, 'ENOTACQUIRED')
+    if (typeof target !== 'string') throw lockError('EINVAL', 'release takes a Lock, a lock id or a path')
+    this._native.releasePath(target)
+    this._afterRelease()
+  }
+
+  /** Ends this manager's waits and releases everything it holds. */
+  async close() {
+    this._native.close()
+    this._afterRelease()
+  }
+
+  /** The held lock in this async context for the same lock file, if any. */
+  #reentry(path, options) {
+    const lockfile = this._native.lockfileFor(path, options)
+    const outer = this.#context.getStore()?.get(lockfile)
+    if (!outer || outer.released) return undefined
+    if (outer.mode === 'shared' && (options?.mode ?? 'exclusive') === 'exclusive') {
+      throw lockError('EDEADLK', `${path} is held shared by this context; an exclusive lock inside it would wait for itself`, path)
+    }
+    return outer
+  }
+
+  #withHeld(lock) {
+    const held = new Map(this.#context.getStore())
+    held.set(lock.lockfilePath, lock)
+    return held
+  }
+
+  _adopt(grant) {
+    exitRelease.holding(this)
+    return new Lock(this, grant)
+  }
+
+  _releaseGrant(id, missingCode) {
+    try {
+      this._native.release(id, missingCode)
+    } finally {
+      this._afterRelease()
+    }
+  }
+
+  _afterRelease() {
+    if (this._native.heldCount === 0) exitRelease.idle(this)
+  }
+
+  _releaseAllOnExit() {
+    this._native.releaseAll()
+  }
+}
+
+module.exports = { LockManager, defaultOwner }

@@ -1,0 +1,77 @@
+'use strict'
+
+/** A held lock. `await using lock = await manager.acquire(path)` releases it at scope end. */
+class Lock {
+  #manager
+  #grant
+  #released = false
+
+  constructor(manager, grant) {
+    this.#manager = manager
+    this.#grant = grant
+  }
+
+  /** The locked path, absolute. */
+  get path() {
+    return this.#grant.path
+  }
+
+  get lockfilePath() {
+    return this.#grant.lockfilePath
+  }
+
+  /** 'exclusive' or 'shared'. */
+  get mode() {
+    return this.#grant.mode
+  }
+
+  /** Unique per grant; also in the lock file's owner record as `lockId`. */
+  get id() {
+    return this.#grant.lockId
+  }
+
+  /** Fencing token: strictly increasing for each exclusive grant of this lock file. */
+  get token() {
+    return this.#grant.token
+  }
+
+  /** When the lock was granted, in milliseconds since the epoch. */
+  get acquiredAt() {
+    return this.#grant.acquiredAt
+  }
+
+  /** True once released, by this object, its manager, or `close()`. */
+  get released() {
+    return this.#released || !this.#manager._native.isHeld(this.#grant.id)
+  }
+
+  /** The manager's number for this grant. */
+  get _grantId() {
+    return this.#grant.id
+  }
+
+  releaseSync() {
+    this.#manager._releaseGrant(this.#grant.id, 'ERELEASED')
+    this.#released = true
+  }
+
+  async release() {
+    this.releaseSync()
+  }
+
+  /** Releases unless already released, so a manual release inside `using` is fine. */
+  [Symbol.dispose]() {
+    if (!this.released) this.releaseSync()
+  }
+
+  async [Symbol.asyncDispose]() {
+    this[Symbol.dispose]()
+  }
+
+  toJSON() {
+    const { path, lockfilePath, mode, id, token, acquiredAt } = this
+    return { path, lockfilePath, mode, id, token, acquiredAt }
+  }
+}
+
+module.exports = { Lock }

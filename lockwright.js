@@ -1,0 +1,6 @@
+'use strict'
+
+const { LockManager } = require('./lib/lock-manager.js')
+const { Lock } = require('./lib/lock.js')
+
+module.exports = { LockManager, Lock }

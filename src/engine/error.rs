@@ -1,0 +1,114 @@
+//! The one error type the engine returns. Every error has a stable string `code`
+//! (what JavaScript sees as `err.code`) and, where one is involved, the path.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Codes the engine itself decides on. OS failures keep their errno name instead
+/// (`ENOENT`, `EACCES`, ...), see [`LockError::from_io`].
+pub mod code {
+    pub const LOCKED: &str = "ELOCKED";
+    pub const TIMEOUT: &str = "ETIMEOUT";
+    pub const ABORTED: &str = "ABORT_ERR";
+    pub const RELEASED: &str = "ERELEASED";
+    pub const NOT_ACQUIRED: &str = "ENOTACQUIRED";
+    pub const INVALID: &str = "EINVAL";
+    pub const DEADLOCK: &str = "EDEADLK";
+    pub const COMPROMISED: &str = "ECOMPROMISED";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockError {
+    pub code: String,
+    pub message: String,
+    pub path: Option<PathBuf>,
+}
+
+impl LockError {
+    pub fn new(code: &str, message: impl Into<String>, path: Option<&Path>) -> Self {
+        LockError {
+            code: code.to_string(),
+            message: message.into(),
+            path: path.map(Path::to_path_buf),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(code::INVALID, message, None)
+    }
+
+    pub fn invalid_path(message: impl Into<String>, path: &Path) -> Self {
+        Self::new(code::INVALID, message, Some(path))
+    }
+
+    /// Keeps the OS error's own name as the code, so callers can branch on
+    /// `ENOENT`/`EACCES` exactly as they do with Node's `fs` errors.
+    pub fn from_io(err: &io::Error, action: &str, path: &Path) -> Self {
+        let code = errno_name(err).unwrap_or("EIO");
+        LockError::new(
+            code,
+            format!("{code}: {err}, {action} '{}'", path.display()),
+            Some(path),
+        )
+    }
+
+    pub fn is(&self, code: &str) -> bool {
+        self.code == code
+    }
+}
+
+impl fmt::Display for LockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for LockError {}
+
+pub type Result<T> = std::result::Result<T, LockError>;
+
+#[cfg(unix)]
+fn errno_name(err: &io::Error) -> Option<&'static str> {
+    let raw = err.raw_os_error()?;
+    // nix's Errno Debug output is the symbolic name ("ENOENT").
+    let name = format!("{:?}", nix::errno::Errno::from_raw(raw));
+    KNOWN_ERRNO_NAMES.iter().copied().find(|known| *known == name)
+}
+
+#[cfg(not(unix))]
+fn errno_name(err: &io::Error) -> Option<&'static str> {
+    use io::ErrorKind::*;
+    Some(match err.kind() {
+        NotFound => "ENOENT",
+        PermissionDenied => "EACCES",
+        AlreadyExists => "EEXIST",
+        IsADirectory => "EISDIR",
+        NotADirectory => "ENOTDIR",
+        InvalidFilename => "ENAMETOOLONG",
+        ReadOnlyFilesystem => "EROFS",
+        _ => return None,
+    })
+}
+
+/// The errno names we hand to JavaScript as `'static` codes; anything else is `EIO`.
+#[cfg(unix)]
+const KNOWN_ERRNO_NAMES: &[&str] = &[
+    "ENOENT", "EACCES", "EPERM", "EEXIST", "EISDIR", "ENOTDIR", "ENAMETOOLONG", "ELOOP",
+    "EROFS", "ENOSPC", "EMFILE", "ENFILE", "EBUSY", "EINVAL", "EIO", "ENOLCK", "EDQUOT",
+    "EXDEV", "ENOTEMPTY", "EAGAIN", "EINTR", "ESTALE", "EBADF", "ENOMEM", "EFBIG",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_errors_keep_their_errno_name() {
+        let err = io::Error::from_raw_os_error(libc::ENAMETOOLONG);
+        let lock_err = LockError::from_io(&err, "open", Path::new("/x"));
+        assert_eq!(lock_err.code, "ENAMETOOLONG");
+        assert!(lock_err.message.contains("'/x'"));
+        assert_eq!(lock_err.path.as_deref(), Some(Path::new("/x")));
+    }
+}

@@ -1,0 +1,383 @@
+//! The kernel strategy: an OS advisory lock (`flock` on Unix, `LockFileEx` on
+//! Windows, through std's `File::lock` family) on `<target>.lock`. The kernel drops
+//! the lock when its holder dies, so a crash never leaves a lock that blocks others.
+//!
+//! Files beside the lock file:
+//! - `<lockfile>.readers/<lockId>.json`: one owner record per shared holder, itself
+//!   locked by that holder, so a record whose lock can be taken is litter.
+//! - `<lockfile>.writer-waiting`: held exclusively by a writer while it waits. Readers
+//!   that find it held wait too, so a stream of readers cannot starve a writer
+//!   (Linux `flock` alone grants new shared locks while a writer waits).
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::error::{LockError, Result};
+use super::owner_record::{last_token, now_ms, LockMode, OwnerRecord, ReleasedRecord};
+
+pub const READERS_DIR_SUFFIX: &str = ".readers";
+pub const WRITER_WAITING_SUFFIX: &str = ".writer-waiting";
+
+/// Who is asking: the parts of the owner record that do not change per grant.
+#[derive(Debug, Clone)]
+pub struct Claimant {
+    pub pid: u32,
+    pub host: String,
+    pub process: String,
+    pub user: String,
+}
+
+/// A granted kernel lock. Dropping it releases the lock and clears the record.
+#[derive(Debug)]
+pub struct KernelLock {
+    file: Option<File>,
+    path: PathBuf,
+    record: OwnerRecord,
+    reader_record: Option<(File, PathBuf)>,
+}
+
+impl KernelLock {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn record(&self) -> &OwnerRecord {
+        &self.record
+    }
+
+    /// Releases now, reporting what went wrong; `Drop` does the same silently.
+    pub fn release(mut self) -> Result<()> {
+        self.release_inner()
+    }
+
+    fn release_inner(&mut self) -> Result<()> {
+        let Some(mut file) = self.file.take() else { return Ok(()) };
+        let mut outcome = Ok(());
+        if let Some((record_file, record_path)) = self.reader_record.take() {
+            // Unlink before closing: a prober that then takes the record's lock finds
+            // it gone from the directory, never a live-looking leftover.
+            let _ = fs::remove_file(&record_path);
+            drop(record_file);
+        } else {
+            // Keep only the token, so the next exclusive grant continues the sequence.
+            let released = serde_json::to_vec(&ReleasedRecord { token: self.record.token })
+                .expect("a token serialises");
+            outcome = overwrite(&mut file, &released).map_err(|e| LockError::from_io(&e, "clear", &self.path));
+        }
+        // Unlock before close: waiters are woken by the close event and must find the
+        // lock free when they look (the kernel sends that event before it drops a lock).
+        let _ = file.unlock();
+        drop(file);
+        outcome
+    }
+}
+
+impl Drop for KernelLock {
+    fn drop(&mut self) {
+        let _ = self.release_inner();
+    }
+}
+
+/// One caller's attempts on one lock file. The file stays open between attempts so a
+/// retry is one non-blocking `flock`, and a waiter never re-creates a lock file.
+pub struct Contender {
+    path: PathBuf,
+    mode: LockMode,
+    main: Option<File>,
+    writer_waiting: Option<File>,
+    opens: u32,
+}
+
+impl Contender {
+    pub fn new(path: PathBuf, mode: LockMode) -> Self {
+        Contender { path, mode, main: None, writer_waiting: None, opens: 0 }
+    }
+
+    /// How many times the lock file was opened: a change means it was re-created.
+    pub fn opens(&self) -> u32 {
+        self.opens
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn writer_waiting_path(&self) -> PathBuf {
+        sibling(&self.path, WRITER_WAITING_SUFFIX)
+    }
+
+    /// One non-blocking attempt. `will_wait` says the caller waits if this fails; a
+    /// writer that will wait announces itself so new readers queue behind it.
+    pub fn try_acquire(&mut self, claimant: &Claimant, lock_id: String, will_wait: bool) -> Result<Option<KernelLock>> {
+        if self.mode == LockMode::Shared && self.writer_is_waiting()? {
+            return Ok(None);
+        }
+        // A lock file deleted or replaced while we waited on it is no longer the lock:
+        // re-open and try again. A few rounds are enough; more means someone is
+        // deleting lock files in a loop, and the next wake-up tries again.
+        for _ in 0..4 {
+            let file = match &self.main {
+                Some(file) => file,
+                None => {
+                    self.opens += 1;
+                    self.main.insert(open_lock_file(&self.path)?)
+                }
+            };
+            let locked = match self.mode {
+                LockMode::Exclusive => file.try_lock(),
+                LockMode::Shared => file.try_lock_shared(),
+            };
+            match locked {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    if will_wait && self.mode == LockMode::Exclusive {
+                        self.announce_writer();
+                    }
+                    return Ok(None);
+                }
+                Err(TryLockError::Error(e)) => return Err(LockError::from_io(&e, "lock", &self.path)),
+            }
+            if !still_at_path(file, &self.path) {
+                self.main = None; // closing drops the lock on the orphaned inode
+                continue;
+            }
+            let file = self.main.take().expect("opened above");
+            self.writer_waiting = None;
+            return self.grant(file, claimant, lock_id).map(Some);
+        }
+        Ok(None)
+    }
+
+    fn grant(&self, mut file: File, claimant: &Claimant, lock_id: String) -> Result<KernelLock> {
+        let io_err = |e: io::Error| LockError::from_io(&e, "write owner record", &self.path);
+        let mut previous = Vec::new();
+        file.seek(SeekFrom::Start(0)).and_then(|_| file.read_to_end(&mut previous)).map_err(io_err)?;
+        let last = last_token(&previous);
+        let record = OwnerRecord {
+            pid: claimant.pid,
+            host: claimant.host.clone(),
+            process: claimant.process.clone(),
+            user: claimant.user.clone(),
+            timestamp: now_ms(),
+            mode: self.mode,
+            lock_id,
+            // Only exclusive grants advance the fencing token; readers see the last one.
+            token: if self.mode == LockMode::Exclusive { last + 1 } else { last },
+        };
+        let json = serde_json::to_vec(&record).expect("an owner record serialises");
+        let reader_record = match self.mode {
+            LockMode::Exclusive => {
+                overwrite(&mut file, &json).map_err(io_err)?;
+                None
+            }
+            LockMode::Shared => Some(write_reader_record(&self.path, &record.lock_id, &json)?),
+        };
+        Ok(KernelLock { file: Some(file), path: self.path.clone(), record, reader_record })
+    }
+
+    /// Readers defer to a writer that holds the writer-waiting file. No such file
+    /// means no writer has ever waited here.
+    fn writer_is_waiting(&self) -> Result<bool> {
+        let gate_path = self.writer_waiting_path();
+        let gate = match open_no_follow(&gate_path, false) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(LockError::from_io(&e, "open", &gate_path)),
+        };
+        match gate.try_lock_shared() {
+            Ok(()) => Ok(false), // closing the file below drops this probe lock
+            Err(TryLockError::WouldBlock) => Ok(true),
+            Err(TryLockError::Error(e)) => Err(LockError::from_io(&e, "lock", &gate_path)),
+        }
+    }
+
+    /// Best effort: failing to announce only costs fairness, never exclusion.
+    fn announce_writer(&mut self) {
+        if self.writer_waiting.is_some() {
+            return;
+        }
+        let gate_path = self.writer_waiting_path();
+        if let Ok(gate) = open_no_follow(&gate_path, true) {
+            if gate.try_lock().is_ok() {
+                self.writer_waiting = Some(gate);
+            }
+        }
+    }
+}
+
+/// Who holds a lock file, as the records say: the live shared holders if there are
+/// any, else the exclusive holder's record. A reader record whose lock can be taken
+/// was left by a crashed reader and is skipped.
+pub fn read_holders(lockfile: &Path) -> Vec<OwnerRecord> {
+    let mut readers = Vec::new();
+    if let Ok(entries) = fs::read_dir(sibling(lockfile, READERS_DIR_SUFFIX)) {
+        for entry in entries.flatten() {
+            let Ok(mut file) = File::open(entry.path()) else { continue };
+            if !matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock)) {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            if file.read_to_end(&mut bytes).is_ok() {
+                readers.extend(serde_json::from_slice::<OwnerRecord>(&bytes).ok());
+            }
+        }
+    }
+    if !readers.is_empty() {
+        return readers;
+    }
+    fs::read(lockfile)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<OwnerRecord>(&bytes).ok())
+        .into_iter()
+        .collect()
+}
+
+pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn write_reader_record(lockfile: &Path, lock_id: &str, json: &[u8]) -> Result<(File, PathBuf)> {
+    let dir = sibling(lockfile, READERS_DIR_SUFFIX);
+    match fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(LockError::from_io(&e, "mkdir", &dir)),
+    }
+    let path = dir.join(format!("{lock_id}.json"));
+    let io_err = |e: io::Error| LockError::from_io(&e, "write owner record", &path);
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    no_follow(&mut options);
+    let mut file = options.open(&path).map_err(io_err)?;
+    file.lock().map_err(io_err)?;
+    file.write_all(json).map_err(io_err)?;
+    Ok((file, path))
+}
+
+/// Opens (creating, 0644 less umask) without truncating: a loser must never clobber
+/// the holder's record, so the content is only replaced once the lock is held.
+fn open_lock_file(path: &Path) -> Result<File> {
+    open_no_follow(path, true).map_err(|e| LockError::from_io(&e, "open", path))
+}
+
+fn open_no_follow(path: &Path, create: bool) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(create);
+    no_follow(&mut options);
+    options.open(path)
+}
+
+/// O_NOFOLLOW: a lock path in a shared directory such as /tmp cannot be turned into a
+/// symlink that makes us create or overwrite someone else's file.
+#[cfg(unix)]
+fn no_follow(options: &mut OpenOptions) {
+    use std::os::unix::fs::OpenOptionsExt;
+    options.custom_flags(libc::O_NOFOLLOW).mode(0o644);
+}
+
+#[cfg(not(unix))]
+fn no_follow(_options: &mut OpenOptions) {}
+
+fn overwrite(file: &mut File, content: &[u8]) -> io::Result<()> {
+    file.set_len(0)?;
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(content)
+}
+
+#[cfg(unix)]
+fn still_at_path(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::symlink_metadata(path)) {
+        (Ok(held), Ok(named)) => held.dev() == named.dev() && held.ino() == named.ino(),
+        _ => false,
+    }
+}
+
+/// Windows cannot delete a file another process has open, so the path cannot move.
+#[cfg(not(unix))]
+fn still_at_path(_file: &File, _path: &Path) -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claimant(label: &str) -> Claimant {
+        Claimant { pid: std::process::id(), host: "h".into(), process: label.into(), user: "u".into() }
+    }
+
+    fn contender(dir: &Path, mode: LockMode) -> Contender {
+        Contender::new(dir.join("t.lock"), mode)
+    }
+
+    #[test]
+    fn exclusive_excludes_and_tokens_increase_across_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = contender(dir.path(), LockMode::Exclusive).try_acquire(&claimant("a"), "1".into(), false).unwrap().unwrap();
+        assert_eq!(first.record().token, 1);
+        // A second open file description is a second holder, as another process would be.
+        assert!(contender(dir.path(), LockMode::Exclusive).try_acquire(&claimant("b"), "2".into(), false).unwrap().is_none());
+        assert!(contender(dir.path(), LockMode::Shared).try_acquire(&claimant("b"), "3".into(), false).unwrap().is_none());
+        first.release().unwrap();
+        let second = contender(dir.path(), LockMode::Exclusive).try_acquire(&claimant("b"), "4".into(), false).unwrap().unwrap();
+        assert_eq!(second.record().token, 2);
+        let on_disk: OwnerRecord = serde_json::from_slice(&fs::read(dir.path().join("t.lock")).unwrap()).unwrap();
+        assert_eq!(on_disk.process, "b");
+    }
+
+    #[test]
+    fn readers_share_and_record_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = contender(dir.path(), LockMode::Shared).try_acquire(&claimant("ra"), "ra".into(), false).unwrap().unwrap();
+        let b = contender(dir.path(), LockMode::Shared).try_acquire(&claimant("rb"), "rb".into(), false).unwrap().unwrap();
+        let mut names: Vec<_> = read_holders(&dir.path().join("t.lock")).into_iter().map(|r| r.process).collect();
+        names.sort();
+        assert_eq!(names, ["ra", "rb"]);
+        drop(a);
+        drop(b);
+        assert!(read_holders(&dir.path().join("t.lock")).is_empty());
+    }
+
+    #[test]
+    fn a_waiting_writer_holds_back_new_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let reader = contender(dir.path(), LockMode::Shared).try_acquire(&claimant("r"), "r".into(), false).unwrap().unwrap();
+        let mut writer = contender(dir.path(), LockMode::Exclusive);
+        assert!(writer.try_acquire(&claimant("w"), "w".into(), true).unwrap().is_none());
+        assert!(contender(dir.path(), LockMode::Shared).try_acquire(&claimant("r2"), "r2".into(), false).unwrap().is_none());
+        drop(reader);
+        let granted = writer.try_acquire(&claimant("w"), "w".into(), true).unwrap().unwrap();
+        drop(granted);
+        assert!(contender(dir.path(), LockMode::Shared).try_acquire(&claimant("r3"), "r3".into(), false).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_deleted_lock_file_is_not_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut waiter = contender(dir.path(), LockMode::Exclusive);
+        let holder = contender(dir.path(), LockMode::Exclusive).try_acquire(&claimant("h"), "h".into(), false).unwrap().unwrap();
+        assert!(waiter.try_acquire(&claimant("w"), "w".into(), true).unwrap().is_none());
+        // Someone removes the held file and a newcomer creates and locks a fresh one.
+        fs::remove_file(dir.path().join("t.lock")).unwrap();
+        let newcomer = contender(dir.path(), LockMode::Exclusive).try_acquire(&claimant("n"), "n".into(), false).unwrap().unwrap();
+        drop(holder);
+        // The waiter's old inode is free now, but it must not count as holding.
+        assert!(waiter.try_acquire(&claimant("w"), "w".into(), true).unwrap().is_none());
+        drop(newcomer);
+        assert!(waiter.try_acquire(&claimant("w"), "w".into(), true).unwrap().is_some());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinked_lock_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(dir.path().join("victim"), dir.path().join("t.lock")).unwrap();
+        let err = contender(dir.path(), LockMode::Exclusive).try_acquire(&claimant("a"), "1".into(), false).unwrap_err();
+        assert_eq!(err.code, "ELOOP");
+        assert!(!dir.path().join("victim").exists());
+    }
+}

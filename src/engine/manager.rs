@@ -1,0 +1,426 @@
+//! `LockManager`: acquires and releases locks for one owner label, remembers what it
+//! holds, and turns a busy lock into a wait, a typed `ELOCKED` or an `ETIMEOUT`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::error::{code, LockError, Result};
+use super::kernel_lock::{read_holders, Claimant, Contender, KernelLock};
+use super::lock_path::{lockfile_for, validate_path};
+use super::owner_record::{now_ms, LockMode, OwnerRecord, ProcessIdentity};
+use super::waiting::{runtime, turn_for, wait_for_lock};
+
+/// Used when neither the manager nor the call sets `timeout`.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+
+/// How long an acquire may wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// `timeout: 0`: one attempt, `ELOCKED` when held.
+    Once,
+    For(Duration),
+    /// `timeout: Infinity`.
+    Forever,
+}
+
+impl Wait {
+    /// Reads a JavaScript number of milliseconds, rejecting what no caller means.
+    pub fn from_millis(value: f64, option: &str) -> Result<Wait> {
+        if value.is_nan() || value < 0.0 {
+            return Err(LockError::invalid(format!(
+                "{option} must be a non-negative number of milliseconds or Infinity, got {value}"
+            )));
+        }
+        Ok(if value.is_infinite() {
+            Wait::Forever
+        } else if value == 0.0 {
+            Wait::Once
+        } else {
+            Wait::For(Duration::from_secs_f64(value / 1000.0))
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ManagerOptions {
+    /// The owner label written as `process` in records ("mcp-server").
+    pub owner: String,
+    pub lock_dir: Option<PathBuf>,
+    pub timeout: Wait,
+}
+
+#[derive(Debug, Clone)]
+pub struct AcquireOptions {
+    pub mode: LockMode,
+    pub timeout: Option<Wait>,
+    pub lockfile_path: Option<String>,
+}
+
+impl Default for AcquireOptions {
+    fn default() -> Self {
+        AcquireOptions { mode: LockMode::Exclusive, timeout: None, lockfile_path: None }
+    }
+}
+
+/// What a caller learns about a granted lock.
+#[derive(Debug, Clone)]
+pub struct LockGrant {
+    /// Unique in this process; `release(id)` takes it.
+    pub id: u64,
+    pub target: PathBuf,
+    pub lockfile: PathBuf,
+    pub mode: LockMode,
+    pub token: u64,
+    pub lock_id: String,
+    pub acquired_at: u64,
+}
+
+pub type PendingGrant = Pin<Box<dyn Future<Output = Result<LockGrant>> + Send>>;
+
+/// An acquire either settles at once (free lock, bad input, `timeout: 0`) or must wait.
+pub enum Acquisition {
+    Ready(Result<LockGrant>),
+    Waiting(PendingGrant),
+}
+
+struct Held {
+    grant: LockGrant,
+    lock: KernelLock,
+}
+
+struct Inner {
+    claimant: Claimant,
+    lock_dir: Option<PathBuf>,
+    timeout: Wait,
+    held: Mutex<HashMap<u64, Held>>,
+    /// Cancelled by `close()`, which ends this manager's waits too.
+    closing: CancellationToken,
+}
+
+#[derive(Clone)]
+pub struct LockManager {
+    inner: Arc<Inner>,
+}
+
+static NEXT_GRANT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl LockManager {
+    pub fn new(options: ManagerOptions) -> Result<LockManager> {
+        if options.owner.is_empty() {
+            return Err(LockError::invalid("owner must be a non-empty string"));
+        }
+        let lock_dir = match &options.lock_dir {
+            Some(dir) => Some(validate_path(&dir.to_string_lossy(), "lockDir")?),
+            None => None,
+        };
+        let identity = ProcessIdentity::get();
+        Ok(LockManager {
+            inner: Arc::new(Inner {
+                claimant: Claimant {
+                    pid: identity.pid,
+                    host: identity.host.clone(),
+                    process: options.owner,
+                    user: identity.user.clone(),
+                },
+                lock_dir,
+                timeout: options.timeout,
+                held: Mutex::default(),
+                closing: CancellationToken::new(),
+            }),
+        })
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.inner.claimant.process
+    }
+
+    /// The lock file `target` maps to, after the same checks `acquire` makes.
+    pub fn resolve(&self, target: &str, lockfile_path: Option<&str>) -> Result<(PathBuf, PathBuf)> {
+        let target_path = validate_path(target, "path")?;
+        let explicit = lockfile_path.map(|p| validate_path(p, "lockfilePath")).transpose()?;
+        let lockfile = lockfile_for(&target_path, self.inner.lock_dir.as_deref(), explicit.as_deref())?;
+        Ok((target_path, lockfile))
+    }
+
+    /// One attempt that neither waits nor jumps this process's queue for the file.
+    pub fn try_acquire(&self, target: &str, options: &AcquireOptions) -> Result<Option<LockGrant>> {
+        let (target, lockfile) = self.resolve(target, options.lockfile_path.as_deref())?;
+        self.attempt_now(&target, &lockfile, options.mode)
+    }
+
+    /// Settles at once when it can; otherwise hands back the wait, bounded by the
+    /// timeout and ended early by `cancel` (an `AbortSignal`) or `close()`.
+    pub fn acquire(&self, target: &str, options: &AcquireOptions, cancel: CancellationToken) -> Acquisition {
+        let (target, lockfile) = match self.resolve(target, options.lockfile_path.as_deref()) {
+            Ok(paths) => paths,
+            Err(e) => return Acquisition::Ready(Err(e)),
+        };
+        if self.inner.closing.is_cancelled() {
+            return Acquisition::Ready(Err(closed_error(&target)));
+        }
+        // The uncontended path stays on the calling thread.
+        match self.attempt_now(&target, &lockfile, options.mode) {
+            Ok(Some(grant)) => return Acquisition::Ready(Ok(grant)),
+            Ok(None) => {}
+            Err(e) => return Acquisition::Ready(Err(e)),
+        }
+        let wait = options.timeout.unwrap_or(self.inner.timeout);
+        if wait == Wait::Once {
+            return Acquisition::Ready(Err(locked_error(&target, &lockfile)));
+        }
+        Acquisition::Waiting(Box::pin(self.clone().wait(target, lockfile, options.mode, wait, cancel)))
+    }
+
+    /// `acquire` for callers that must block: the calling thread waits, bounded by
+    /// the timeout, while the shared runtime watches for the release.
+    pub fn acquire_blocking(&self, target: &str, options: &AcquireOptions) -> Result<LockGrant> {
+        match self.acquire(target, options, CancellationToken::new()) {
+            Acquisition::Ready(result) => result,
+            Acquisition::Waiting(wait) => runtime().block_on(wait),
+        }
+    }
+
+    async fn wait(self, target: PathBuf, lockfile: PathBuf, mode: LockMode, wait: Wait, cancel: CancellationToken) -> Result<LockGrant> {
+        let turn = turn_for(&lockfile);
+        let attempt = wait_for_lock(turn, lockfile.clone(), mode, self.inner.claimant.clone());
+        let deadline = async {
+            match wait {
+                Wait::For(duration) => tokio::time::sleep(duration).await,
+                Wait::Once | Wait::Forever => std::future::pending().await,
+            }
+        };
+        // `biased`: a lock granted in the same instant as the deadline is kept, and a
+        // wait that lost to the deadline or the abort held nothing when it was dropped.
+        tokio::select! {
+            biased;
+            granted = attempt => granted.map(|lock| self.register(&target, lock)),
+            _ = deadline => Err(timeout_error(&target, &lockfile, wait)),
+            _ = cancel.cancelled() => Err(LockError::new(code::ABORTED, format!("The wait for the lock on {} was aborted", target.display()), Some(&target))),
+            _ = self.inner.closing.cancelled() => Err(closed_error(&target)),
+        }
+    }
+
+    fn attempt_now(&self, target: &Path, lockfile: &Path, mode: LockMode) -> Result<Option<LockGrant>> {
+        let turn = turn_for(lockfile);
+        // Someone in this process is already waiting: they go first.
+        let Ok(_turn) = turn.try_lock() else { return Ok(None) };
+        let mut contender = Contender::new(lockfile.to_path_buf(), mode);
+        let lock_id = ProcessIdentity::get().next_lock_id();
+        Ok(contender.try_acquire(&self.inner.claimant, lock_id, false)?.map(|lock| self.register(target, lock)))
+    }
+
+    fn register(&self, target: &Path, lock: KernelLock) -> LockGrant {
+        let record = lock.record();
+        let grant = LockGrant {
+            id: NEXT_GRANT_ID.fetch_add(1, Ordering::Relaxed),
+            target: target.to_path_buf(),
+            lockfile: lock.path().to_path_buf(),
+            mode: record.mode,
+            token: record.token,
+            lock_id: record.lock_id.clone(),
+            acquired_at: record.timestamp,
+        };
+        self.held().insert(grant.id, Held { grant: grant.clone(), lock });
+        grant
+    }
+
+    /// Releases one grant. `missing` is the code for a grant this manager does not
+    /// hold: `ERELEASED` from the lock itself, `ENOTACQUIRED` from a bare id.
+    pub fn release(&self, id: u64, missing: &str) -> Result<()> {
+        let Some(held) = self.held().remove(&id) else {
+            let message = if missing == code::RELEASED {
+                "Lock is already released".to_string()
+            } else {
+                format!("No lock with id {id} is held by this LockManager")
+            };
+            return Err(LockError::new(missing, message, None));
+        };
+        held.lock.release()
+    }
+
+    /// Releases every lock this manager holds on `target` (its lock file).
+    pub fn release_path(&self, target: &str, lockfile_path: Option<&str>) -> Result<usize> {
+        let (target, lockfile) = self.resolve(target, lockfile_path)?;
+        let ids: Vec<u64> = self.held().values().filter(|h| h.grant.lockfile == lockfile).map(|h| h.grant.id).collect();
+        if ids.is_empty() {
+            return Err(LockError::new(
+                code::NOT_ACQUIRED,
+                format!("{} is not locked by this LockManager", target.display()),
+                Some(&target),
+            ));
+        }
+        for id in &ids {
+            self.release(*id, code::NOT_ACQUIRED)?;
+        }
+        Ok(ids.len())
+    }
+
+    pub fn is_held(&self, id: u64) -> bool {
+        self.held().contains_key(&id)
+    }
+
+    pub fn held_count(&self) -> usize {
+        self.held().len()
+    }
+
+    pub fn held_grants(&self) -> Vec<LockGrant> {
+        self.held().values().map(|h| h.grant.clone()).collect()
+    }
+
+    /// Releases everything without ending the manager: used at process exit.
+    pub fn release_all(&self) -> usize {
+        let drained: Vec<Held> = self.held().drain().map(|(_, held)| held).collect();
+        let count = drained.len();
+        drop(drained); // each KernelLock clears its record and unlocks as it drops
+        count
+    }
+
+    /// Ends pending waits and releases everything; later acquires fail.
+    pub fn close(&self) -> usize {
+        self.inner.closing.cancel();
+        self.release_all()
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
+        self.inner.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn closed_error(target: &Path) -> LockError {
+    LockError::new(code::ABORTED, format!("The LockManager was closed while waiting for {}", target.display()), Some(target))
+}
+
+fn locked_error(target: &Path, lockfile: &Path) -> LockError {
+    LockError::new(code::LOCKED, format!("{} is locked by {}", target.display(), describe_holders(lockfile)), Some(target))
+}
+
+fn timeout_error(target: &Path, lockfile: &Path, wait: Wait) -> LockError {
+    let waited = match wait {
+        Wait::For(d) => format!("{} ms", d.as_millis()),
+        _ => "the timeout".into(),
+    };
+    LockError::new(
+        code::TIMEOUT,
+        format!("Timed out after {waited} waiting for the lock on {}, held by {}", target.display(), describe_holders(lockfile)),
+        Some(target),
+    )
+}
+
+/// "mcp-server (PID 12345 on build-1, held 3.2 s)", for error messages.
+pub fn describe_holders(lockfile: &Path) -> String {
+    let holders = read_holders(lockfile);
+    if holders.is_empty() {
+        return "another process".into();
+    }
+    let now = now_ms();
+    let describe = |r: &OwnerRecord| {
+        let held = now.saturating_sub(r.timestamp) as f64 / 1000.0;
+        format!("{} (PID {} on {}, held {held:.1} s)", r.process, r.pid, r.host)
+    };
+    match holders.as_slice() {
+        [only] => describe(only),
+        many => format!("{} readers: {}", many.len(), many.iter().map(describe).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manager(owner: &str) -> LockManager {
+        LockManager::new(ManagerOptions { owner: owner.into(), lock_dir: None, timeout: Wait::For(Duration::from_secs(5)) }).unwrap()
+    }
+
+    fn target(dir: &tempfile::TempDir) -> String {
+        dir.path().join("state.json").to_string_lossy().into_owned()
+    }
+
+    fn exclusive(timeout: Option<Wait>) -> AcquireOptions {
+        AcquireOptions { timeout, ..AcquireOptions::default() }
+    }
+
+    #[test]
+    fn timeout_values_are_checked() {
+        assert_eq!(Wait::from_millis(0.0, "timeout").unwrap(), Wait::Once);
+        assert_eq!(Wait::from_millis(f64::INFINITY, "timeout").unwrap(), Wait::Forever);
+        assert_eq!(Wait::from_millis(f64::NAN, "timeout").unwrap_err().code, "EINVAL");
+        assert!(Wait::from_millis(-1.0, "timeout").unwrap_err().message.contains("timeout"));
+    }
+
+    #[test]
+    fn two_managers_exclude_each_other_and_name_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (manager("indexer"), manager("server"));
+        let grant = a.try_acquire(&target(&dir), &AcquireOptions::default()).unwrap().unwrap();
+        assert!(b.try_acquire(&target(&dir), &AcquireOptions::default()).unwrap().is_none());
+        let Acquisition::Ready(Err(err)) = b.acquire(&target(&dir), &exclusive(Some(Wait::Once)), CancellationToken::new()) else {
+            panic!("timeout 0 must settle at once")
+        };
+        assert_eq!(err.code, "ELOCKED");
+        assert!(err.message.contains("is locked by indexer (PID"), "{}", err.message);
+        a.release(grant.id, code::RELEASED).unwrap();
+        assert_eq!(a.release(grant.id, code::RELEASED).unwrap_err().code, "ERELEASED");
+        assert!(b.try_acquire(&target(&dir), &AcquireOptions::default()).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_waiter_gets_the_lock_when_it_is_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (manager("a"), manager("b"));
+        let held = a.try_acquire(&target(&dir), &AcquireOptions::default()).unwrap().unwrap();
+        let Acquisition::Waiting(wait) = b.acquire(&target(&dir), &exclusive(Some(Wait::Forever)), CancellationToken::new()) else {
+            panic!("a held lock must make the acquire wait")
+        };
+        let waiter = runtime().spawn(wait);
+        a.release(held.id, code::RELEASED).unwrap();
+        let grant = runtime().block_on(waiter).unwrap().unwrap();
+        assert_eq!(grant.token, held.token + 1);
+        assert!(b.is_held(grant.id));
+    }
+
+    #[test]
+    fn waits_end_in_timeout_or_abort_holding_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (manager("a"), manager("b"));
+        let held = a.try_acquire(&target(&dir), &AcquireOptions::default()).unwrap().unwrap();
+        let err = b.acquire_blocking(&target(&dir), &exclusive(Some(Wait::For(Duration::from_millis(30))))).unwrap_err();
+        assert_eq!(err.code, "ETIMEOUT");
+        let cancel = CancellationToken::new();
+        let Acquisition::Waiting(wait) = b.acquire(&target(&dir), &exclusive(Some(Wait::Forever)), cancel.clone()) else { panic!() };
+        let waiter = runtime().spawn(wait);
+        cancel.cancel();
+        assert_eq!(runtime().block_on(waiter).unwrap().unwrap_err().code, "ABORT_ERR");
+        assert_eq!(b.held_count(), 0);
+        a.release(held.id, code::RELEASED).unwrap();
+    }
+
+    #[test]
+    fn close_ends_waits_and_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (manager("a"), manager("b"));
+        a.try_acquire(&target(&dir), &AcquireOptions::default()).unwrap().unwrap();
+        let Acquisition::Waiting(wait) = b.acquire(&target(&dir), &exclusive(Some(Wait::Forever)), CancellationToken::new()) else { panic!() };
+        let waiter = runtime().spawn(wait);
+        b.close();
+        assert_eq!(runtime().block_on(waiter).unwrap().unwrap_err().code, "ABORT_ERR");
+        assert_eq!(a.close(), 1);
+        assert!(manager("c").try_acquire(&target(&dir), &AcquireOptions::default()).unwrap().is_some());
+    }
+
+    #[test]
+    fn release_by_path_needs_a_held_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = manager("a");
+        assert_eq!(a.release_path(&target(&dir), None).unwrap_err().code, "ENOTACQUIRED");
+        a.try_acquire(&target(&dir), &AcquireOptions::default()).unwrap().unwrap();
+        assert_eq!(a.release_path(&target(&dir), None).unwrap(), 1);
+        assert_eq!(a.release(999_999, code::NOT_ACQUIRED).unwrap_err().code, "ENOTACQUIRED");
+    }
+}

@@ -1,0 +1,14 @@
+//! The lock engine: plain Rust, no Node types, so `cargo test` covers it alone.
+//! The napi binding in `crate::binding` only converts values and errors.
+
+pub mod error;
+pub mod kernel_lock;
+pub mod lock_path;
+pub mod manager;
+pub mod owner_record;
+pub mod release_events;
+pub mod waiting;
+
+pub use error::{code, LockError, Result};
+pub use manager::{AcquireOptions, Acquisition, LockGrant, LockManager, ManagerOptions, Wait};
+pub use owner_record::LockMode;

@@ -1,0 +1,88 @@
+//! How a contended acquire waits: first in line among this process's waiters for the
+//! same lock file, then retrying its non-blocking kernel lock whenever the lock file
+//! may have been released. All waits share one small runtime, so the number of OS
+//! threads stays fixed however many waiters there are, and no waiter occupies
+//! libuv's threadpool (which Node's own `fs` calls need).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use tokio::runtime::Runtime;
+use tokio::sync::{Mutex as FifoMutex, OwnedMutexGuard};
+
+use super::error::Result;
+use super::kernel_lock::{Claimant, Contender, KernelLock};
+use super::owner_record::{LockMode, ProcessIdentity};
+use super::release_events::ReleaseEvents;
+
+/// Retry interval for releases no event reports: a holder on another host of a
+/// network filesystem, or a crashed holder whose close event beat its lock's removal.
+pub const SAFETY_TICK: Duration = Duration::from_millis(50);
+
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("lockwright-wait")
+            .enable_time()
+            .build()
+            .expect("the lockwright wait runtime starts")
+    })
+}
+
+pub type Turn = Arc<FifoMutex<()>>;
+
+/// The in-process queue for one lock file. tokio's mutex grants in request order,
+/// which is what makes waiters in one process first-come first-served.
+pub fn turn_for(lockfile: &Path) -> Turn {
+    static TURNS: OnceLock<Mutex<HashMap<PathBuf, Weak<FifoMutex<()>>>>> = OnceLock::new();
+    let mut turns = TURNS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(turn) = turns.get(lockfile).and_then(Weak::upgrade) {
+        return turn;
+    }
+    // Forget queues nobody uses any more before adding one, so the map stays as
+    // small as the set of lock files in use.
+    if turns.len() >= 64 {
+        turns.retain(|_, turn| turn.strong_count() > 0);
+    }
+    let turn = Arc::new(FifoMutex::new(()));
+    turns.insert(lockfile.to_path_buf(), Arc::downgrade(&turn));
+    turn
+}
+
+/// Waits, first for this process's earlier waiters, then for the kernel lock. The
+/// caller bounds it with a deadline and cancellation by dropping the future; every
+/// attempt is a single non-blocking call, so a dropped wait never holds anything.
+pub async fn wait_for_lock(turn: Turn, lockfile: PathBuf, mode: LockMode, claimant: Claimant) -> Result<KernelLock> {
+    let _turn: OwnedMutexGuard<()> = turn.lock_owned().await;
+    let mut contender = Contender::new(lockfile, mode);
+    let events = ReleaseEvents::global();
+    let on_lockfile = events.subscribe(contender.path());
+    let on_writer_waiting = events.subscribe(&contender.writer_waiting_path());
+    let mut opens = contender.opens();
+    loop {
+        let lockfile_changed = on_lockfile.wake.notified();
+        let writer_changed = on_writer_waiting.wake.notified();
+        tokio::pin!(lockfile_changed, writer_changed);
+        // Registered before the attempt, so a release between the attempt and the
+        // await still wakes us.
+        lockfile_changed.as_mut().enable();
+        writer_changed.as_mut().enable();
+        if let Some(lock) = contender.try_acquire(&claimant, ProcessIdentity::get().next_lock_id(), true)? {
+            return Ok(lock);
+        }
+        if contender.opens() != opens {
+            // The lock file was re-created: watch the new one.
+            opens = contender.opens();
+            events.rewatch(contender.path());
+        }
+        tokio::select! {
+            _ = lockfile_changed => {}
+            _ = writer_changed => {}
+            _ = tokio::time::sleep(SAFETY_TICK) => {}
+        }
+    }
+}
