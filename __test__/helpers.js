@@ -64,4 +64,26 @@ async function runScript(script, args = [], { env = {} } = {}) {
   return { code, signal, stdout, stderr }
 }
 
-module.exports = { tempDir, spawnAgent, runScript }
+/**
+ * Resolves once `condition()` is true, checking every few milliseconds: for states
+ * another process reaches with no message to tell us (a file it holds, say).
+ */
+async function waitFor(condition, { timeoutMs = 10_000, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeoutMs
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}
+
+/** Tracks whether a promise has settled, without awaiting it. */
+function track(promise) {
+  const state = { settled: false, promise }
+  promise.then(
+    () => (state.settled = true),
+    () => (state.settled = true),
+  )
+  return state
+}
+
+module.exports = { tempDir, spawnAgent, runScript, waitFor, track }

@@ -5,11 +5,14 @@
  * SIGINT, SIGTERM and SIGHUP. The kernel would drop the locks anyway; this also
  * clears the owner records, so nobody reads a dead holder's name.
  *
- * Listeners are installed only while some lock is held, so requiring lockwright
- * changes nothing. A signal is re-raised after the release, so the process still
- * dies of it (exit 130 for Ctrl-C) - unless the application has SIGINT listeners of
- * its own, which means it handles the signal itself: then we leave the locks to
- * its shutdown and to the exit hook.
+ * Listeners are installed when a lock is first taken, so requiring lockwright
+ * changes nothing, and then stay: removing a signal listener while a signal is on
+ * its way to it would swallow that signal (Node drops it with the listener), and a
+ * process that ignores SIGTERM is worse than a listener that does nothing. With no
+ * other listener for the signal, ours releases, removes itself and re-raises the
+ * signal, so the process still dies of it (exit 130 for Ctrl-C) exactly as without
+ * lockwright. If the application has listeners of its own it handles the signal
+ * itself: then we leave the locks to its shutdown and to the exit hook.
  */
 
 const SIGNALS = process.platform === 'win32' ? ['SIGINT'] : ['SIGINT', 'SIGTERM', 'SIGHUP']
@@ -54,7 +57,6 @@ function holding(manager) {
 /** A manager holds nothing any more. */
 function idle(manager) {
   holders.delete(manager)
-  if (installed && holders.size === 0) uninstall()
 }
 
 module.exports = { holding, idle }

@@ -123,7 +123,11 @@ impl NativeLockManager {
             Acquisition::Waiting(wait) => {
                 let (deferred, promise) = env.create_deferred()?;
                 engine::waiting::runtime().spawn(async move {
-                    let result = wait.await;
+                    // The wait runs as its own task so that a panic in it settles the
+                    // promise with an error instead of leaving it pending forever.
+                    let result = tokio::spawn(wait).await.unwrap_or_else(|panic| {
+                        Err(LockError::new("EPANIC", format!("lockwright: internal error while waiting: {panic}"), None))
+                    });
                     deferred.resolve(move |env| result.map(NativeGrant::from).map_err(|e| js_error::to_js(&env, e)));
                 });
                 Ok(Either::B(promise))

@@ -34,6 +34,8 @@ pub struct KernelLock {
     file: Option<File>,
     path: PathBuf,
     record: OwnerRecord,
+    /// Bytes the lock file holds now; a shorter record is padded to cover them.
+    record_len: usize,
     reader_record: Option<(File, PathBuf)>,
 }
 
@@ -63,7 +65,7 @@ impl KernelLock {
             // Keep only the token, so the next exclusive grant continues the sequence.
             let released = serde_json::to_vec(&ReleasedRecord { token: self.record.token })
                 .expect("a token serialises");
-            outcome = overwrite(&mut file, &released).map_err(|e| LockError::from_io(&e, "clear", &self.path));
+            outcome = overwrite(&mut file, &released, self.record_len).map_err(|e| LockError::from_io(&e, "clear", &self.path));
         }
         // Unlock before close: waiters are woken by the close event and must find the
         // lock free when they look (the kernel sends that event before it drops a lock).
@@ -168,12 +170,13 @@ impl Contender {
         let json = serde_json::to_vec(&record).expect("an owner record serialises");
         let reader_record = match self.mode {
             LockMode::Exclusive => {
-                overwrite(&mut file, &json).map_err(io_err)?;
+                overwrite(&mut file, &json, previous.len()).map_err(io_err)?;
                 None
             }
             LockMode::Shared => Some(write_reader_record(&self.path, &record.lock_id, &json)?),
         };
-        Ok(KernelLock { file: Some(file), path: self.path.clone(), record, reader_record })
+        let record_len = json.len().max(previous.len());
+        Ok(KernelLock { file: Some(file), path: self.path.clone(), record, record_len, reader_record })
     }
 
     /// Readers defer to a writer that holds the writer-waiting file. No such file
@@ -281,10 +284,18 @@ fn no_follow(options: &mut OpenOptions) {
 #[cfg(not(unix))]
 fn no_follow(_options: &mut OpenOptions) {}
 
-fn overwrite(file: &mut File, content: &[u8]) -> io::Result<()> {
-    file.set_len(0)?;
+/// Replaces the record in place, padding with spaces (JSON allows trailing white
+/// space) instead of truncating. Truncating to zero makes ext4 flush the file to disk
+/// at close (its `auto_da_alloc` rule for replace-via-truncate), which costs a disk
+/// write on every acquire and release; one in-place write also never shows a reader
+/// an empty file.
+fn overwrite(file: &mut File, content: &[u8], old_len: usize) -> io::Result<()> {
+    let mut padded = content.to_vec();
+    if padded.len() < old_len {
+        padded.resize(old_len, b' ');
+    }
     file.seek(SeekFrom::Start(0))?;
-    file.write_all(content)
+    file.write_all(&padded)
 }
 
 #[cfg(unix)]

@@ -1,0 +1,121 @@
+'use strict'
+// Bad input: a typed error at once, nothing left on disk.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const { join } = require('node:path')
+const { LockManager } = require('../lockwright.js')
+const { tempDir } = require('./helpers.js')
+
+const badPaths = [
+  [5, 'EINVAL', /path must be a string, got the number 5/],
+  [null, 'EINVAL', /path must be a string, got null/],
+  [undefined, 'EINVAL', /path must be a string/],
+  [{}, 'EINVAL', /path must be a string/],
+  ['', 'EINVAL', /non-empty/],
+  ['a\0b', 'EINVAL', /NUL byte/],
+]
+
+const badOptions = [
+  [{ timeout: NaN }, /timeout must be a non-negative number/],
+  [{ timeout: -1 }, /timeout must be a non-negative number/],
+  [{ timeout: '100' }, /timeout must be a number, got a value of type string/],
+  [{ mode: 'bogus' }, /mode must be 'exclusive' or 'shared'/],
+  [{ mode: 1 }, /mode must be a string/],
+  [{ lockfilePath: 7 }, /lockfilePath must be a string/],
+  ['fast', /options must be an object/],
+  [{ signal: 'stop' }, /signal must be an AbortSignal/],
+]
+
+function assertNothingOnDisk(dir) {
+  assert.deepEqual(fs.readdirSync(dir), [])
+}
+
+test('bad paths are EINVAL from every entry point', async (t) => {
+  const dir = tempDir(t)
+  const manager = new LockManager()
+  for (const [path, code, message] of badPaths) {
+    await assert.rejects(manager.acquire(path), { code, message })
+    await assert.rejects(manager.withLock(path, () => {}), { code, message })
+    await assert.rejects(manager.withReadLock(path, () => {}), { code, message })
+    assert.throws(() => manager.tryAcquire(path), { code, message })
+    assert.throws(() => manager.acquireSync(path), { code, message })
+    assert.throws(() => manager.withLockSync(path, () => {}), { code, message })
+  }
+  assertNothingOnDisk(dir)
+})
+
+test('too-long paths keep the OS code ENAMETOOLONG and name the path', async (t) => {
+  const dir = tempDir(t)
+  const manager = new LockManager()
+  for (const path of [join(dir, 'x'.repeat(300)), join(dir, 'y'.repeat(200), 'z'.repeat(200)).repeat(12)]) {
+    await assert.rejects(manager.acquire(path), (err) => {
+      assert.equal(err.code, 'ENAMETOOLONG')
+      assert.ok(err.message.includes(path.slice(0, 40)))
+      return true
+    })
+  }
+  assertNothingOnDisk(dir)
+})
+
+test('a missing directory is ENOENT with the lock file path', async (t) => {
+  const dir = tempDir(t)
+  const manager = new LockManager()
+  await assert.rejects(manager.acquire(join(dir, 'no', 'such', 'file')), (err) => {
+    assert.equal(err.code, 'ENOENT')
+    assert.equal(err.path, join(dir, 'no', 'such', 'file.lock'))
+    return true
+  })
+  assertNothingOnDisk(dir)
+})
+
+test('bad options are EINVAL naming the option', async (t) => {
+  const dir = tempDir(t)
+  const file = join(dir, 'a')
+  const manager = new LockManager()
+  for (const [options, message] of badOptions) {
+    await assert.rejects(manager.acquire(file, options), { code: 'EINVAL', message })
+    await assert.rejects(manager.withLock(file, () => {}, options), { code: 'EINVAL', message })
+    if (options.signal === undefined) {
+      assert.throws(() => manager.tryAcquire(file, options), { code: 'EINVAL', message })
+      assert.throws(() => manager.acquireSync(file, options), { code: 'EINVAL', message })
+    }
+  }
+  assertNothingOnDisk(dir)
+})
+
+test('withLock needs a function', async (t) => {
+  const dir = tempDir(t)
+  const manager = new LockManager()
+  for (const fn of [undefined, null, 'fn', 5, {}]) {
+    await assert.rejects(manager.withLock(join(dir, 'a'), fn), { code: 'EINVAL', message: /fn must be a function/ })
+    assert.throws(() => manager.withLockSync(join(dir, 'a'), fn), { code: 'EINVAL' })
+  }
+  assertNothingOnDisk(dir)
+})
+
+test('bad constructor options are EINVAL naming the option', () => {
+  const cases = [
+    [{ stale: -1 }, /stale must be a finite, non-negative/],
+    [{ stale: NaN }, /stale must be a finite, non-negative/],
+    [{ heartbeat: 'often' }, /heartbeat must be a number/],
+    [{ timeout: NaN }, /timeout must be a non-negative/],
+    [{ lockDir: 5 }, /lockDir must be a string/],
+    [{ lockDir: '' }, /lockDir must be a non-empty string/],
+    [{ owner: 5 }, /owner must be a string/],
+    [{ owner: '' }, /owner must be a non-empty string/],
+    [{ strategy: 'redis' }, /strategy must be 'kernel'/],
+    ['options', /options must be an object/],
+  ]
+  for (const [options, message] of cases) {
+    assert.throws(() => new LockManager(options), { code: 'EINVAL', message })
+  }
+})
+
+test('releasing what is not held is typed', async () => {
+  const manager = new LockManager()
+  await assert.rejects(manager.release('no-such-lock-id-or-path'), { code: 'ENOTACQUIRED' })
+  await assert.rejects(manager.release(42), { code: 'EINVAL' })
+  await assert.rejects(manager.release(undefined), { code: 'EINVAL' })
+})

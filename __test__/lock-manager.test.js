@@ -1,0 +1,239 @@
+'use strict'
+// LockManager's API against locks held by other real processes.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const os = require('node:os')
+const { join } = require('node:path')
+const { LockManager } = require('../lockwright.js')
+const { tempDir, spawnAgent, track } = require('./helpers.js')
+
+test('the owner record names pid, host, process, user, mode, lockId and token', async (t) => {
+  const file = join(tempDir(t), 'tasks.json')
+  const manager = new LockManager({ owner: 'mcp-server' })
+  const lock = await manager.acquire(file)
+  const record = JSON.parse(fs.readFileSync(`${file}.lock`, 'utf8'))
+  assert.equal(record.pid, process.pid)
+  assert.equal(record.host, os.hostname())
+  assert.equal(record.process, 'mcp-server')
+  assert.equal(record.user, os.userInfo().username)
+  assert.equal(record.mode, 'exclusive')
+  assert.equal(record.lockId, lock.id)
+  assert.equal(record.token, lock.token)
+  assert.ok(Math.abs(record.timestamp - Date.now()) < 60_000)
+  await lock.release()
+  // Released: the owner is gone, only the fencing token stays for the next grant.
+  assert.deepEqual(JSON.parse(fs.readFileSync(`${file}.lock`, 'utf8')), { token: lock.token })
+})
+
+test('lockDir and lockfilePath place the lock file', async (t) => {
+  const dir = tempDir(t)
+  fs.mkdirSync(join(dir, '.flowforge', '.locks'), { recursive: true })
+  const manager = new LockManager({ lockDir: join(dir, '.flowforge', '.locks') })
+  const lock = await manager.acquire(join(dir, 'tasks.json'))
+  assert.equal(lock.lockfilePath, join(dir, '.flowforge', '.locks', 'tasks.json.lock'))
+  assert.ok(fs.existsSync(lock.lockfilePath))
+  const explicit = await manager.acquire(join(dir, 'tasks.json'), { lockfilePath: join(dir, 'custom.lock') })
+  assert.equal(explicit.lockfilePath, join(dir, 'custom.lock'))
+  await manager.close()
+})
+
+test('ELOCKED names the holding process; tryAcquire returns null', async (t) => {
+  const file = join(tempDir(t), 'tasks.json')
+  const agent = spawnAgent(t, { owner: 'mcp-server' })
+  await agent.call('acquire', { path: file })
+  const manager = new LockManager({ owner: 'cli' })
+  assert.equal(manager.tryAcquire(file), null)
+  await assert.rejects(manager.acquire(file, { timeout: 0 }), (err) => {
+    assert.equal(err.code, 'ELOCKED')
+    assert.equal(err.path, file)
+    assert.match(err.message, new RegExp(`^${file} is locked by mcp-server \\(PID ${agent.pid} on .+, held \\d+\\.\\d s\\)$`))
+    return true
+  })
+})
+
+test('a wait times out with ETIMEOUT and never takes the lock afterwards', async (t) => {
+  const file = join(tempDir(t), 'tasks.json')
+  const holder = spawnAgent(t, { owner: 'holder' })
+  const later = spawnAgent(t, { owner: 'later' })
+  const held = await holder.call('acquire', { path: file })
+  const manager = new LockManager()
+  const started = Date.now()
+  await assert.rejects(manager.acquire(file, { timeout: 80 }), (err) => {
+    assert.equal(err.code, 'ETIMEOUT')
+    assert.match(err.message, /held by holder \(PID/)
+    return true
+  })
+  assert.ok(Date.now() - started >= 75)
+  await holder.call('release', { lockId: held.id })
+  // The timed-out waiter must not grab the lock now that it is free.
+  assert.ok(await later.call('tryAcquire', { path: file }))
+  assert.equal(manager._native.heldCount, 0)
+})
+
+test('an AbortSignal ends the wait with AbortError; an aborted signal rejects at once', async (t) => {
+  const file = join(tempDir(t), 'tasks.json')
+  const holder = spawnAgent(t)
+  const later = spawnAgent(t)
+  const held = await holder.call('acquire', { path: file })
+  const manager = new LockManager()
+  const controller = new AbortController()
+  const waiting = manager.acquire(file, { signal: controller.signal, timeout: Infinity })
+  controller.abort()
+  await assert.rejects(waiting, { name: 'AbortError', code: 'ABORT_ERR', path: file })
+  await assert.rejects(manager.acquire(file, { signal: AbortSignal.abort() }), { code: 'ABORT_ERR' })
+  await holder.call('release', { lockId: held.id })
+  assert.ok(await later.call('tryAcquire', { path: file }))
+  assert.equal(manager._native.heldCount, 0)
+})
+
+test('a second release is ERELEASED; release by id, path and close', async (t) => {
+  const dir = tempDir(t)
+  const manager = new LockManager()
+  const lock = await manager.acquire(join(dir, 'a'))
+  await lock.release()
+  assert.equal(lock.released, true)
+  await assert.rejects(lock.release(), { code: 'ERELEASED' })
+  assert.throws(() => lock.releaseSync(), { code: 'ERELEASED' })
+
+  const byId = await manager.acquire(join(dir, 'b'))
+  await manager.release(byId.id)
+  assert.equal(byId.released, true)
+  await assert.rejects(manager.release(byId.id), { code: 'ENOTACQUIRED' })
+
+  const byPath = await manager.acquire(join(dir, 'c'))
+  await manager.release(join(dir, 'c'))
+  assert.equal(byPath.released, true)
+  await assert.rejects(manager.release(join(dir, 'c')), { code: 'ENOTACQUIRED' })
+
+  const byLock = await manager.acquire(join(dir, 'd'))
+  await manager.release(byLock)
+  assert.equal(byLock.released, true)
+
+  const a = await manager.acquire(join(dir, 'e'))
+  const b = await manager.acquire(join(dir, 'f'), { mode: 'shared' })
+  await manager.close()
+  assert.equal(a.released && b.released, true)
+  await assert.rejects(manager.acquire(join(dir, 'g')), { code: 'ABORT_ERR' })
+})
+
+test('Symbol.asyncDispose releases, and is harmless after a manual release', async (t) => {
+  const file = join(tempDir(t), 'a')
+  const manager = new LockManager()
+  const lock = await manager.acquire(file)
+  await lock[Symbol.asyncDispose]()
+  assert.equal(lock.released, true)
+  const again = await manager.acquire(file, { timeout: 0 })
+  await again.release()
+  await again[Symbol.asyncDispose]()
+  lock[Symbol.dispose]()
+})
+
+test('withLock re-enters in its own async context; unrelated callers still wait', async (t) => {
+  const file = join(tempDir(t), 'index')
+  const manager = new LockManager()
+  const events = []
+  let letOuterFinish
+  const outerMayFinish = new Promise((resolve) => (letOuterFinish = resolve))
+  let outerLocked
+  const outerHasLock = new Promise((resolve) => (outerLocked = resolve))
+  const outer = manager.withLock(file, async (lock) => {
+    events.push('outer-start')
+    outerLocked()
+    // vectra's beginUpdate: the batch holds the lock while insertItem locks again.
+    const inner = await manager.withLock(file, async (innerLock) => {
+      assert.equal(innerLock, lock)
+      return 'inner-result'
+    })
+    assert.equal(inner, 'inner-result')
+    await manager.withReadLock(file, async () => events.push('nested-read'))
+    await outerMayFinish
+    events.push('outer-end')
+    return 42
+  })
+  await outerHasLock
+  // Outside the outer context: a separate caller, which must wait its turn.
+  const unrelated = track(manager.withLock(file, async () => events.push('unrelated')))
+  letOuterFinish()
+  assert.equal(await outer, 42)
+  await unrelated.promise
+  assert.deepEqual(events, ['outer-start', 'nested-read', 'outer-end', 'unrelated'])
+})
+
+test('withLock releases when fn throws; a nested exclusive inside shared is EDEADLK', async (t) => {
+  const file = join(tempDir(t), 'a')
+  const manager = new LockManager()
+  await assert.rejects(manager.withLock(file, async () => { throw new Error('boom') }), /boom/)
+  assert.equal(manager._native.heldCount, 0)
+  await manager.withReadLock(file, async () => {
+    await assert.rejects(manager.withWriteLock(file, async () => {}), { code: 'EDEADLK' })
+  })
+  assert.throws(() => manager.withLockSync(file, () => { throw new Error('sync boom') }), /sync boom/)
+  assert.equal(manager.withLockSync(file, () => manager.withLockSync(file, () => 'nested')), 'nested')
+  assert.equal(manager._native.heldCount, 0)
+})
+
+test('acquireSync waits for a release by another process, bounded by its timeout', async (t) => {
+  const file = join(tempDir(t), 'a')
+  const agent = spawnAgent(t)
+  const held = await agent.call('acquire', { path: file })
+  const manager = new LockManager()
+  assert.throws(() => manager.acquireSync(file, { timeout: 50 }), { code: 'ETIMEOUT' })
+  await agent.call('releaseAfter', { lockId: held.id, ms: 100 })
+  const lock = manager.acquireSync(file, { timeout: 20_000 })
+  assert.equal(lock.mode, 'exclusive')
+  lock.releaseSync()
+})
+
+test('fencing tokens increase across processes and releases', async (t) => {
+  const file = join(tempDir(t), 'a')
+  const [a, b] = [spawnAgent(t), spawnAgent(t)]
+  const first = await a.call('acquire', { path: file })
+  await a.call('release', { lockId: first.id })
+  const second = await b.call('acquire', { path: file })
+  await b.call('release', { lockId: second.id })
+  const manager = new LockManager()
+  const third = await manager.acquire(file)
+  assert.ok(first.token < second.token && second.token < third.token, `${first.token} < ${second.token} < ${third.token}`)
+  await third.release()
+  const reader = await manager.acquire(file, { mode: 'shared' })
+  assert.equal(reader.token, third.token, 'readers see the last exclusive token')
+  await reader.release()
+})
+
+test('a SIGKILLed holder frees the lock for the next process', async (t) => {
+  const file = join(tempDir(t), 'a')
+  const agent = spawnAgent(t, { owner: 'doomed' })
+  await agent.call('acquire', { path: file })
+  const manager = new LockManager()
+  const waiting = manager.acquire(file, { timeout: 20_000 })
+  agent.child.kill('SIGKILL')
+  const lock = await waiting
+  assert.equal(lock.mode, 'exclusive')
+  await lock.release()
+})
+
+test('waiters in one process are served first-come first-served', async (t) => {
+  const file = join(tempDir(t), 'a')
+  const agent = spawnAgent(t)
+  const held = await agent.call('acquire', { path: file })
+  const order = []
+  const managers = Array.from({ length: 6 }, () => new LockManager())
+  const waits = managers.map((manager, i) =>
+    manager.withLock(file, async () => order.push(i), { timeout: 20_000 }),
+  )
+  await agent.call('release', { lockId: held.id })
+  await Promise.all(waits)
+  assert.deepEqual(order, [0, 1, 2, 3, 4, 5])
+})
+
+test('two managers in one process exclude each other like two processes', async (t) => {
+  const file = join(tempDir(t), 'a')
+  const [m1, m2] = [new LockManager({ owner: 'one' }), new LockManager({ owner: 'two' })]
+  const lock = await m1.acquire(file)
+  await assert.rejects(m2.acquire(file, { timeout: 0 }), { code: 'ELOCKED', message: /locked by one/ })
+  const waiting = m2.acquire(file)
+  await lock.release()
+  await (await waiting).release()
+})

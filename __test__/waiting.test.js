@@ -1,0 +1,70 @@
+'use strict'
+// How waiting behaves inside one process: it must not starve Node's own I/O, must
+// not grow threads with the number of waiters, and must clean up after itself.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const { join } = require('node:path')
+const { LockManager } = require('../lockwright.js')
+const { tempDir, spawnAgent } = require('./helpers.js')
+
+function threadCount() {
+  return fs.readdirSync('/proc/self/task').length
+}
+
+test('32 waiters do not delay fs.promises.readFile', async (t) => {
+  const dir = tempDir(t)
+  const file = join(dir, 'state.json')
+  fs.writeFileSync(file, '{"ok":true}')
+  const agent = spawnAgent(t)
+  const held = await agent.call('acquire', { path: file })
+  const managers = Array.from({ length: 32 }, () => new LockManager())
+  const waits = managers.map((m) => m.withLock(file, async () => {}, { timeout: Infinity }))
+  // With waiters parked on libuv's threadpool (4 threads) this read would never run
+  // before the release, and the release below waits for it.
+  const reads = await Promise.all(Array.from({ length: 8 }, () => fs.promises.readFile(file, 'utf8')))
+  assert.ok(reads.every((text) => text === '{"ok":true}'))
+  await agent.call('release', { lockId: held.id })
+  await Promise.all(waits)
+})
+
+test('1000 waiters on 200 lock files add no threads, and are all served', { skip: process.platform !== 'linux' }, async (t) => {
+  const dir = tempDir(t)
+  const files = Array.from({ length: 200 }, (_, i) => join(dir, `f${i}`))
+  const holder = new LockManager({ owner: 'holder' })
+  // Warm up: the runtime and the watcher start with the first wait.
+  const warm = await holder.acquire(join(dir, 'warm'))
+  const warmWait = new LockManager().acquire(join(dir, 'warm'))
+  await warm.release()
+  await (await warmWait).release()
+
+  const held = files.map((f) => holder.tryAcquire(f))
+  const before = threadCount()
+  const waiters = Array.from({ length: 1000 }, (_, i) => new LockManager().acquire(files[i % files.length], { timeout: Infinity }))
+  const during = threadCount()
+  assert.ok(during - before <= 2, `threads grew from ${before} to ${during} with 1000 waiters`)
+  for (const lock of held) await lock.release()
+  // Each waiter takes its file in turn and passes it on.
+  await Promise.all(waiters.map((w) => w.then((lock) => lock.release())))
+  assert.ok(threadCount() - before <= 2)
+})
+
+test('a timed-out or aborted wait leaves no watch, queue or lock behind', async (t) => {
+  const file = join(tempDir(t), 'a')
+  const agent = spawnAgent(t)
+  const held = await agent.call('acquire', { path: file })
+  const manager = new LockManager()
+  for (let i = 0; i < 20; i++) {
+    await assert.rejects(manager.acquire(file, { timeout: 1 }), { code: 'ETIMEOUT' })
+    const controller = new AbortController()
+    const wait = manager.acquire(file, { signal: controller.signal, timeout: Infinity })
+    controller.abort()
+    await assert.rejects(wait, { code: 'ABORT_ERR' })
+  }
+  await agent.call('release', { lockId: held.id })
+  // The queue for this file is free again: an immediate attempt is not held back.
+  const lock = manager.tryAcquire(file)
+  assert.ok(lock)
+  await lock.release()
+})

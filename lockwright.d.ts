@@ -1,0 +1,96 @@
+/// <reference lib="esnext.disposable" />
+// Types of the public API (lockwright.js). The native layer's generated types are in index.d.ts.
+
+import { EventEmitter } from 'node:events'
+
+export type LockMode = 'exclusive' | 'shared'
+
+/** Codes every lockwright error carries in `err.code`; OS failures keep their errno name. */
+export type LockErrorCode =
+  | 'ELOCKED'
+  | 'ETIMEOUT'
+  | 'ABORT_ERR'
+  | 'ERELEASED'
+  | 'ENOTACQUIRED'
+  | 'EDEADLK'
+  | 'EINVAL'
+  | 'ENOENT'
+  | 'EACCES'
+  | 'ENAMETOOLONG'
+  | 'ELOOP'
+  | (string & {})
+
+export interface LockError extends Error {
+  code: LockErrorCode
+  /** The path involved, when there is one. */
+  path?: string
+}
+
+export interface LockManagerOptions {
+  /** Owner label written as `process` in the lock file. Default: the script's file name. */
+  owner?: string
+  /** Directory for lock files: `<lockDir>/<basename>.lock`. Default: beside the target. */
+  lockDir?: string
+  /** Only `'kernel'` (OS advisory locks) for now. */
+  strategy?: 'kernel'
+  /** Default wait in ms for acquire/withLock/acquireSync. Default 30000. */
+  timeout?: number
+  /** Accepted and range-checked; used by stale detection (not yet implemented). */
+  stale?: number
+  /** Accepted and range-checked; used by heartbeats (not yet implemented). */
+  heartbeat?: number
+}
+
+export interface AcquireOptions {
+  /** Default `'exclusive'`. */
+  mode?: LockMode
+  /** Ms to wait: 0 tries once (ELOCKED), Infinity waits forever. Default: the manager's. */
+  timeout?: number
+  /** Ends the wait with an AbortError (code ABORT_ERR). */
+  signal?: AbortSignal
+  /** Use exactly this lock file. */
+  lockfilePath?: string
+}
+
+export type SyncAcquireOptions = Omit<AcquireOptions, 'signal'>
+
+export declare class Lock implements AsyncDisposable, Disposable {
+  private constructor()
+  /** The locked path, absolute. */
+  readonly path: string
+  readonly lockfilePath: string
+  readonly mode: LockMode
+  /** Unique per grant; also `lockId` in the owner record. */
+  readonly id: string
+  /** Fencing token: strictly increasing for each exclusive grant of this lock file. */
+  readonly token: number
+  /** Ms since the epoch when the lock was granted. */
+  readonly acquiredAt: number
+  /** True once released by this object, its manager, or close(). */
+  readonly released: boolean
+  /** Rejects with ERELEASED when already released. */
+  release(): Promise<void>
+  releaseSync(): void
+  [Symbol.asyncDispose](): Promise<void>
+  [Symbol.dispose](): void
+  toJSON(): { path: string; lockfilePath: string; mode: LockMode; id: string; token: number; acquiredAt: number }
+}
+
+export declare class LockManager extends EventEmitter {
+  constructor(options?: LockManagerOptions)
+  readonly owner: string
+  acquire(path: string, options?: AcquireOptions): Promise<Lock>
+  tryAcquire(path: string, options?: SyncAcquireOptions): Lock | null
+  acquireSync(path: string, options?: SyncAcquireOptions): Lock
+  withLock<T>(path: string, fn: (lock: Lock) => T | Promise<T>, options?: AcquireOptions): Promise<T>
+  withLockSync<T>(path: string, fn: (lock: Lock) => T, options?: SyncAcquireOptions): T
+  withReadLock<T>(path: string, fn: (lock: Lock) => T | Promise<T>, options?: Omit<AcquireOptions, 'mode'>): Promise<T>
+  withWriteLock<T>(path: string, fn: (lock: Lock) => T | Promise<T>, options?: Omit<AcquireOptions, 'mode'>): Promise<T>
+  /** Releases a Lock, a lock id, or every lock this manager holds on a path. */
+  release(lockOrIdOrPath: Lock | string): Promise<void>
+  /** Ends pending waits (ABORT_ERR) and releases everything held. */
+  close(): Promise<void>
+}
+
+declare const lockwright: { LockManager: typeof LockManager; Lock: typeof Lock }
+export default lockwright
