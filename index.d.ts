@@ -34,6 +34,19 @@ export declare class NativeLockManager {
    */
   lockfileFor(path: unknown, options?: unknown | undefined | null): string
   held(): Array<NativeGrant>
+  get stale(): number
+  status(path: unknown, options?: unknown | undefined | null): NativeStatus
+  list(dir?: unknown | undefined | null): Array<NativeStatus>
+  cleanup(dir?: unknown | undefined | null): NativeCleanup
+  /** Breaks a lock nobody alive holds; returns whether anything was removed. */
+  forceRelease(path: unknown, options?: unknown | undefined | null): boolean
+  metrics(): NativeMetrics
+  resetMetrics(): void
+  /**
+   * `callback([lockId, code, message])` runs on the JS thread when the heartbeat
+   * finds a held lock lost. It does not keep the process alive.
+   */
+  onCompromised(callback: (lost: [lockId: string, code: string, message: string]) => void): void
   /** Releases everything held, keeping the manager usable (process exit). */
   releaseAll(): number
   /** Ends pending waits and releases everything; later acquires fail. */
@@ -49,6 +62,21 @@ export declare class WaitCanceller {
   cancel(): void
 }
 
+export interface NativeCleanup {
+  removed: Array<string>
+  kept: number
+}
+
+/** A time distribution in milliseconds. */
+export interface NativeDistribution {
+  count: number
+  mean: number
+  p50: number
+  p95: number
+  p99: number
+  max: number
+}
+
 /** A granted lock, as plain data; `lockwright.js` wraps it in a `Lock`. */
 export interface NativeGrant {
   /** Process-unique number that `release` takes. */
@@ -62,4 +90,41 @@ export interface NativeGrant {
   lockId: string
   /** Milliseconds since the epoch when the lock was granted. */
   acquiredAt: number
+}
+
+export interface NativeMetrics {
+  acquisitions: number
+  releases: number
+  contended: number
+  timeouts: number
+  aborts: number
+  staleCleaned: number
+  compromised: number
+  heldNow: number
+  wait: NativeDistribution
+  hold: NativeDistribution
+}
+
+/** One holder of a lock, as `status()` reports it. */
+export interface NativeOwner {
+  pid: number
+  host: string
+  process: string
+  user: string
+  mode: string
+  lockId: string
+  token: number
+  /** When the lock was granted (ms since the epoch). */
+  since: number
+  heartbeatAgeMs: number
+  /** On this host: the PID runs and is the same process. Elsewhere: a fresh heartbeat. */
+  alive: boolean
+}
+
+export interface NativeStatus {
+  locked: boolean
+  stale: boolean
+  mode?: string
+  lockfilePath: string
+  owners: Array<NativeOwner>
 }

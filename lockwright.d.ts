@@ -2,6 +2,7 @@
 // Types of the public API (lockwright.js). The native layer's generated types are in index.d.ts.
 
 import { EventEmitter } from 'node:events'
+import type { NativeDistribution, NativeMetrics } from './index'
 
 export type LockMode = 'exclusive' | 'shared'
 
@@ -35,11 +36,49 @@ export interface LockManagerOptions {
   strategy?: 'kernel'
   /** Default wait in ms for acquire/withLock/acquireSync. Default 30000. */
   timeout?: number
-  /** Accepted and range-checked; used by stale detection (not yet implemented). */
+  /** A holder on another host whose heartbeat is older than this (ms) is dead. Default 10000, at least 2000. */
   stale?: number
-  /** Accepted and range-checked; used by heartbeats (not yet implemented). */
+  /** Heartbeat period in ms, from a native thread. Default stale/2; 0 turns beats off. */
   heartbeat?: number
+  /** Called when a held lock turns out lost (code ECOMPROMISED); the 'compromised' event fires too. */
+  onCompromised?: (err: LockError & { lockId: string }) => void
+  /** true or a function: log acquire/wait/release/stale/cleanup events. Also LOCKWRIGHT_DEBUG=1. */
+  debug?: boolean | ((line: string) => void)
 }
+
+export interface LockOwner {
+  pid: number
+  host: string
+  /** The owner label. */
+  process: string
+  user: string
+  mode: LockMode
+  lockId: string
+  token: number
+  /** When the lock was granted, ms since the epoch. */
+  since: number
+  heartbeatAgeMs: number
+  /** On this host: the PID runs and is the same process. Elsewhere: a fresh heartbeat. */
+  alive: boolean
+}
+
+export interface LockStatus {
+  locked: boolean
+  /** Held only by dead owners, or free with a dead owner's or corrupted record left behind. */
+  stale: boolean
+  mode?: LockMode
+  lockfilePath: string
+  owners: LockOwner[]
+}
+
+/** A time distribution in ms: `{ count, mean, p50, p95, p99, max }`. */
+export type Distribution = NativeDistribution
+
+/**
+ * `acquisitions, releases, contended` (attempts that found the lock held), `timeouts,
+ * aborts, staleCleaned, compromised, heldNow`, and `wait` / `hold` distributions in ms.
+ */
+export type LockMetrics = NativeMetrics
 
 export interface AcquireOptions {
   /** Default `'exclusive'`. */
@@ -53,6 +92,7 @@ export interface AcquireOptions {
 }
 
 export type SyncAcquireOptions = Omit<AcquireOptions, 'signal'>
+
 
 export declare class Lock implements AsyncDisposable, Disposable {
   private constructor()
@@ -90,6 +130,17 @@ export declare class LockManager extends EventEmitter {
   release(lockOrIdOrPath: Lock | string): Promise<void>
   /** Ends pending waits (ABORT_ERR) and releases everything held. */
   close(): Promise<void>
+  /** Who holds the lock on `path`, in any process, and whether they are alive. */
+  status(path: string, options?: { lockfilePath?: string }): LockStatus
+  /** The status of every lock file in `dir` (default: lockDir). */
+  list(dir?: string): LockStatus[]
+  /** Removes dead holders' lock files, corrupted ones and dead readers' records in `dir` (default: lockDir). */
+  cleanupStaleLocks(dir?: string): Promise<{ removed: string[]; kept: number }>
+  /** Removes a dead holder's leftovers; ELOCKED if a live process holds the kernel lock, even with force. */
+  forceRelease(path: string, options?: { force?: boolean; lockfilePath?: string }): Promise<boolean>
+  metrics(): LockMetrics
+  resetMetrics(): void
+  on(event: 'compromised', listener: (err: LockError & { lockId: string }) => void): this
 }
 
 declare const lockwright: { LockManager: typeof LockManager; Lock: typeof Lock }

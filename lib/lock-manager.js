@@ -30,9 +30,20 @@ function checkSignal(signal, path) {
   return signal
 }
 
+/** `debug: true`, a function, or LOCKWRIGHT_DEBUG=1: where debug lines go, if anywhere. */
+function debugSink(debug) {
+  if (typeof debug === 'function') return debug
+  if (debug === true || (debug === undefined && /^(1|true|yes)$/i.test(process.env.LOCKWRIGHT_DEBUG ?? ''))) {
+    return (line) => process.stderr.write(`${line}\n`)
+  }
+  if (debug !== undefined && debug !== false) throw lockError('EINVAL', 'debug must be a boolean or a function')
+  return null
+}
+
 class LockManager extends EventEmitter {
   /** Locks held in the current async context, by lock file: what `withLock` re-enters. */
   #context = new AsyncLocalStorage()
+  #debug
 
   constructor(options) {
     super()
@@ -40,7 +51,21 @@ class LockManager extends EventEmitter {
       throw lockError('EINVAL', `options must be an object, got ${typeof options}`)
     }
     const owner = options?.owner === undefined ? defaultOwner() : options.owner
+    const onCompromised = options?.onCompromised
+    if (onCompromised !== undefined && typeof onCompromised !== 'function') {
+      throw lockError('EINVAL', 'onCompromised must be a function')
+    }
+    this.#debug = debugSink(options?.debug)
     this._native = new native.NativeLockManager({ ...options, owner })
+    // A lost lock is reported, never thrown: nothing can catch an error raised from
+    // a heartbeat, so throwing would only crash the process.
+    this._native.onCompromised(([lockId, code, message]) => {
+      const err = lockError(code, message)
+      err.lockId = lockId
+      this.#log(`compromised ${lockId}: ${message}`)
+      onCompromised?.(err)
+      this.emit('compromised', err)
+    })
   }
 
   get owner() {
@@ -53,13 +78,16 @@ class LockManager extends EventEmitter {
     const canceller = signal ? new native.WaitCanceller() : undefined
     const granted = this._native.acquire(path, options, canceller)
     if (!(granted instanceof Promise)) return this._adopt(granted)
-    if (!signal) return this._adopt(await granted)
+    this.#log(`wait ${options?.mode ?? 'exclusive'} ${path}`)
     const onAbort = () => canceller.cancel()
-    signal.addEventListener('abort', onAbort, { once: true })
+    signal?.addEventListener('abort', onAbort, { once: true })
     try {
       return this._adopt(await granted)
+    } catch (err) {
+      this.#log(`${err.code === 'ETIMEOUT' ? 'timeout' : 'failed'} ${path}: ${err.message}`)
+      throw err
     } finally {
-      signal.removeEventListener('abort', onAbort)
+      signal?.removeEventListener('abort', onAbort)
     }
   }
 
@@ -120,6 +148,53 @@ class LockManager extends EventEmitter {
     this._afterRelease()
   }
 
+  /** Who holds the lock on `path` (in any process), and whether they are alive. */
+  status(path, options) {
+    const status = this._native.status(path, options)
+    if (status.stale) this.#log(`stale ${status.lockfilePath}`)
+    return status
+  }
+
+  /** The status of every lock file in `dir` (default: this manager's lockDir). */
+  list(dir) {
+    return this._native.list(dir)
+  }
+
+  /**
+   * Removes what dead holders left in `dir` (default: lockDir): lock files whose
+   * holder died, corrupted ones, dead readers' records. Never a held lock.
+   */
+  async cleanupStaleLocks(dir) {
+    const report = this._native.cleanup(dir)
+    for (const path of report.removed) this.#log(`cleanup removed ${path}`)
+    return report
+  }
+
+  /**
+   * Breaks the lock on `path` when its holder is gone. A kernel lock held by a live
+   * process cannot be broken by anyone else: that is ELOCKED, with `force` or not.
+   */
+  async forceRelease(path, options) {
+    if (options !== undefined && (options === null || typeof options !== 'object')) {
+      throw lockError('EINVAL', 'options must be an object')
+    }
+    if (options?.force !== undefined && typeof options.force !== 'boolean') {
+      throw lockError('EINVAL', 'force must be a boolean')
+    }
+    const removed = this._native.forceRelease(path, options)
+    if (removed) this.#log(`force-release removed the leftovers of ${path}`)
+    return removed
+  }
+
+  /** Counts and wait/hold time distributions (ms) since creation or `resetMetrics()`. */
+  metrics() {
+    return this._native.metrics()
+  }
+
+  resetMetrics() {
+    this._native.resetMetrics()
+  }
+
   /** Ends this manager's waits and releases everything it holds. */
   async close() {
     this._native.close()
@@ -143,14 +218,20 @@ class LockManager extends EventEmitter {
     return held
   }
 
+  #log(line) {
+    this.#debug?.(`lockwright[${process.pid}] ${line}`)
+  }
+
   _adopt(grant) {
     exitRelease.holding(this)
+    this.#log(`acquire ${grant.mode} ${grant.path} token=${grant.token}`)
     return new Lock(this, grant)
   }
 
   _releaseGrant(id, missingCode) {
     try {
       this._native.release(id, missingCode)
+      this.#log(`release #${id}`)
     } finally {
       this._afterRelease()
     }

@@ -12,8 +12,11 @@ use napi::bindgen_prelude::{ClassInstance, Either, Env, Object, Unknown};
 use napi_derive::napi;
 use tokio_util::sync::CancellationToken;
 
-use engine::manager::DEFAULT_TIMEOUT_MS;
-use engine::{code, AcquireOptions, Acquisition, LockError, LockGrant, LockManager, ManagerOptions, Wait};
+use engine::inspect::{LockStatus, OwnerStatus};
+use engine::metrics::{Distribution, MetricsSnapshot};
+use engine::{code, AcquireOptions, Acquisition, LockError, LockGrant, LockManager, ManagerOptions};
+use napi::bindgen_prelude::Function;
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 
 
 /// A granted lock, as plain data; `lockwright.js` wraps it in a `Lock`.
@@ -42,6 +45,116 @@ impl From<LockGrant> for NativeGrant {
             token: grant.token as i64,
             lock_id: grant.lock_id,
             acquired_at: grant.acquired_at as f64,
+        }
+    }
+}
+
+/// One holder of a lock, as `status()` reports it.
+#[napi(object)]
+pub struct NativeOwner {
+    pub pid: u32,
+    pub host: String,
+    pub process: String,
+    pub user: String,
+    pub mode: String,
+    pub lock_id: String,
+    pub token: i64,
+    /// When the lock was granted (ms since the epoch).
+    pub since: f64,
+    pub heartbeat_age_ms: f64,
+    /// On this host: the PID runs and is the same process. Elsewhere: a fresh heartbeat.
+    pub alive: bool,
+}
+
+impl From<OwnerStatus> for NativeOwner {
+    fn from(o: OwnerStatus) -> Self {
+        let r = o.record;
+        NativeOwner {
+            pid: r.pid,
+            host: r.host,
+            process: r.process,
+            user: r.user,
+            mode: r.mode.as_str().into(),
+            lock_id: r.lock_id,
+            token: r.token as i64,
+            since: r.timestamp as f64,
+            heartbeat_age_ms: o.heartbeat_age_ms as f64,
+            alive: o.alive,
+        }
+    }
+}
+
+#[napi(object)]
+pub struct NativeStatus {
+    pub locked: bool,
+    pub stale: bool,
+    pub mode: Option<String>,
+    pub lockfile_path: String,
+    pub owners: Vec<NativeOwner>,
+}
+
+impl From<LockStatus> for NativeStatus {
+    fn from(s: LockStatus) -> Self {
+        NativeStatus {
+            locked: s.locked,
+            stale: s.stale,
+            mode: s.mode.map(|m| m.as_str().into()),
+            lockfile_path: s.lockfile.to_string_lossy().into_owned(),
+            owners: s.owners.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[napi(object)]
+pub struct NativeCleanup {
+    pub removed: Vec<String>,
+    pub kept: u32,
+}
+
+/// A time distribution in milliseconds.
+#[napi(object)]
+pub struct NativeDistribution {
+    pub count: f64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl From<Distribution> for NativeDistribution {
+    fn from(d: Distribution) -> Self {
+        NativeDistribution { count: d.count as f64, mean: d.mean, p50: d.p50, p95: d.p95, p99: d.p99, max: d.max }
+    }
+}
+
+#[napi(object)]
+pub struct NativeMetrics {
+    pub acquisitions: f64,
+    pub releases: f64,
+    pub contended: f64,
+    pub timeouts: f64,
+    pub aborts: f64,
+    pub stale_cleaned: f64,
+    pub compromised: f64,
+    pub held_now: f64,
+    pub wait: NativeDistribution,
+    pub hold: NativeDistribution,
+}
+
+impl From<MetricsSnapshot> for NativeMetrics {
+    fn from(m: MetricsSnapshot) -> Self {
+        NativeMetrics {
+            acquisitions: m.acquisitions as f64,
+            releases: m.releases as f64,
+            contended: m.contended as f64,
+            timeouts: m.timeouts as f64,
+            aborts: m.aborts as f64,
+            stale_cleaned: m.stale_cleaned as f64,
+            compromised: m.compromised as f64,
+            held_now: m.held_now as f64,
+            wait: m.wait.into(),
+            hold: m.hold.into(),
         }
     }
 }
@@ -84,13 +197,16 @@ impl NativeLockManager {
                 None | Some("kernel") => {}
                 Some(other) => return Err(LockError::invalid(format!("strategy must be 'kernel', got '{other}'"))),
             }
-            // Checked now so a bad value fails at construction; stale detection uses them.
-            js_args::optional_millis(options, "stale")?;
-            js_args::optional_millis(options, "heartbeat")?;
-            let timeout = js_args::optional_wait(options, "timeout")?
-                .unwrap_or(Wait::For(std::time::Duration::from_millis(DEFAULT_TIMEOUT_MS)));
-            let lock_dir = js_args::optional_string(options, "lockDir")?.map(Into::into);
-            Ok(NativeLockManager { engine: LockManager::new(ManagerOptions { owner, lock_dir, timeout })? })
+            let defaults = ManagerOptions::new(owner);
+            Ok(NativeLockManager {
+                engine: LockManager::new(ManagerOptions {
+                    lock_dir: js_args::optional_string(options, "lockDir")?.map(Into::into),
+                    timeout: js_args::optional_wait(options, "timeout")?.unwrap_or(defaults.timeout),
+                    stale_ms: js_args::optional_millis(options, "stale")?.unwrap_or(defaults.stale_ms),
+                    heartbeat_ms: js_args::optional_millis(options, "heartbeat")?,
+                    ..defaults
+                })?,
+            })
         };
         build().map_err(|e| js_error::to_js(&env, e))
     }
@@ -187,6 +303,63 @@ impl NativeLockManager {
         self.engine.held_grants().into_iter().map(Into::into).collect()
     }
 
+    #[napi(getter)]
+    pub fn stale(&self) -> f64 {
+        self.engine.stale_ms() as f64
+    }
+
+    #[napi(catch_unwind)]
+    pub fn status(&self, env: Env, path: Unknown, options: Option<Unknown>) -> napi::Result<NativeStatus> {
+        let (target, options) = read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
+        self.engine.status(&target, options.lockfile_path.as_deref()).map(Into::into).map_err(|e| js_error::to_js(&env, e))
+    }
+
+    #[napi(catch_unwind)]
+    pub fn list(&self, env: Env, dir: Option<Unknown>) -> napi::Result<Vec<NativeStatus>> {
+        let dir = optional_dir(dir).map_err(|e| js_error::to_js(&env, e))?;
+        self.engine.list(dir.as_deref()).map(|l| l.into_iter().map(Into::into).collect()).map_err(|e| js_error::to_js(&env, e))
+    }
+
+    #[napi(catch_unwind)]
+    pub fn cleanup(&self, env: Env, dir: Option<Unknown>) -> napi::Result<NativeCleanup> {
+        let dir = optional_dir(dir).map_err(|e| js_error::to_js(&env, e))?;
+        self.engine
+            .cleanup(dir.as_deref())
+            .map(|r| NativeCleanup {
+                removed: r.removed.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
+                kept: r.kept as u32,
+            })
+            .map_err(|e| js_error::to_js(&env, e))
+    }
+
+    /// Breaks a lock nobody alive holds; returns whether anything was removed.
+    #[napi(catch_unwind)]
+    pub fn force_release(&self, env: Env, path: Unknown, options: Option<Unknown>) -> napi::Result<bool> {
+        let (target, options) = read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
+        self.engine.force_release(&target, options.lockfile_path.as_deref()).map_err(|e| js_error::to_js(&env, e))
+    }
+
+    #[napi]
+    pub fn metrics(&self) -> NativeMetrics {
+        self.engine.metrics().into()
+    }
+
+    #[napi]
+    pub fn reset_metrics(&self) {
+        self.engine.reset_metrics();
+    }
+
+    /// `callback([lockId, code, message])` runs on the JS thread when the heartbeat
+    /// finds a held lock lost. It does not keep the process alive.
+    #[napi(ts_args_type = "callback: (lost: [lockId: string, code: string, message: string]) => void")]
+    pub fn on_compromised(&self, callback: Function<(String, String, String), ()>) -> napi::Result<()> {
+        let tsfn = callback.build_threadsafe_function().weak::<true>().callee_handled::<false>().build()?;
+        self.engine.set_on_compromised(Some(Box::new(move |grant, err| {
+            tsfn.call((grant.lock_id.clone(), err.code.clone(), err.message.clone()), ThreadsafeFunctionCallMode::NonBlocking);
+        })));
+        Ok(())
+    }
+
     /// Releases everything held, keeping the manager usable (process exit).
     #[napi]
     pub fn release_all(&self) -> u32 {
@@ -197,6 +370,15 @@ impl NativeLockManager {
     #[napi]
     pub fn close(&self) -> u32 {
         self.engine.close() as u32
+    }
+}
+
+fn optional_dir(dir: Option<Unknown>) -> engine::Result<Option<String>> {
+    match dir {
+        Some(value) if !matches!(value.get_type(), Ok(napi::ValueType::Undefined | napi::ValueType::Null)) => {
+            js_args::string(&value, "dir").map(Some)
+        }
+        _ => Ok(None),
     }
 }
 

@@ -13,7 +13,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::error::{LockError, Result};
+use super::error::{code, LockError, Result};
 use super::owner_record::{last_token, now_ms, LockMode, OwnerRecord, ReleasedRecord};
 
 pub const READERS_DIR_SUFFIX: &str = ".readers";
@@ -26,6 +26,7 @@ pub struct Claimant {
     pub host: String,
     pub process: String,
     pub user: String,
+    pub process_start: Option<u64>,
 }
 
 /// A granted kernel lock. Dropping it releases the lock and clears the record.
@@ -37,6 +38,9 @@ pub struct KernelLock {
     /// Bytes the lock file holds now; a shorter record is padded to cover them.
     record_len: usize,
     reader_record: Option<(File, PathBuf)>,
+    /// Set once someone else removed or rewrote what we hold; release then leaves
+    /// the files alone, as they are no longer ours.
+    compromised: bool,
 }
 
 impl KernelLock {
@@ -48,6 +52,59 @@ impl KernelLock {
         &self.record
     }
 
+    pub fn is_compromised(&self) -> bool {
+        self.compromised
+    }
+
+    /// Writes a fresh heartbeat into the record, first checking that the record is
+    /// still ours: an `ECOMPROMISED` error means someone removed or replaced it.
+    pub fn beat(&mut self, now: u64) -> Result<()> {
+        if self.compromised {
+            return Ok(());
+        }
+        if let Err(reason) = self.check_still_ours() {
+            self.compromised = true;
+            return Err(LockError::new(
+                code::COMPROMISED,
+                format!("The lock on {} was compromised: {reason}", self.path.display()),
+                Some(&self.path),
+            ));
+        }
+        self.record.heartbeat = now;
+        let json = serde_json::to_vec(&self.record).expect("an owner record serialises");
+        let io_err = |e: io::Error| LockError::from_io(&e, "write heartbeat", &self.path);
+        match (&mut self.reader_record, &mut self.file) {
+            (Some((record_file, _)), _) => overwrite(record_file, &json, 0).map_err(io_err),
+            (None, Some(file)) => {
+                overwrite(file, &json, self.record_len).map_err(io_err)?;
+                self.record_len = self.record_len.max(json.len());
+                Ok(())
+            }
+            (None, None) => Ok(()),
+        }
+    }
+
+    fn check_still_ours(&mut self) -> std::result::Result<(), &'static str> {
+        let Some(file) = self.file.as_mut() else { return Ok(()) };
+        if !still_at_path(file, &self.path) {
+            return Err("its lock file was removed or replaced");
+        }
+        if let Some((record_file, record_path)) = &self.reader_record {
+            return match still_at_path(record_file, record_path) {
+                true => Ok(()),
+                false => Err("its reader record was removed or replaced"),
+            };
+        }
+        let mut content = Vec::new();
+        if file.seek(SeekFrom::Start(0)).and_then(|_| file.read_to_end(&mut content)).is_err() {
+            return Err("its lock file cannot be read");
+        }
+        match serde_json::from_slice::<OwnerRecord>(&content) {
+            Ok(record) if record.lock_id == self.record.lock_id => Ok(()),
+            _ => Err("its owner record was overwritten"),
+        }
+    }
+
     /// Releases now, reporting what went wrong; `Drop` does the same silently.
     pub fn release(mut self) -> Result<()> {
         self.release_inner()
@@ -56,7 +113,9 @@ impl KernelLock {
     fn release_inner(&mut self) -> Result<()> {
         let Some(mut file) = self.file.take() else { return Ok(()) };
         let mut outcome = Ok(());
-        if let Some((record_file, record_path)) = self.reader_record.take() {
+        if self.compromised {
+            // Not ours any more: drop our lock without touching what replaced it.
+        } else if let Some((record_file, record_path)) = self.reader_record.take() {
             // Unlink before closing: a prober that then takes the record's lock finds
             // it gone from the directory, never a live-looking leftover.
             let _ = fs::remove_file(&record_path);
@@ -156,12 +215,15 @@ impl Contender {
         let mut previous = Vec::new();
         file.seek(SeekFrom::Start(0)).and_then(|_| file.read_to_end(&mut previous)).map_err(io_err)?;
         let last = last_token(&previous);
+        let granted_at = now_ms();
         let record = OwnerRecord {
             pid: claimant.pid,
             host: claimant.host.clone(),
             process: claimant.process.clone(),
             user: claimant.user.clone(),
-            timestamp: now_ms(),
+            timestamp: granted_at,
+            heartbeat: granted_at,
+            process_start: claimant.process_start,
             mode: self.mode,
             lock_id,
             // Only exclusive grants advance the fencing token; readers see the last one.
@@ -176,7 +238,7 @@ impl Contender {
             LockMode::Shared => Some(write_reader_record(&self.path, &record.lock_id, &json)?),
         };
         let record_len = json.len().max(previous.len());
-        Ok(KernelLock { file: Some(file), path: self.path.clone(), record, record_len, reader_record })
+        Ok(KernelLock { file: Some(file), path: self.path.clone(), record, record_len, reader_record, compromised: false })
     }
 
     /// Readers defer to a writer that holds the writer-waiting file. No such file
@@ -234,6 +296,120 @@ pub fn read_holders(lockfile: &Path) -> Vec<OwnerRecord> {
         .and_then(|bytes| serde_json::from_slice::<OwnerRecord>(&bytes).ok())
         .into_iter()
         .collect()
+}
+
+/// Who holds a lock file's kernel lock, seen from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    Missing,
+    Free,
+    Shared,
+    Exclusive,
+}
+
+/// Finds out by trying: a non-blocking exclusive lock, then a shared one, each let go
+/// at once. The probe opens the file for writing where it may, so its close wakes
+/// any waiter whose attempt it got in the way of.
+pub fn probe(lockfile: &Path) -> Result<Holding> {
+    let file = match open_no_follow(lockfile, false).or_else(|_| open_read_only(lockfile)) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Holding::Missing),
+        Err(e) => return Err(LockError::from_io(&e, "open", lockfile)),
+    };
+    let lock_err = |e: io::Error| LockError::from_io(&e, "lock", lockfile);
+    match file.try_lock() {
+        Ok(()) => return Ok(Holding::Free),
+        Err(TryLockError::WouldBlock) => {}
+        Err(TryLockError::Error(e)) => return Err(lock_err(e)),
+    }
+    match file.try_lock_shared() {
+        Ok(()) => Ok(Holding::Shared),
+        Err(TryLockError::WouldBlock) => Ok(Holding::Exclusive),
+        Err(TryLockError::Error(e)) => Err(lock_err(e)),
+    }
+}
+
+/// What a lock file nobody holds contains.
+#[derive(Debug)]
+pub enum Leftover {
+    /// `{"token":N}`: a clean release.
+    Released,
+    /// A holder's record: it died without releasing.
+    DeadHolder(OwnerRecord),
+    /// Empty or not ours to read: a crash mid-write, or garbage.
+    Corrupted,
+}
+
+pub fn classify(content: &[u8]) -> Leftover {
+    if let Ok(record) = serde_json::from_slice::<OwnerRecord>(content) {
+        return Leftover::DeadHolder(record);
+    }
+    if serde_json::from_slice::<ReleasedRecord>(content).is_ok() {
+        return Leftover::Released;
+    }
+    Leftover::Corrupted
+}
+
+/// Removes `lockfile` if nobody holds it and `should_remove` agrees with what it
+/// holds. The file is unlinked while we hold its lock and only if it is still the
+/// file at the path, so a process that took it meanwhile keeps it, and one blocked
+/// on the unlinked file finds it gone and re-opens (see `Contender`).
+pub fn remove_if_unheld(lockfile: &Path, should_remove: impl FnOnce(&Leftover) -> bool) -> Result<bool> {
+    let mut file = match open_no_follow(lockfile, false) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(LockError::from_io(&e, "open", lockfile)),
+    };
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Ok(false),
+        Err(TryLockError::Error(e)) => return Err(LockError::from_io(&e, "lock", lockfile)),
+    }
+    let mut content = Vec::new();
+    file.read_to_end(&mut content).map_err(|e| LockError::from_io(&e, "read", lockfile))?;
+    if !should_remove(&classify(&content)) || !still_at_path(&file, lockfile) {
+        return Ok(false);
+    }
+    fs::remove_file(lockfile).map_err(|e| LockError::from_io(&e, "unlink", lockfile))?;
+    Ok(true)
+}
+
+/// Reader records whose holder is gone (their lock can be taken): removed, and listed.
+pub fn remove_dead_reader_records(lockfile: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = fs::read_dir(sibling(lockfile, READERS_DIR_SUFFIX)) else { return removed };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(file) = open_read_only(&path) else { continue };
+        if file.try_lock().is_ok() && still_at_path(&file, &path) && fs::remove_file(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// The records of dead readers, for `status`.
+pub fn dead_reader_records(lockfile: &Path) -> Vec<OwnerRecord> {
+    let mut dead = Vec::new();
+    let Ok(entries) = fs::read_dir(sibling(lockfile, READERS_DIR_SUFFIX)) else { return dead };
+    for entry in entries.flatten() {
+        let Ok(mut file) = open_read_only(&entry.path()) else { continue };
+        if matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock)) {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        if file.read_to_end(&mut bytes).is_ok() {
+            dead.extend(serde_json::from_slice::<OwnerRecord>(&bytes).ok());
+        }
+    }
+    dead
+}
+
+fn open_read_only(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    no_follow(&mut options);
+    options.open(path)
 }
 
 pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
@@ -318,7 +494,7 @@ mod tests {
     use super::*;
 
     fn claimant(label: &str) -> Claimant {
-        Claimant { pid: std::process::id(), host: "h".into(), process: label.into(), user: "u".into() }
+        Claimant { pid: std::process::id(), host: "h".into(), process: label.into(), user: "u".into(), process_start: None }
     }
 
     fn contender(dir: &Path, mode: LockMode) -> Contender {

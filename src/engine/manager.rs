@@ -7,18 +7,28 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Weak;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use super::error::{code, LockError, Result};
+use super::inspect::{self, CleanupReport, LockStatus};
 use super::kernel_lock::{read_holders, Claimant, Contender, KernelLock};
 use super::lock_path::{lockfile_for, validate_path};
+use super::metrics::{Event, Metrics, MetricsSnapshot};
 use super::owner_record::{now_ms, LockMode, OwnerRecord, ProcessIdentity};
 use super::waiting::{runtime, turn_for, wait_for_lock};
 
 /// Used when neither the manager nor the call sets `timeout`.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// A holder on another host whose heartbeat is older than this is dead.
+pub const DEFAULT_STALE_MS: u64 = 10_000;
+/// proper-lockfile's floor for `stale`: below it, a busy holder looks dead.
+pub const MIN_STALE_MS: u64 = 2_000;
+
+/// Called from the heartbeat thread when a held lock turns out to be lost.
+pub type CompromisedHandler = Box<dyn Fn(&LockGrant, &LockError) + Send + Sync>;
 
 /// How long an acquire may wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +64,22 @@ pub struct ManagerOptions {
     pub owner: String,
     pub lock_dir: Option<PathBuf>,
     pub timeout: Wait,
+    /// Raised to `MIN_STALE_MS` if lower.
+    pub stale_ms: u64,
+    /// Heartbeat period; `None` means half of `stale`, `Some(0)` turns beats off.
+    pub heartbeat_ms: Option<u64>,
+}
+
+impl ManagerOptions {
+    pub fn new(owner: impl Into<String>) -> Self {
+        ManagerOptions {
+            owner: owner.into(),
+            lock_dir: None,
+            timeout: Wait::For(Duration::from_millis(DEFAULT_TIMEOUT_MS)),
+            stale_ms: DEFAULT_STALE_MS,
+            heartbeat_ms: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -93,13 +119,18 @@ pub enum Acquisition {
 struct Held {
     grant: LockGrant,
     lock: KernelLock,
+    granted: Instant,
+    compromised: Option<LockError>,
 }
 
 struct Inner {
     claimant: Claimant,
     lock_dir: Option<PathBuf>,
     timeout: Wait,
+    stale_ms: u64,
     held: Mutex<HashMap<u64, Held>>,
+    metrics: Metrics,
+    on_compromised: Mutex<Option<CompromisedHandler>>,
     /// Cancelled by `close()`, which ends this manager's waits too.
     closing: CancellationToken,
 }
@@ -121,20 +152,62 @@ impl LockManager {
             None => None,
         };
         let identity = ProcessIdentity::get();
-        Ok(LockManager {
+        let stale_ms = options.stale_ms.max(MIN_STALE_MS);
+        let manager = LockManager {
             inner: Arc::new(Inner {
                 claimant: Claimant {
                     pid: identity.pid,
                     host: identity.host.clone(),
                     process: options.owner,
                     user: identity.user.clone(),
+                    process_start: identity.process_start,
                 },
                 lock_dir,
                 timeout: options.timeout,
+                stale_ms,
                 held: Mutex::default(),
+                metrics: Metrics::default(),
+                on_compromised: Mutex::new(None),
                 closing: CancellationToken::new(),
             }),
-        })
+        };
+        match options.heartbeat_ms.unwrap_or(stale_ms / 2) {
+            0 => {}
+            period => start_heartbeat(Arc::downgrade(&manager.inner), Duration::from_millis(period), manager.inner.closing.clone()),
+        }
+        Ok(manager)
+    }
+
+    pub fn stale_ms(&self) -> u64 {
+        self.inner.stale_ms
+    }
+
+    pub fn set_on_compromised(&self, handler: Option<CompromisedHandler>) {
+        *self.inner.on_compromised.lock().unwrap_or_else(|p| p.into_inner()) = handler;
+    }
+
+    /// Refreshes every held lock's heartbeat; reports locks found lost.
+    fn beat(&self) {
+        let now = now_ms();
+        let mut lost = Vec::new();
+        for held in self.held().values_mut() {
+            if let Err(err) = held.lock.beat(now) {
+                if held.compromised.is_none() {
+                    held.compromised = Some(err.clone());
+                    lost.push((held.grant.clone(), err));
+                }
+            }
+        }
+        if lost.is_empty() {
+            return;
+        }
+        let handler = self.inner.on_compromised.lock().unwrap_or_else(|p| p.into_inner());
+        for (grant, err) in lost {
+            self.inner.metrics.record(Event::Compromised);
+            if let Some(handler) = handler.as_ref() {
+                handler(&grant, &err);
+            }
+        }
     }
 
     pub fn owner(&self) -> &str {
@@ -152,7 +225,7 @@ impl LockManager {
     /// One attempt that neither waits nor jumps this process's queue for the file.
     pub fn try_acquire(&self, target: &str, options: &AcquireOptions) -> Result<Option<LockGrant>> {
         let (target, lockfile) = self.resolve(target, options.lockfile_path.as_deref())?;
-        self.attempt_now(&target, &lockfile, options.mode)
+        self.attempt_now(&target, &lockfile, options.mode, Instant::now())
     }
 
     /// Settles at once when it can; otherwise hands back the wait, bounded by the
@@ -165,8 +238,9 @@ impl LockManager {
         if self.inner.closing.is_cancelled() {
             return Acquisition::Ready(Err(closed_error(&target)));
         }
+        let asked = Instant::now();
         // The uncontended path stays on the calling thread.
-        match self.attempt_now(&target, &lockfile, options.mode) {
+        match self.attempt_now(&target, &lockfile, options.mode, asked) {
             Ok(Some(grant)) => return Acquisition::Ready(Ok(grant)),
             Ok(None) => {}
             Err(e) => return Acquisition::Ready(Err(e)),
@@ -175,7 +249,7 @@ impl LockManager {
         if wait == Wait::Once {
             return Acquisition::Ready(Err(locked_error(&target, &lockfile)));
         }
-        Acquisition::Waiting(Box::pin(self.clone().wait(target, lockfile, options.mode, wait, cancel)))
+        Acquisition::Waiting(Box::pin(self.clone().wait(target, lockfile, options.mode, wait, cancel, asked)))
     }
 
     /// `acquire` for callers that must block: the calling thread waits, bounded by
@@ -187,7 +261,7 @@ impl LockManager {
         }
     }
 
-    async fn wait(self, target: PathBuf, lockfile: PathBuf, mode: LockMode, wait: Wait, cancel: CancellationToken) -> Result<LockGrant> {
+    async fn wait(self, target: PathBuf, lockfile: PathBuf, mode: LockMode, wait: Wait, cancel: CancellationToken, asked: Instant) -> Result<LockGrant> {
         let turn = turn_for(&lockfile);
         let attempt = wait_for_lock(turn, lockfile.clone(), mode, self.inner.claimant.clone());
         let deadline = async {
@@ -198,25 +272,42 @@ impl LockManager {
         };
         // `biased`: a lock granted in the same instant as the deadline is kept, and a
         // wait that lost to the deadline or the abort held nothing when it was dropped.
-        tokio::select! {
+        let outcome = tokio::select! {
             biased;
-            granted = attempt => granted.map(|lock| self.register(&target, lock)),
+            granted = attempt => granted.map(|lock| self.register(&target, lock, asked)),
             _ = deadline => Err(timeout_error(&target, &lockfile, wait)),
             _ = cancel.cancelled() => Err(LockError::new(code::ABORTED, format!("The wait for the lock on {} was aborted", target.display()), Some(&target))),
             _ = self.inner.closing.cancelled() => Err(closed_error(&target)),
+        };
+        match &outcome {
+            Err(e) if e.is(code::TIMEOUT) => self.inner.metrics.record(Event::TimedOut),
+            Err(e) if e.is(code::ABORTED) => self.inner.metrics.record(Event::Aborted),
+            _ => {}
+        }
+        outcome
+    }
+
+    fn attempt_now(&self, target: &Path, lockfile: &Path, mode: LockMode, asked: Instant) -> Result<Option<LockGrant>> {
+        let turn = turn_for(lockfile);
+        // Someone in this process is already waiting: they go first.
+        let granted = match turn.try_lock() {
+            Ok(_turn) => {
+                let mut contender = Contender::new(lockfile.to_path_buf(), mode);
+                let lock_id = ProcessIdentity::get().next_lock_id();
+                contender.try_acquire(&self.inner.claimant, lock_id, false)?
+            }
+            Err(_) => None,
+        };
+        match granted {
+            Some(lock) => Ok(Some(self.register(target, lock, asked))),
+            None => {
+                self.inner.metrics.record(Event::Contended);
+                Ok(None)
+            }
         }
     }
 
-    fn attempt_now(&self, target: &Path, lockfile: &Path, mode: LockMode) -> Result<Option<LockGrant>> {
-        let turn = turn_for(lockfile);
-        // Someone in this process is already waiting: they go first.
-        let Ok(_turn) = turn.try_lock() else { return Ok(None) };
-        let mut contender = Contender::new(lockfile.to_path_buf(), mode);
-        let lock_id = ProcessIdentity::get().next_lock_id();
-        Ok(contender.try_acquire(&self.inner.claimant, lock_id, false)?.map(|lock| self.register(target, lock)))
-    }
-
-    fn register(&self, target: &Path, lock: KernelLock) -> LockGrant {
+    fn register(&self, target: &Path, lock: KernelLock, asked: Instant) -> LockGrant {
         let record = lock.record();
         let grant = LockGrant {
             id: NEXT_GRANT_ID.fetch_add(1, Ordering::Relaxed),
@@ -227,7 +318,9 @@ impl LockManager {
             lock_id: record.lock_id.clone(),
             acquired_at: record.timestamp,
         };
-        self.held().insert(grant.id, Held { grant: grant.clone(), lock });
+        let granted = Instant::now();
+        self.inner.metrics.record(Event::Acquired { waited: granted - asked });
+        self.held().insert(grant.id, Held { grant: grant.clone(), lock, granted, compromised: None });
         grant
     }
 
@@ -242,6 +335,10 @@ impl LockManager {
             };
             return Err(LockError::new(missing, message, None));
         };
+        self.inner.metrics.record(Event::Released { held: held.granted.elapsed() });
+        if let Some(lost) = held.compromised {
+            return Err(lost);
+        }
         held.lock.release()
     }
 
@@ -288,9 +385,69 @@ impl LockManager {
         self.release_all()
     }
 
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.metrics.snapshot(self.held_count())
+    }
+
+    pub fn reset_metrics(&self) {
+        self.inner.metrics.reset();
+    }
+
+    /// Who holds the lock for `target` (any process's), and whether they are alive.
+    pub fn status(&self, target: &str, lockfile_path: Option<&str>) -> Result<LockStatus> {
+        let (_, lockfile) = self.resolve(target, lockfile_path)?;
+        inspect::status(&lockfile, self.inner.stale_ms)
+    }
+
+    /// The status of every lock file in `dir`, or in this manager's `lockDir`.
+    pub fn list(&self, dir: Option<&str>) -> Result<Vec<LockStatus>> {
+        inspect::list(&self.sweep_dir(dir)?, self.inner.stale_ms)
+    }
+
+    pub fn cleanup(&self, dir: Option<&str>) -> Result<CleanupReport> {
+        let report = inspect::cleanup(&self.sweep_dir(dir)?)?;
+        self.inner.metrics.record(Event::StaleCleaned(report.removed.len() as u64));
+        Ok(report)
+    }
+
+    pub fn force_release(&self, target: &str, lockfile_path: Option<&str>) -> Result<bool> {
+        let (target, lockfile) = self.resolve(target, lockfile_path)?;
+        let removed = inspect::force_release(&lockfile, &target, self.inner.stale_ms)?;
+        if removed {
+            self.inner.metrics.record(Event::StaleCleaned(1));
+        }
+        Ok(removed)
+    }
+
+    fn sweep_dir(&self, dir: Option<&str>) -> Result<PathBuf> {
+        match (dir, &self.inner.lock_dir) {
+            (Some(dir), _) => validate_path(dir, "dir"),
+            (None, Some(lock_dir)) => Ok(lock_dir.clone()),
+            (None, None) => Err(LockError::invalid("dir is required when the LockManager has no lockDir")),
+        }
+    }
+
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
         self.inner.held.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Beats on the shared runtime, so a holder whose JavaScript thread is blocked still
+/// shows life; ends with the manager.
+fn start_heartbeat(manager: Weak<Inner>, period: Duration, closing: CancellationToken) {
+    runtime().spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await; // the first tick is immediate; the grant wrote a fresh record
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = closing.cancelled() => return,
+            }
+            let Some(inner) = manager.upgrade() else { return };
+            LockManager { inner }.beat();
+        }
+    });
 }
 
 fn closed_error(target: &Path) -> LockError {
@@ -335,7 +492,7 @@ mod tests {
     use super::*;
 
     fn manager(owner: &str) -> LockManager {
-        LockManager::new(ManagerOptions { owner: owner.into(), lock_dir: None, timeout: Wait::For(Duration::from_secs(5)) }).unwrap()
+        LockManager::new(ManagerOptions { timeout: Wait::For(Duration::from_secs(5)), ..ManagerOptions::new(owner) }).unwrap()
     }
 
     fn target(dir: &tempfile::TempDir) -> String {

@@ -3,8 +3,11 @@
 
 pub mod error;
 pub mod kernel_lock;
+pub mod liveness;
 pub mod lock_path;
 pub mod manager;
+pub mod metrics;
+pub mod inspect;
 pub mod owner_record;
 pub mod release_events;
 pub mod waiting;

@@ -42,6 +42,13 @@ pub struct OwnerRecord {
     pub user: String,
     /// Milliseconds since the epoch when the lock was granted.
     pub timestamp: u64,
+    /// Milliseconds since the epoch of the holder's last heartbeat.
+    #[serde(default)]
+    pub heartbeat: u64,
+    /// When the holder's process started (seconds since the epoch): tells a reused
+    /// PID from the holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_start: Option<u64>,
     pub mode: LockMode,
     pub lock_id: String,
     pub token: u64,
@@ -79,6 +86,8 @@ pub struct ProcessIdentity {
     pub pid: u32,
     pub host: String,
     pub user: String,
+    /// This process's start as the OS reports it (seconds since the epoch).
+    pub process_start: Option<u64>,
     /// Process start in ms: with the pid and a counter it makes lock ids unique on a host.
     started_ms: u64,
 }
@@ -90,6 +99,7 @@ impl ProcessIdentity {
             pid: std::process::id(),
             host: host_name(),
             user: user_name(),
+            process_start: super::liveness::process_start(std::process::id()),
             started_ms: now_ms(),
         })
     }
@@ -142,12 +152,14 @@ mod tests {
             process: "mcp-server".into(),
             user: id.user.clone(),
             timestamp: 1,
+            heartbeat: 1,
+            process_start: id.process_start,
             mode: LockMode::Shared,
             lock_id: id.next_lock_id(),
             token: 7,
         };
         let json: serde_json::Value = serde_json::to_value(&record).unwrap();
-        for key in ["pid", "host", "process", "user", "timestamp", "mode", "lockId", "token"] {
+        for key in ["pid", "host", "process", "user", "timestamp", "heartbeat", "processStart", "mode", "lockId", "token"] {
             assert!(json.get(key).is_some(), "missing {key}");
         }
         assert_eq!(json["mode"], "shared");

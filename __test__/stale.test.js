@@ -1,0 +1,204 @@
+'use strict'
+// Heartbeats, stale detection, status, cleanup, compromise and metrics, with real
+// processes holding, dying and sweeping.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const { join } = require('node:path')
+const { LockManager } = require('../lockwright.js')
+const { tempDir, spawnAgent, runScript, track, waitFor } = require('./helpers.js')
+
+function record(lockfile) {
+  return JSON.parse(fs.readFileSync(lockfile, 'utf8'))
+}
+
+test('a holder whose event loop is blocked for 3x stale keeps beating and keeps its lock', async (t) => {
+  const file = join(tempDir(t), 'tasks.json')
+  const agent = spawnAgent(t, { owner: 'busy', env: { LOCKWRIGHT_AGENT_OPTIONS: JSON.stringify({ stale: 2000 }) } })
+  await agent.call('acquire', { path: file })
+  const observer = new LockManager({ owner: 'observer', stale: 2000 })
+  const blocked = track(agent.call('block', { ms: 6500 }))
+  const beats = new Set()
+  while (!blocked.settled) {
+    const status = observer.status(file)
+    assert.equal(status.locked, true)
+    assert.equal(status.stale, false)
+    assert.equal(status.owners[0].alive, true)
+    assert.ok(status.owners[0].heartbeatAgeMs < 2000, `heartbeat ${status.owners[0].heartbeatAgeMs} ms old`)
+    assert.equal(observer.tryAcquire(file), null)
+    beats.add(record(`${file}.lock`).heartbeat)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  // Beats every stale/2 = 1 s from a native thread, while JavaScript was stuck.
+  assert.ok(beats.size >= 4, `saw ${beats.size} distinct heartbeats during 6.5 s of blocking`)
+})
+
+test('status names another process holding the lock; a dead holder is stale and cleaned, a live one kept', async (t) => {
+  const dir = tempDir(t)
+  const [dead, live] = [spawnAgent(t, { owner: 'crashy' }), spawnAgent(t, { owner: 'mcp-server' })]
+  await dead.call('acquire', { path: join(dir, 'a.json') })
+  await live.call('acquire', { path: join(dir, 'b.json') })
+  const manager = new LockManager({ lockDir: dir })
+  const held = manager.status(join(dir, 'b.json'))
+  assert.equal(held.locked, true)
+  assert.equal(held.mode, 'exclusive')
+  assert.deepEqual(
+    held.owners.map(({ pid, process: name, alive }) => ({ pid, name, alive })),
+    [{ pid: live.pid, name: 'mcp-server', alive: true }],
+  )
+  dead.child.kill('SIGKILL')
+  await dead.exited
+  const stale = manager.status(join(dir, 'a.json'))
+  assert.equal(stale.locked, false)
+  assert.equal(stale.stale, true)
+  assert.equal(stale.owners[0].pid, dead.pid)
+  assert.equal(stale.owners[0].alive, false)
+  assert.deepEqual(manager.list().map((s) => [s.lockfilePath, s.locked, s.stale]), [
+    [join(dir, 'a.json.lock'), false, true],
+    [join(dir, 'b.json.lock'), true, false],
+  ])
+  const report = await manager.cleanupStaleLocks()
+  assert.deepEqual(report, { removed: [join(dir, 'a.json.lock')], kept: 1 })
+  assert.equal(fs.existsSync(join(dir, 'b.json.lock')), true)
+  assert.equal(manager.status(join(dir, 'b.json')).owners[0].alive, true)
+  assert.equal(manager.metrics().staleCleaned, 1)
+})
+
+test('a reused PID is not mistaken for the holder', async (t) => {
+  const file = join(tempDir(t), 'a.json')
+  // No heartbeat, so the doctored record below stays as written.
+  const agent = spawnAgent(t, { env: { LOCKWRIGHT_AGENT_OPTIONS: JSON.stringify({ heartbeat: 0 }) } })
+  await agent.call('acquire', { path: file })
+  const lockfile = `${file}.lock`
+  const real = record(lockfile)
+  assert.equal(real.pid, agent.pid)
+  const manager = new LockManager()
+  assert.equal(manager.status(file).owners[0].alive, true)
+  // The same PID, but a process that started an hour earlier: an older holder's record.
+  fs.writeFileSync(lockfile, JSON.stringify({ ...real, processStart: real.processStart - 3600 }))
+  const status = manager.status(file)
+  assert.equal(status.owners[0].pid, agent.pid)
+  assert.equal(status.owners[0].alive, false)
+  assert.equal(status.stale, true)
+})
+
+test('garbage and empty records nobody holds are cleaned; released lock files are kept', async (t) => {
+  const dir = tempDir(t)
+  fs.writeFileSync(join(dir, 'garbage.lock'), '{not json')
+  fs.writeFileSync(join(dir, 'empty.lock'), '')
+  fs.writeFileSync(join(dir, 'released.lock'), '{"token":3}')
+  fs.writeFileSync(join(dir, 'not-a-lock.json'), '{}')
+  const manager = new LockManager()
+  assert.equal(manager.status(join(dir, 'garbage')).stale, true)
+  const report = await manager.cleanupStaleLocks(dir)
+  assert.deepEqual(report.removed.sort(), [join(dir, 'empty.lock'), join(dir, 'garbage.lock')])
+  assert.equal(report.kept, 1)
+  assert.deepEqual(fs.readdirSync(dir).sort(), ['not-a-lock.json', 'released.lock'])
+})
+
+test('a sweep racing with acquires never leaves two holders', async (t) => {
+  const dir = tempDir(t)
+  fs.writeFileSync(join(dir, 'counter.txt'), '0')
+  const workers = Array.from({ length: 3 }, () => runScript('counter-worker.js', [dir, '150', 'async']))
+  const sweeper = new LockManager()
+  let sweptDeadHolders = 0
+  // Holders die holding the lock while the workers wait on it; each sweep then
+  // unlinks the dead holder's lock file under the waiters' feet.
+  for (let i = 0; i < 5; i++) {
+    const victim = spawnAgent(t, { owner: 'victim' })
+    await victim.call('acquire', { path: join(dir, 'counter.txt'), options: { timeout: 60_000 } })
+    victim.child.kill('SIGKILL')
+    await victim.exited
+    sweptDeadHolders += (await sweeper.cleanupStaleLocks(dir)).removed.length
+  }
+  for (const run of await Promise.all(workers)) assert.equal(run.code, 0, run.stderr)
+  assert.equal(Number(fs.readFileSync(join(dir, 'counter.txt'), 'utf8')), 450)
+  t.diagnostic(`dead holders' lock files swept mid-run: ${sweptDeadHolders}`)
+})
+
+test('forceRelease refuses a live kernel lock, even with force, and clears a dead one', async (t) => {
+  const file = join(tempDir(t), 'a.json')
+  const agent = spawnAgent(t, { owner: 'mcp-server' })
+  await agent.call('acquire', { path: file })
+  const manager = new LockManager()
+  for (const options of [undefined, { force: true }]) {
+    await assert.rejects(manager.forceRelease(file, options), (err) => {
+      assert.equal(err.code, 'ELOCKED')
+      assert.match(err.message, new RegExp(`locked by mcp-server \\(PID ${agent.pid} on .+\\)\\. A kernel lock held by a live process cannot be broken`))
+      return true
+    })
+  }
+  agent.child.kill('SIGKILL')
+  await agent.exited
+  assert.equal(await manager.forceRelease(file), true)
+  assert.equal(fs.existsSync(`${file}.lock`), false)
+  assert.equal(await manager.forceRelease(file), false)
+})
+
+test('a lock whose file is removed or overwritten is reported compromised, never thrown', async (t) => {
+  const dir = tempDir(t)
+  const seen = []
+  const manager = new LockManager({ heartbeat: 50, onCompromised: (err) => seen.push(['option', err.code]) })
+  const events = []
+  manager.on('compromised', (err) => events.push(err))
+
+  const removed = await manager.acquire(join(dir, 'a'))
+  fs.unlinkSync(removed.lockfilePath)
+  const overwritten = await manager.acquire(join(dir, 'b'))
+  fs.writeFileSync(overwritten.lockfilePath, JSON.stringify({ pid: 1, host: 'h', process: 'intruder' }))
+
+  await waitFor(() => events.length === 2, { what: 'two compromised events' })
+  for (const err of events) assert.equal(err.code, 'ECOMPROMISED')
+  assert.deepEqual(new Set(events.map((e) => e.lockId)), new Set([removed.id, overwritten.id]))
+  assert.match(events.find((e) => e.lockId === removed.id).message, /removed or replaced/)
+  assert.match(events.find((e) => e.lockId === overwritten.id).message, /overwritten/)
+  assert.deepEqual(seen, [['option', 'ECOMPROMISED'], ['option', 'ECOMPROMISED']])
+  await assert.rejects(removed.release(), { code: 'ECOMPROMISED' })
+  await assert.rejects(overwritten.release(), { code: 'ECOMPROMISED' })
+  // The intruder's content is left alone.
+  assert.equal(record(join(dir, 'b.lock')).process, 'intruder')
+  assert.equal(manager.metrics().compromised, 2)
+})
+
+test('metrics count a scripted scenario exactly', async (t) => {
+  const file = join(tempDir(t), 'a.json')
+  const holder = spawnAgent(t)
+  const held = await holder.call('acquire', { path: file })
+  const manager = new LockManager()
+  const waits = Array.from({ length: 3 }, () => manager.withLock(file, () => {}, { timeout: Infinity }))
+  await assert.rejects(manager.acquire(file, { timeout: 30 }), { code: 'ETIMEOUT' })
+  const controller = new AbortController()
+  const aborted = manager.acquire(file, { signal: controller.signal })
+  controller.abort()
+  await assert.rejects(aborted, { code: 'ABORT_ERR' })
+  await holder.call('release', { lockId: held.id })
+  await Promise.all(waits)
+  const m = manager.metrics()
+  assert.deepEqual(
+    { acquisitions: m.acquisitions, releases: m.releases, contended: m.contended, timeouts: m.timeouts, aborts: m.aborts, heldNow: m.heldNow },
+    { acquisitions: 3, releases: 3, contended: 5, timeouts: 0 + 1, aborts: 1, heldNow: 0 },
+  )
+  assert.equal(m.wait.count, 3)
+  assert.equal(m.hold.count, 3)
+  assert.ok(m.wait.p50 > 0 && m.wait.p50 <= m.wait.p95 && m.wait.p95 <= m.wait.p99 && m.wait.p99 <= m.wait.max)
+  // FlowForge's getLockMetrics: average wait and total timeouts.
+  const flowforge = { averageWaitTime: m.wait.mean, totalTimeouts: m.timeouts }
+  assert.ok(flowforge.averageWaitTime > 0)
+  manager.resetMetrics()
+  assert.equal(manager.metrics().acquisitions, 0)
+})
+
+test('LOCKWRIGHT_DEBUG=1 and the debug option log lock events', async (t) => {
+  const dir = tempDir(t)
+  const run = await runScript('debug-scenario.js', [join(dir, 'a.json')], { env: { LOCKWRIGHT_DEBUG: '1' } })
+  assert.equal(run.code, 0, run.stderr)
+  assert.match(run.stderr, /lockwright\[\d+\] acquire exclusive .*a\.json token=1/)
+  assert.match(run.stderr, /lockwright\[\d+\] release/)
+  const lines = []
+  const manager = new LockManager({ debug: (line) => lines.push(line) })
+  await manager.withLock(join(dir, 'b.json'), () => {})
+  await manager.cleanupStaleLocks(dir)
+  assert.equal(lines.length, 2)
+  assert.match(lines[0], /acquire exclusive/)
+})

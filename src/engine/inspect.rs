@@ -1,0 +1,138 @@
+//! Looking at locks from outside: who holds one and whether they are alive
+//! (`status`, `list`), and sweeping away what dead holders left (`cleanup`,
+//! `force_release`). Works on any lock file, whoever holds it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::error::{code, LockError, Result};
+use super::kernel_lock::{self, dead_reader_records, probe, read_holders, remove_if_unheld, Holding, Leftover};
+use super::liveness::{heartbeat_age_ms, holder_alive};
+use super::lock_path::LOCK_SUFFIX;
+use super::owner_record::{now_ms, LockMode, OwnerRecord};
+
+#[derive(Debug, Clone)]
+pub struct OwnerStatus {
+    pub record: OwnerRecord,
+    pub heartbeat_age_ms: u64,
+    pub alive: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LockStatus {
+    pub lockfile: PathBuf,
+    pub locked: bool,
+    /// Locked by holders that are all dead, or not locked but a dead holder's record
+    /// (or a corrupted one) is left behind: either way `cleanup` has work here.
+    pub stale: bool,
+    pub mode: Option<LockMode>,
+    pub owners: Vec<OwnerStatus>,
+}
+
+pub fn status(lockfile: &Path, stale_ms: u64) -> Result<LockStatus> {
+    let holding = probe(lockfile)?;
+    let now = now_ms();
+    let judge = |record: OwnerRecord, alive: bool| OwnerStatus {
+        heartbeat_age_ms: heartbeat_age_ms(&record, now),
+        alive,
+        record,
+    };
+    let (mode, owners, litter) = match holding {
+        Holding::Missing => (None, Vec::new(), false),
+        Holding::Free => {
+            // Nobody holds the kernel lock, so every record here is a dead holder's.
+            let mut owners: Vec<OwnerStatus> = dead_reader_records(lockfile).into_iter().map(|r| judge(r, false)).collect();
+            let corrupted = match fs::read(lockfile).map(|c| kernel_lock::classify(&c)) {
+                Ok(Leftover::DeadHolder(record)) => {
+                    owners.push(judge(record, false));
+                    false
+                }
+                Ok(Leftover::Corrupted) => true,
+                _ => false,
+            };
+            let litter = corrupted || !owners.is_empty();
+            (None, owners, litter)
+        }
+        Holding::Shared | Holding::Exclusive => {
+            let owners = read_holders(lockfile)
+                .into_iter()
+                .map(|r| {
+                    let alive = holder_alive(&r, stale_ms, now);
+                    judge(r, alive)
+                })
+                .collect();
+            let mode = if holding == Holding::Shared { LockMode::Shared } else { LockMode::Exclusive };
+            (Some(mode), owners, false)
+        }
+    };
+    let locked = mode.is_some();
+    let stale = litter || (locked && !owners.is_empty() && owners.iter().all(|o| !o.alive));
+    Ok(LockStatus { lockfile: lockfile.to_path_buf(), locked, stale, mode, owners })
+}
+
+/// The lock files in `dir` (`*.lock` regular files; not symlinks, not our side files).
+pub fn lock_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = fs::read_dir(dir).map_err(|e| LockError::from_io(&e, "scandir", dir))?;
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(LOCK_SUFFIX))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+pub fn list(dir: &Path, stale_ms: u64) -> Result<Vec<LockStatus>> {
+    lock_files(dir)?.iter().map(|f| status(f, stale_ms)).collect()
+}
+
+#[derive(Debug, Default)]
+pub struct CleanupReport {
+    pub removed: Vec<PathBuf>,
+    pub kept: usize,
+}
+
+/// Removes lock files whose holder died (its record is still there but nobody holds
+/// the lock), corrupted ones nobody holds, and dead readers' records. Keeps held
+/// locks and cleanly released lock files, whose fencing token must survive.
+pub fn cleanup(dir: &Path) -> Result<CleanupReport> {
+    let mut report = CleanupReport::default();
+    for lockfile in lock_files(dir)? {
+        report.removed.extend(kernel_lock::remove_dead_reader_records(&lockfile));
+        if remove_if_unheld(&lockfile, |left| !matches!(left, Leftover::Released))? {
+            report.removed.push(lockfile);
+        } else {
+            report.kept += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// Breaks one lock. A kernel lock held by a live process cannot be broken by anyone
+/// but that process, `force` or not: we say so rather than pretend. A lock nobody
+/// holds has its leftovers removed. Returns whether anything was removed.
+pub fn force_release(lockfile: &Path, target: &Path, stale_ms: u64) -> Result<bool> {
+    let status = status(lockfile, stale_ms)?;
+    if status.locked {
+        let holder = status
+            .owners
+            .iter()
+            .map(|o| format!("{} (PID {} on {})", o.record.process, o.record.pid, o.record.host))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let holder = if holder.is_empty() { "another process".to_string() } else { holder };
+        return Err(LockError::new(
+            code::LOCKED,
+            format!(
+                "{} is locked by {holder}. A kernel lock held by a live process cannot be broken from outside: \
+                 it ends when that process releases it or exits",
+                target.display()
+            ),
+            Some(target),
+        ));
+    }
+    let readers = kernel_lock::remove_dead_reader_records(lockfile);
+    let removed = remove_if_unheld(lockfile, |left| !matches!(left, Leftover::Released))?;
+    Ok(removed || !readers.is_empty())
+}
