@@ -39,7 +39,7 @@ export declare class NativeLockManager {
   list(dir?: unknown | undefined | null): Array<NativeStatus>
   cleanup(dir?: unknown | undefined | null): NativeCleanup
   /** Breaks a lock nobody alive holds; returns whether anything was removed. */
-  forceRelease(path: unknown, options?: unknown | undefined | null): boolean
+  forceRelease(path: unknown, options: unknown | undefined | null, force: boolean): boolean
   metrics(): NativeMetrics
   resetMetrics(): void
   /**

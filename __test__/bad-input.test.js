@@ -105,7 +105,7 @@ test('bad constructor options are EINVAL naming the option', () => {
     [{ lockDir: '' }, /lockDir must be a non-empty string/],
     [{ owner: 5 }, /owner must be a string/],
     [{ owner: '' }, /owner must be a non-empty string/],
-    [{ strategy: 'redis' }, /strategy must be 'kernel'/],
+    [{ strategy: 'redis' }, /strategy must be 'kernel' or 'mkdir'/],
     ['options', /options must be an object/],
   ]
   for (const [options, message] of cases) {

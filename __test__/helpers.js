@@ -18,8 +18,8 @@ function tempDir(t) {
  * command and resolves with its reply, so tests synchronise on what the child did,
  * never on time.
  */
-function spawnAgent(t, { owner = 'agent', env = {} } = {}) {
-  const child = fork(join(__dirname, 'fixtures', 'agent.js'), [owner], {
+function spawnAgent(t, { owner = 'agent', env = {}, script = 'agent.js', args = [owner] } = {}) {
+  const child = fork(join(__dirname, 'fixtures', script), args, {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })

@@ -6,7 +6,7 @@ const assert = require('node:assert/strict')
 const { execFileSync } = require('node:child_process')
 const { join } = require('node:path')
 
-test('lockwright.d.ts type-checks a usage example with tsc --strict', () => {
+test('the public types and the proper-lockfile drop-in types check with tsc --strict', () => {
   const tsc = require.resolve('typescript/bin/tsc')
   try {
     execFileSync(process.execPath, [tsc, '-p', join(__dirname, 'types')], { encoding: 'utf8' })

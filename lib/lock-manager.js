@@ -181,7 +181,7 @@ class LockManager extends EventEmitter {
     if (options?.force !== undefined && typeof options.force !== 'boolean') {
       throw lockError('EINVAL', 'force must be a boolean')
     }
-    const removed = this._native.forceRelease(path, options)
+    const removed = this._native.forceRelease(path, options, options?.force === true)
     if (removed) this.#log(`force-release removed the leftovers of ${path}`)
     return removed
   }

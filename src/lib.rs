@@ -193,10 +193,11 @@ impl NativeLockManager {
             let options = js_args::options(options, "options")?;
             let options = options.as_ref();
             let owner = js_args::optional_string(options, "owner")?.unwrap_or_else(|| "node".into());
-            match js_args::optional_string(options, "strategy")?.as_deref() {
-                None | Some("kernel") => {}
-                Some(other) => return Err(LockError::invalid(format!("strategy must be 'kernel', got '{other}'"))),
-            }
+            let mkdir = match js_args::optional_string(options, "strategy")?.as_deref() {
+                None | Some("kernel") => false,
+                Some("mkdir") => true,
+                Some(other) => return Err(LockError::invalid(format!("strategy must be 'kernel' or 'mkdir', got '{other}'"))),
+            };
             let defaults = ManagerOptions::new(owner);
             Ok(NativeLockManager {
                 engine: LockManager::new(ManagerOptions {
@@ -204,6 +205,7 @@ impl NativeLockManager {
                     timeout: js_args::optional_wait(options, "timeout")?.unwrap_or(defaults.timeout),
                     stale_ms: js_args::optional_millis(options, "stale")?.unwrap_or(defaults.stale_ms),
                     heartbeat_ms: js_args::optional_millis(options, "heartbeat")?,
+                    mkdir,
                     ..defaults
                 })?,
             })
@@ -334,9 +336,9 @@ impl NativeLockManager {
 
     /// Breaks a lock nobody alive holds; returns whether anything was removed.
     #[napi(catch_unwind)]
-    pub fn force_release(&self, env: Env, path: Unknown, options: Option<Unknown>) -> napi::Result<bool> {
+    pub fn force_release(&self, env: Env, path: Unknown, options: Option<Unknown>, force: bool) -> napi::Result<bool> {
         let (target, options) = read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
-        self.engine.force_release(&target, options.lockfile_path.as_deref()).map_err(|e| js_error::to_js(&env, e))
+        self.engine.force_release(&target, options.lockfile_path.as_deref(), force).map_err(|e| js_error::to_js(&env, e))
     }
 
     #[napi]

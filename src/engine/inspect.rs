@@ -9,6 +9,7 @@ use super::error::{code, LockError, Result};
 use super::kernel_lock::{self, dead_reader_records, probe, read_holders, remove_if_unheld, Holding, Leftover};
 use super::liveness::{heartbeat_age_ms, holder_alive};
 use super::lock_path::LOCK_SUFFIX;
+use super::mkdir_lock;
 use super::owner_record::{now_ms, LockMode, OwnerRecord};
 
 #[derive(Debug, Clone)]
@@ -72,15 +73,20 @@ pub fn status(lockfile: &Path, stale_ms: u64) -> Result<LockStatus> {
 
 /// The lock files in `dir` (`*.lock` regular files; not symlinks, not our side files).
 pub fn lock_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    lock_entries(dir, |t| t.is_file())
+}
+
+/// Entries of `dir` named `*.lock` whose type passes `kind`, sorted.
+fn lock_entries(dir: &Path, kind: impl Fn(&fs::FileType) -> bool) -> Result<Vec<PathBuf>> {
     let entries = fs::read_dir(dir).map_err(|e| LockError::from_io(&e, "scandir", dir))?;
-    let mut files: Vec<PathBuf> = entries
+    let mut found: Vec<PathBuf> = entries
         .flatten()
-        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .filter(|e| e.file_type().map(|t| kind(&t)).unwrap_or(false))
         .map(|e| e.path())
         .filter(|p| p.to_string_lossy().ends_with(LOCK_SUFFIX))
         .collect();
-    files.sort();
-    Ok(files)
+    found.sort();
+    Ok(found)
 }
 
 pub fn list(dir: &Path, stale_ms: u64) -> Result<Vec<LockStatus>> {
@@ -135,4 +141,56 @@ pub fn force_release(lockfile: &Path, target: &Path, stale_ms: u64) -> Result<bo
     let readers = kernel_lock::remove_dead_reader_records(lockfile);
     let removed = remove_if_unheld(lockfile, |left| !matches!(left, Leftover::Released))?;
     Ok(removed || !readers.is_empty())
+}
+
+/// `status` for proper-lockfile's protocol: the directory exists and is fresh.
+pub fn mkdir_status(dir: &Path, stale_ms: u64) -> Result<LockStatus> {
+    let meta = match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => meta,
+        Ok(_) => return Err(LockError::new("ENOTDIR", format!("ENOTDIR: '{}' is not a lock directory", dir.display()), Some(dir))),
+        Err(_) => return Ok(LockStatus { lockfile: dir.to_path_buf(), locked: false, stale: false, mode: None, owners: Vec::new() }),
+    };
+    let stale = mkdir_lock::is_stale(dir, &meta, stale_ms);
+    let age = mkdir_lock::mtime_age_ms(&meta);
+    let owners = mkdir_lock::current_owner(dir)
+        .map(|(record, _)| {
+            let alive = !stale && holder_alive(&record, stale_ms, now_ms());
+            vec![OwnerStatus { record, heartbeat_age_ms: age, alive }]
+        })
+        .unwrap_or_default();
+    Ok(LockStatus { lockfile: dir.to_path_buf(), locked: !stale, stale, mode: Some(LockMode::Exclusive), owners })
+}
+
+/// `cleanup` for mkdir locks: removes the stale lock directories in `dir`.
+pub fn mkdir_cleanup(dir: &Path, stale_ms: u64) -> Result<CleanupReport> {
+    let mut report = CleanupReport::default();
+    let lock_dirs = lock_entries(dir, |t| t.is_dir())?;
+    for lock_dir in lock_dirs {
+        if mkdir_lock::remove_if_stale(&lock_dir, stale_ms)? {
+            report.removed.push(lock_dir);
+        } else {
+            report.kept += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// `force_release` for mkdir locks: a stale one is removed; a live one only with
+/// `force`, since a directory, unlike a kernel lock, can be taken from its holder.
+pub fn mkdir_force_release(dir: &Path, target: &Path, stale_ms: u64, force: bool) -> Result<bool> {
+    let status = mkdir_status(dir, stale_ms)?;
+    if status.locked && !force {
+        let holder = status.owners.first().map(|o| format!("{} (PID {} on {})", o.record.process, o.record.pid, o.record.host));
+        return Err(LockError::new(
+            code::LOCKED,
+            format!(
+                "{} is locked by {} and the holder is alive; pass force: true to break it anyway",
+                target.display(),
+                holder.unwrap_or_else(|| "another process".into())
+            ),
+            Some(target),
+        ));
+    }
+    // Breaking by force is removal at any age: stale_ms 0 makes every lock stale.
+    mkdir_lock::remove_if_stale(dir, if status.locked { 0 } else { stale_ms })
 }

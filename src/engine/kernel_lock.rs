@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::{code, LockError, Result};
 use super::owner_record::{last_token, now_ms, LockMode, OwnerRecord, ReleasedRecord};
+use super::strategy::{Contend, HeldLock};
 
 pub const READERS_DIR_SUFFIX: &str = ".readers";
 pub const WRITER_WAITING_SUFFIX: &str = ".writer-waiting";
@@ -268,6 +269,38 @@ impl Contender {
                 self.writer_waiting = Some(gate);
             }
         }
+    }
+}
+
+impl HeldLock for KernelLock {
+    fn path(&self) -> &Path {
+        KernelLock::path(self)
+    }
+
+    fn record(&self) -> &OwnerRecord {
+        KernelLock::record(self)
+    }
+
+    fn beat(&mut self, now_ms: u64) -> Result<()> {
+        KernelLock::beat(self, now_ms)
+    }
+
+    fn release(self: Box<Self>) -> Result<()> {
+        KernelLock::release(*self)
+    }
+}
+
+impl Contend for Contender {
+    fn try_acquire(&mut self, claimant: &Claimant, lock_id: String, will_wait: bool) -> Result<Option<Box<dyn HeldLock>>> {
+        Ok(Contender::try_acquire(self, claimant, lock_id, will_wait)?.map(|lock| Box::new(lock) as Box<dyn HeldLock>))
+    }
+
+    fn wake_paths(&self) -> Vec<PathBuf> {
+        vec![self.path.clone(), self.writer_waiting_path()]
+    }
+
+    fn generation(&self) -> u32 {
+        self.opens
     }
 }
 

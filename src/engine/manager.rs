@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{code, LockError, Result};
 use super::inspect::{self, CleanupReport, LockStatus};
-use super::kernel_lock::{read_holders, Claimant, Contender, KernelLock};
+use super::kernel_lock::{read_holders, Claimant};
+use super::strategy::{HeldLock, Strategy};
 use super::lock_path::{lockfile_for, validate_path};
 use super::metrics::{Event, Metrics, MetricsSnapshot};
 use super::owner_record::{now_ms, LockMode, OwnerRecord, ProcessIdentity};
@@ -68,6 +69,8 @@ pub struct ManagerOptions {
     pub stale_ms: u64,
     /// Heartbeat period; `None` means half of `stale`, `Some(0)` turns beats off.
     pub heartbeat_ms: Option<u64>,
+    /// Kernel locks, or proper-lockfile's mkdir protocol (whose `stale` is set here).
+    pub mkdir: bool,
 }
 
 impl ManagerOptions {
@@ -78,6 +81,7 @@ impl ManagerOptions {
             timeout: Wait::For(Duration::from_millis(DEFAULT_TIMEOUT_MS)),
             stale_ms: DEFAULT_STALE_MS,
             heartbeat_ms: None,
+            mkdir: false,
         }
     }
 }
@@ -118,7 +122,7 @@ pub enum Acquisition {
 
 struct Held {
     grant: LockGrant,
-    lock: KernelLock,
+    lock: Box<dyn HeldLock>,
     granted: Instant,
     compromised: Option<LockError>,
 }
@@ -128,6 +132,7 @@ struct Inner {
     lock_dir: Option<PathBuf>,
     timeout: Wait,
     stale_ms: u64,
+    strategy: Strategy,
     held: Mutex<HashMap<u64, Held>>,
     metrics: Metrics,
     on_compromised: Mutex<Option<CompromisedHandler>>,
@@ -165,6 +170,7 @@ impl LockManager {
                 lock_dir,
                 timeout: options.timeout,
                 stale_ms,
+                strategy: if options.mkdir { Strategy::Mkdir { stale_ms } } else { Strategy::Kernel },
                 held: Mutex::default(),
                 metrics: Metrics::default(),
                 on_compromised: Mutex::new(None),
@@ -263,7 +269,11 @@ impl LockManager {
 
     async fn wait(self, target: PathBuf, lockfile: PathBuf, mode: LockMode, wait: Wait, cancel: CancellationToken, asked: Instant) -> Result<LockGrant> {
         let turn = turn_for(&lockfile);
-        let attempt = wait_for_lock(turn, lockfile.clone(), mode, self.inner.claimant.clone());
+        let contender = match self.inner.strategy.contender(lockfile.clone(), mode) {
+            Ok(contender) => contender,
+            Err(e) => return Err(e),
+        };
+        let attempt = wait_for_lock(turn, contender, self.inner.claimant.clone());
         let deadline = async {
             match wait {
                 Wait::For(duration) => tokio::time::sleep(duration).await,
@@ -292,7 +302,7 @@ impl LockManager {
         // Someone in this process is already waiting: they go first.
         let granted = match turn.try_lock() {
             Ok(_turn) => {
-                let mut contender = Contender::new(lockfile.to_path_buf(), mode);
+                let mut contender = self.inner.strategy.contender(lockfile.to_path_buf(), mode)?;
                 let lock_id = ProcessIdentity::get().next_lock_id();
                 contender.try_acquire(&self.inner.claimant, lock_id, false)?
             }
@@ -307,7 +317,7 @@ impl LockManager {
         }
     }
 
-    fn register(&self, target: &Path, lock: KernelLock, asked: Instant) -> LockGrant {
+    fn register(&self, target: &Path, lock: Box<dyn HeldLock>, asked: Instant) -> LockGrant {
         let record = lock.record();
         let grant = LockGrant {
             id: NEXT_GRANT_ID.fetch_add(1, Ordering::Relaxed),
@@ -375,7 +385,7 @@ impl LockManager {
     pub fn release_all(&self) -> usize {
         let drained: Vec<Held> = self.held().drain().map(|(_, held)| held).collect();
         let count = drained.len();
-        drop(drained); // each KernelLock clears its record and unlocks as it drops
+        drop(drained); // each lock clears its record and unlocks as it drops
         count
     }
 
@@ -396,7 +406,10 @@ impl LockManager {
     /// Who holds the lock for `target` (any process's), and whether they are alive.
     pub fn status(&self, target: &str, lockfile_path: Option<&str>) -> Result<LockStatus> {
         let (_, lockfile) = self.resolve(target, lockfile_path)?;
-        inspect::status(&lockfile, self.inner.stale_ms)
+        match self.inner.strategy {
+            Strategy::Kernel => inspect::status(&lockfile, self.inner.stale_ms),
+            Strategy::Mkdir { stale_ms } => inspect::mkdir_status(&lockfile, stale_ms),
+        }
     }
 
     /// The status of every lock file in `dir`, or in this manager's `lockDir`.
@@ -405,14 +418,21 @@ impl LockManager {
     }
 
     pub fn cleanup(&self, dir: Option<&str>) -> Result<CleanupReport> {
-        let report = inspect::cleanup(&self.sweep_dir(dir)?)?;
+        let dir = self.sweep_dir(dir)?;
+        let report = match self.inner.strategy {
+            Strategy::Kernel => inspect::cleanup(&dir)?,
+            Strategy::Mkdir { stale_ms } => inspect::mkdir_cleanup(&dir, stale_ms)?,
+        };
         self.inner.metrics.record(Event::StaleCleaned(report.removed.len() as u64));
         Ok(report)
     }
 
-    pub fn force_release(&self, target: &str, lockfile_path: Option<&str>) -> Result<bool> {
+    pub fn force_release(&self, target: &str, lockfile_path: Option<&str>, force: bool) -> Result<bool> {
         let (target, lockfile) = self.resolve(target, lockfile_path)?;
-        let removed = inspect::force_release(&lockfile, &target, self.inner.stale_ms)?;
+        let removed = match self.inner.strategy {
+            Strategy::Kernel => inspect::force_release(&lockfile, &target, self.inner.stale_ms)?,
+            Strategy::Mkdir { stale_ms } => inspect::mkdir_force_release(&lockfile, &target, stale_ms, force)?,
+        };
         if removed {
             self.inner.metrics.record(Event::StaleCleaned(1));
         }

@@ -7,6 +7,8 @@ pub mod liveness;
 pub mod lock_path;
 pub mod manager;
 pub mod metrics;
+pub mod mkdir_lock;
+pub mod strategy;
 pub mod inspect;
 pub mod owner_record;
 pub mod release_events;

@@ -13,9 +13,10 @@ use tokio::runtime::Runtime;
 use tokio::sync::{Mutex as FifoMutex, OwnedMutexGuard};
 
 use super::error::Result;
-use super::kernel_lock::{Claimant, Contender, KernelLock};
-use super::owner_record::{LockMode, ProcessIdentity};
+use super::kernel_lock::Claimant;
+use super::owner_record::ProcessIdentity;
 use super::release_events::ReleaseEvents;
+use super::strategy::{Contend, HeldLock};
 
 /// Retry interval for releases no event reports: a holder on another host of a
 /// network filesystem, or a crashed holder whose close event beat its lock's removal.
@@ -56,33 +57,47 @@ pub fn turn_for(lockfile: &Path) -> Turn {
 /// Waits, first for this process's earlier waiters, then for the kernel lock. The
 /// caller bounds it with a deadline and cancellation by dropping the future; every
 /// attempt is a single non-blocking call, so a dropped wait never holds anything.
-pub async fn wait_for_lock(turn: Turn, lockfile: PathBuf, mode: LockMode, claimant: Claimant) -> Result<KernelLock> {
+pub async fn wait_for_lock(turn: Turn, mut contender: Box<dyn Contend>, claimant: Claimant) -> Result<Box<dyn HeldLock>> {
     let _turn: OwnedMutexGuard<()> = turn.lock_owned().await;
-    let mut contender = Contender::new(lockfile, mode);
     let events = ReleaseEvents::global();
-    let on_lockfile = events.subscribe(contender.path());
-    let on_writer_waiting = events.subscribe(&contender.writer_waiting_path());
-    let mut opens = contender.opens();
+    let paths = contender.wake_paths();
+    let subscriptions: Vec<_> = paths.iter().map(|p| events.subscribe(p)).collect();
+    let mut generation = contender.generation();
     loop {
-        let lockfile_changed = on_lockfile.wake.notified();
-        let writer_changed = on_writer_waiting.wake.notified();
-        tokio::pin!(lockfile_changed, writer_changed);
+        let wakes: Vec<_> = subscriptions.iter().map(|s| Box::pin(s.wake.notified())).collect();
+        let mut wakes = wakes;
         // Registered before the attempt, so a release between the attempt and the
         // await still wakes us.
-        lockfile_changed.as_mut().enable();
-        writer_changed.as_mut().enable();
+        for wake in &mut wakes {
+            wake.as_mut().enable();
+        }
         if let Some(lock) = contender.try_acquire(&claimant, ProcessIdentity::get().next_lock_id(), true)? {
             return Ok(lock);
         }
-        if contender.opens() != opens {
+        if contender.generation() != generation {
             // The lock file was re-created: watch the new one.
-            opens = contender.opens();
-            events.rewatch(contender.path());
+            generation = contender.generation();
+            for path in &paths {
+                events.rewatch(path);
+            }
         }
+        let any_wake = futures_select_all(wakes);
         tokio::select! {
-            _ = lockfile_changed => {}
-            _ = writer_changed => {}
+            _ = any_wake => {}
             _ = tokio::time::sleep(SAFETY_TICK) => {}
         }
     }
+}
+
+/// Resolves when any of the wake-ups fires.
+async fn futures_select_all<F: std::future::Future + Unpin>(mut futures: Vec<F>) {
+    std::future::poll_fn(|cx| {
+        for future in futures.iter_mut() {
+            if std::pin::Pin::new(future).poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }

@@ -1,0 +1,198 @@
+'use strict'
+
+/**
+ * proper-lockfile's API on lockwright, speaking its on-disk protocol: migrating is
+ * one changed import, and processes still on proper-lockfile exclude processes on
+ * this module. Options, defaults, clamps, error codes and messages are
+ * proper-lockfile 4.1.2's. The differences: the mtime heartbeat runs on a native
+ * thread (a blocked event loop no longer loses the lock), a dead holder on this host
+ * is stale at once, two lockwright processes cannot both win a stale takeover, and
+ * nothing is installed that swallows Ctrl-C.
+ */
+
+const fs = require('node:fs')
+const path = require('node:path')
+const retry = require('retry')
+
+const { LockManager } = require('./lock-manager.js')
+
+/** Held locks by canonical file, as proper-lockfile keeps them. */
+const locks = {}
+/** One mkdir-strategy manager per (stale, update) pair in use. */
+const managers = new Map()
+
+function withCode(err, code, extra) {
+  return Object.assign(err, { code }, extra)
+}
+
+function lockedError(file) {
+  return withCode(new Error('Lock file is already being held'), 'ELOCKED', { file })
+}
+
+function normalizeLockOptions(options) {
+  const opts = {
+    stale: 10000,
+    update: null,
+    realpath: true,
+    retries: 0,
+    fs,
+    onCompromised: (err) => {
+      throw err
+    },
+    ...options,
+  }
+  opts.retries = opts.retries || 0
+  opts.retries = typeof opts.retries === 'number' ? { retries: opts.retries } : opts.retries
+  opts.stale = Math.max(opts.stale || 0, 2000)
+  opts.update = opts.update == null ? opts.stale / 2 : opts.update || 0
+  opts.update = Math.max(Math.min(opts.update, opts.stale / 2), 1000)
+  return opts
+}
+
+function normalizeCheckOptions(options) {
+  const opts = { stale: 10000, realpath: true, fs, ...options }
+  opts.stale = Math.max(opts.stale || 0, 2000)
+  return opts
+}
+
+/** proper-lockfile's sync API refuses retries: it cannot wait between them. */
+function rejectSyncRetries(options) {
+  const retries = options?.retries
+  if ((typeof retries === 'number' && retries > 0) || (retries && typeof retries.retries === 'number' && retries.retries > 0)) {
+    throw withCode(new Error('Cannot use retries with the sync api'), 'ESYNC')
+  }
+}
+
+function canonicalSync(file, options) {
+  return options.realpath ? fs.realpathSync(file) : path.resolve(file)
+}
+
+async function canonical(file, options) {
+  return options.realpath ? fs.promises.realpath(file) : path.resolve(file)
+}
+
+function lockfileOf(file, options) {
+  return options.lockfilePath || `${file}.lock`
+}
+
+function managerFor(options) {
+  const key = `${options.stale}:${options.update}`
+  let manager = managers.get(key)
+  if (!manager) {
+    manager = new LockManager({ strategy: 'mkdir', stale: options.stale, heartbeat: options.update })
+    manager.on('compromised', (err) => compromised(err))
+    managers.set(key, manager)
+  }
+  return manager
+}
+
+function compromised(err) {
+  const file = Object.keys(locks).find((f) => locks[f].lock.id === err.lockId)
+  if (file === undefined) return
+  const held = locks[file]
+  held.released = true
+  delete locks[file]
+  held.lock.release().catch(() => {}) // already lost; just forget it
+  held.options.onCompromised(err)
+}
+
+/** One attempt; throws ELOCKED when held. */
+function attempt(file, options) {
+  const lock = managerFor(options).tryAcquire(file, { lockfilePath: lockfileOf(file, options) })
+  if (lock === null) throw lockedError(file)
+  const held = { lock, options, released: false }
+  locks[file] = held
+  return held
+}
+
+function releaserFor(file, held, sync) {
+  const alreadyReleased = () => withCode(new Error('Lock is already released'), 'ERELEASED')
+  if (sync) {
+    return () => {
+      if (held.released) throw alreadyReleased()
+      unlockSync(file, { ...held.options, realpath: false })
+    }
+  }
+  return async () => {
+    if (held.released) throw alreadyReleased()
+    return unlock(file, { ...held.options, realpath: false })
+  }
+}
+
+async function lock(file, options) {
+  const opts = normalizeLockOptions(options)
+  const resolved = await canonical(file, opts)
+  const operation = retry.operation(opts.retries)
+  const held = await new Promise((resolve, reject) => {
+    operation.attempt(() => {
+      let err = null
+      let acquired
+      try {
+        acquired = attempt(resolved, opts)
+      } catch (e) {
+        err = e
+      }
+      if (operation.retry(err)) return
+      if (err) reject(operation.mainError())
+      else resolve(acquired)
+    })
+  })
+  return releaserFor(resolved, held, false)
+}
+
+function lockSync(file, options) {
+  rejectSyncRetries(options)
+  const opts = normalizeLockOptions(options)
+  const resolved = canonicalSync(file, opts)
+  return releaserFor(resolved, attempt(resolved, opts), true)
+}
+
+function releaseHeld(file) {
+  const held = locks[file]
+  if (!held) throw withCode(new Error('Lock is not acquired/owned by you'), 'ENOTACQUIRED')
+  held.released = true
+  delete locks[file]
+  held.lock.releaseSync()
+}
+
+async function unlock(file, options) {
+  const opts = { realpath: true, ...options }
+  releaseHeld(await canonical(file, opts))
+}
+
+function unlockSync(file, options) {
+  const opts = { realpath: true, ...options }
+  releaseHeld(canonicalSync(file, opts))
+}
+
+function isLocked(file, options) {
+  try {
+    const stat = fs.statSync(lockfileOf(file, options))
+    if (stat.mtime.getTime() < Date.now() - options.stale) return false
+  } catch (err) {
+    if (err.code === 'ENOENT') return false
+    throw err
+  }
+  // Fresh by its mtime; lockwright also knows a dead holder on this host at once.
+  return managerFor({ stale: options.stale, update: Math.max(options.stale / 2, 1000) })
+    .status(file, { lockfilePath: lockfileOf(file, options) }).locked
+}
+
+async function check(file, options) {
+  const opts = normalizeCheckOptions(options)
+  return isLocked(await canonical(file, opts), opts)
+}
+
+function checkSync(file, options) {
+  rejectSyncRetries(options)
+  const opts = normalizeCheckOptions(options)
+  return isLocked(canonicalSync(file, opts), opts)
+}
+
+module.exports = lock
+module.exports.lock = lock
+module.exports.unlock = unlock
+module.exports.lockSync = lockSync
+module.exports.unlockSync = unlockSync
+module.exports.check = check
+module.exports.checkSync = checkSync
