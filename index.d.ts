@@ -128,3 +128,11 @@ export interface NativeStatus {
   lockfilePath: string
   owners: Array<NativeOwner>
 }
+
+/**
+ * Replaces `path` with `data` so a crash leaves the old content or the new, never a
+ * mix. Runs on the threadpool; resolves when the new content is durable.
+ */
+export declare function writeFileAtomic(path: unknown, data: Buffer, options?: unknown | undefined | null): Promise<void>
+
+export declare function writeFileAtomicSync(path: unknown, data: Buffer, options?: unknown | undefined | null): void

@@ -837,3 +837,5 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.NativeLockManager = nativeBinding.NativeLockManager
 module.exports.WaitCanceller = nativeBinding.WaitCanceller
+module.exports.writeFileAtomic = nativeBinding.writeFileAtomic
+module.exports.writeFileAtomicSync = nativeBinding.writeFileAtomicSync

@@ -1,4 +1,4 @@
 import lockwright from './lockwright.js'
 
-export const { LockManager, Lock } = lockwright
+export const { LockManager, Lock, writeFileAtomic, writeFileAtomicSync, readJson, updateJson } = lockwright
 export default lockwright

@@ -7,6 +7,7 @@ const { basename } = require('node:path')
 const native = require('../index.js')
 const { lockError } = require('./errors.js')
 const exitRelease = require('./exit-release.js')
+const jsonFiles = require('./json-files.js')
 const { Lock } = require('./lock.js')
 
 /** The owner label when none is given: the running script's name, as `ps` shows it. */
@@ -136,6 +137,16 @@ class LockManager extends EventEmitter {
 
   withWriteLock(path, fn, options) {
     return this.withLock(path, fn, { ...options, mode: 'exclusive' })
+  }
+
+  /** Reads a JSON file under a shared lock (or the lock this context holds). */
+  readJson(path, options) {
+    return jsonFiles.readJson(this, path, options)
+  }
+
+  /** Read-modify-write of a JSON file under an exclusive lock, written atomically. */
+  updateJson(path, fn, options) {
+    return jsonFiles.updateJson(this, path, fn, options)
   }
 
   /** Releases a `Lock`, a lock id, or every lock this manager holds on a path. */

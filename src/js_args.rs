@@ -74,3 +74,12 @@ pub fn optional_millis(options: Option<&Object>, key: &str) -> Result<Option<u64
     }
     Ok(Some(ms as u64))
 }
+
+pub fn optional_bool(options: Option<&Object>, key: &str) -> Result<Option<bool>> {
+    let Some(options) = options else { return Ok(None) };
+    let Some(value) = field(options, key)? else { return Ok(None) };
+    if kind(&value) != ValueType::Boolean {
+        return Err(LockError::invalid(format!("{key} must be a boolean, got {}", describe(&value))));
+    }
+    unsafe { value.cast::<bool>() }.map(Some).map_err(|e| LockError::invalid(e.reason))
+}

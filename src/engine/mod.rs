@@ -1,6 +1,7 @@
 //! The lock engine: plain Rust, no Node types, so `cargo test` covers it alone.
 //! The napi binding in `crate::binding` only converts values and errors.
 
+pub mod atomic_file;
 pub mod error;
 pub mod kernel_lock;
 pub mod liveness;

@@ -1,0 +1,196 @@
+#!/usr/bin/env node
+'use strict'
+
+// The `lockwright` command: the same locks for shell scripts.
+
+const { spawn } = require('node:child_process')
+const fs = require('node:fs')
+const { parseArgs } = require('node:util')
+const { LockManager } = require('../lockwright.js')
+
+const EXIT = { ok: 0, error: 1, usage: 2, locked: 3, timeout: 4 }
+
+const HELP = {
+  main: `Usage: lockwright <command> [options]
+
+Commands:
+  with <file> -- <cmd> [args...]   run a command while holding the lock on <file>
+  status [file|dir]                who holds a lock, or every lock in a directory
+  cleanup [dir]                    remove locks left by dead holders
+  release <file> --force           break a lock whose holder is gone
+
+Common options:
+  --lock-dir <dir>      keep lock files in <dir> as <basename>.lock
+  --strategy <name>     kernel (default) or mkdir (proper-lockfile's protocol)
+  -h, --help            help for a command: lockwright <command> --help
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 locked (--timeout 0), 4 timed out;
+'with' exits with the command's own code.`,
+  with: `Usage: lockwright with <file> [--shared] [--timeout ms] [--owner label] -- <cmd> [args...]
+
+Runs <cmd> holding the lock on <file>, and releases it when <cmd> ends.
+  --shared          take a shared (read) lock instead of an exclusive one
+  --timeout <ms>    how long to wait for the lock (default 30000; 0 tries once; Infinity)
+  --owner <label>   owner label shown to others (default: the command's name)
+Signals (SIGINT, SIGTERM, SIGHUP) are passed on to <cmd>. Exits with <cmd>'s exit code,
+128 + the signal number if it was killed, 3 if locked with --timeout 0, 4 on timeout.`,
+  status: `Usage: lockwright status [file|dir] [--json] [--verbose]
+
+Shows who holds the lock on <file>, or every lock in <dir> (default: --lock-dir or .).
+  --json       machine-readable output
+  --verbose    also the lock id, token, user and heartbeat age`,
+  cleanup: `Usage: lockwright cleanup [dir] [--dry-run] [--json]
+
+Removes the locks dead holders left in <dir> (default: --lock-dir or .), corrupted lock
+files nobody holds and dead readers' records. Never a held lock.
+  --dry-run    list what would be removed, remove nothing
+  --json       machine-readable output`,
+  release: `Usage: lockwright release <file> --force
+
+Breaks the lock on <file> when its holder is gone. A kernel lock held by a live process
+cannot be broken (exit 3); with --strategy mkdir, --force breaks even a live holder's.`,
+}
+
+class UsageError extends Error {}
+
+function parse(command, args, options) {
+  try {
+    return parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        help: { type: 'boolean', short: 'h' },
+        'lock-dir': { type: 'string' },
+        strategy: { type: 'string' },
+        ...options,
+      },
+    })
+  } catch (err) {
+    throw new UsageError(`${err.message}\n\n${HELP[command]}`)
+  }
+}
+
+function managerFor(values, extra = {}) {
+  return new LockManager({ lockDir: values['lock-dir'], strategy: values.strategy, ...extra })
+}
+
+function describeOwner(owner, verbose) {
+  const held = ((Date.now() - owner.since) / 1000).toFixed(1)
+  let line = `${owner.process} (PID ${owner.pid} on ${owner.host}, ${owner.alive ? 'alive' : 'dead'}, held ${held} s)`
+  if (verbose) line += ` user=${owner.user} lockId=${owner.lockId} token=${owner.token} heartbeat=${owner.heartbeatAgeMs} ms ago`
+  return line
+}
+
+function describeStatus(status, verbose) {
+  const state = status.locked ? `locked (${status.mode})` : 'free'
+  const stale = status.stale ? ', stale' : ''
+  const owners = status.owners.map((o) => `\n    ${describeOwner(o, verbose)}`).join('')
+  return `${status.lockfilePath}: ${state}${stale}${owners}`
+}
+
+function timeoutOf(text) {
+  if (text === undefined) return undefined
+  const ms = text === 'Infinity' ? Infinity : Number(text)
+  if (Number.isNaN(ms)) throw new UsageError(`--timeout must be a number of milliseconds or Infinity, got '${text}'`)
+  return ms
+}
+
+const commands = {
+  async with(args) {
+    const split = args.indexOf('--')
+    if (split === -1) throw new UsageError(`missing '--' before the command\n\n${HELP.with}`)
+    const { values, positionals } = parse('with', args.slice(0, split), {
+      shared: { type: 'boolean' },
+      timeout: { type: 'string' },
+      owner: { type: 'string' },
+    })
+    if (values.help) return print(HELP.with)
+    const [file] = positionals
+    const [cmd, ...cmdArgs] = args.slice(split + 1)
+    if (!file || !cmd) throw new UsageError(HELP.with)
+    const manager = managerFor(values, { owner: values.owner ?? cmd })
+    const lock = await manager.acquire(file, { mode: values.shared ? 'shared' : 'exclusive', timeout: timeoutOf(values.timeout) })
+    const child = spawn(cmd, cmdArgs, { stdio: 'inherit' })
+    const forward = (signal) => child.kill(signal)
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, forward)
+    const [code, signal] = await new Promise((resolve) => {
+      child.on('error', (err) => {
+        console.error(`lockwright: cannot run ${cmd}: ${err.message}`)
+        resolve([127, null])
+      })
+      child.on('exit', (c, s) => resolve([c, s]))
+    })
+    await lock.release()
+    const signalNumber = signal ? require('node:os').constants.signals[signal] : 0
+    return signal ? 128 + signalNumber : code
+  },
+
+  async status(args) {
+    const { values, positionals } = parse('status', args, { json: { type: 'boolean' }, verbose: { type: 'boolean' } })
+    if (values.help) return print(HELP.status)
+    const manager = managerFor(values)
+    const target = positionals[0] ?? values['lock-dir'] ?? '.'
+    const isDir = fs.statSync(target, { throwIfNoEntry: false })?.isDirectory() && !(values.strategy === 'mkdir' && target.endsWith('.lock'))
+    const statuses = isDir ? manager.list(target) : [manager.status(target)]
+    if (values.json) return print(JSON.stringify(isDir ? statuses : statuses[0], null, 2))
+    if (statuses.length === 0) return print(`no locks in ${target}`)
+    return print(statuses.map((s) => describeStatus(s, values.verbose)).join('\n'))
+  },
+
+  async cleanup(args) {
+    const { values, positionals } = parse('cleanup', args, { 'dry-run': { type: 'boolean' }, json: { type: 'boolean' } })
+    if (values.help) return print(HELP.cleanup)
+    const manager = managerFor(values)
+    const dir = positionals[0] ?? values['lock-dir'] ?? '.'
+    let report
+    if (values['dry-run']) {
+      const statuses = manager.list(dir)
+      const stale = statuses.filter((s) => s.stale).map((s) => s.lockfilePath)
+      report = { wouldRemove: stale, kept: statuses.length - stale.length }
+    } else {
+      report = await manager.cleanupStaleLocks(dir)
+    }
+    if (values.json) return print(JSON.stringify(report, null, 2))
+    const removed = report.removed ?? report.wouldRemove
+    const verb = values['dry-run'] ? 'would remove' : 'removed'
+    return print([...removed.map((p) => `${verb} ${p}`), `${removed.length} ${verb}, ${report.kept} kept`].join('\n'))
+  },
+
+  async release(args) {
+    const { values, positionals } = parse('release', args, { force: { type: 'boolean' } })
+    if (values.help) return print(HELP.release)
+    if (!positionals[0] || !values.force) throw new UsageError(HELP.release)
+    const removed = await managerFor(values).forceRelease(positionals[0], { force: true })
+    return print(removed ? `released ${positionals[0]}` : `${positionals[0]} was not locked`)
+  },
+}
+
+function print(text) {
+  process.stdout.write(`${text}\n`)
+  return EXIT.ok
+}
+
+async function main(argv) {
+  const [command, ...args] = argv
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    print(HELP.main)
+    return command ? EXIT.ok : EXIT.usage
+  }
+  if (!Object.hasOwn(commands, command)) throw new UsageError(`unknown command '${command}'\n\n${HELP.main}`)
+  return commands[command](args)
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code
+  },
+  (err) => {
+    if (err instanceof UsageError) {
+      console.error(`lockwright: ${err.message}`)
+      process.exitCode = EXIT.usage
+      return
+    }
+    console.error(`lockwright: ${err.message}`)
+    process.exitCode = err.code === 'ELOCKED' ? EXIT.locked : err.code === 'ETIMEOUT' ? EXIT.timeout : err.code === 'EINVAL' ? EXIT.usage : EXIT.error
+  },
+)

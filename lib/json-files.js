@@ -1,0 +1,77 @@
+'use strict'
+
+/**
+ * What users take the lock for: replacing a file so a crash never tears it, and
+ * read-modify-write of a JSON state file in one call.
+ */
+
+const fs = require('node:fs')
+
+const native = require('../index.js')
+const { lockError } = require('./errors.js')
+
+function toBuffer(data) {
+  if (typeof data === 'string') return Buffer.from(data)
+  if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  throw lockError('EINVAL', 'data must be a string, a Buffer or a typed array')
+}
+
+/** Temp file, write, fsync, rename, fsync the directory; keeps the file's mode. */
+async function writeFileAtomic(path, data, options) {
+  return native.writeFileAtomic(path, toBuffer(data), options)
+}
+
+function writeFileAtomicSync(path, data, options) {
+  native.writeFileAtomicSync(path, toBuffer(data), options)
+}
+
+/** `{ text, data }` of a JSON file; both undefined when it does not exist. */
+async function readJsonFile(path) {
+  let text
+  try {
+    text = await fs.promises.readFile(path, 'utf8')
+  } catch (err) {
+    if (err.code === 'ENOENT') return { text: undefined, data: undefined }
+    throw err
+  }
+  try {
+    return { text, data: JSON.parse(text) }
+  } catch (err) {
+    throw lockError('EJSONPARSE', `${path} is not valid JSON (${err.message}); it was left untouched`, path)
+  }
+}
+
+/**
+ * Reads `path` under a shared lock, or the exclusive one this context already
+ * holds. A missing file reads as undefined.
+ */
+async function readJson(manager, path, options) {
+  return manager.withLock(path, async () => (await readJsonFile(path)).data, { ...options, mode: 'shared' })
+}
+
+/**
+ * Under an exclusive lock: reads `path` (missing: undefined), calls `fn(data)` (sync
+ * or async), and writes atomically what it returns, or `data` itself when it returns
+ * undefined after changing it in place. Resolves to what was written.
+ */
+async function updateJson(manager, path, fn, options) {
+  if (typeof fn !== 'function') throw lockError('EINVAL', 'fn must be a function')
+  const { backup = false, space = 2, ...lockOptions } = options ?? {}
+  if (typeof backup !== 'boolean') throw lockError('EINVAL', 'backup must be a boolean')
+  return manager.withLock(
+    path,
+    async () => {
+      const { text, data } = await readJsonFile(path)
+      const returned = await fn(data)
+      const next = returned === undefined ? data : returned
+      if (next === undefined) return undefined
+      // The previous content, kept as it was (vectra's backup, aiconfig's --backup).
+      if (backup && text !== undefined) await writeFileAtomic(`${path}.bak`, text)
+      await writeFileAtomic(path, `${JSON.stringify(next, null, space)}\n`)
+      return next
+    },
+    { ...lockOptions, mode: 'exclusive' },
+  )
+}
+
+module.exports = { writeFileAtomic, writeFileAtomicSync, readJson, updateJson }
