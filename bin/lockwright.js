@@ -98,6 +98,7 @@ function timeoutOf(text) {
 const commands = {
   async with(args) {
     const split = args.indexOf('--')
+    if (split === -1 && (args.includes('--help') || args.includes('-h'))) return print(HELP.with)
     if (split === -1) throw new UsageError(`missing '--' before the command\n\n${HELP.with}`)
     const { values, positionals } = parse('with', args.slice(0, split), {
       shared: { type: 'boolean' },

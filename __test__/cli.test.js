@@ -1,0 +1,112 @@
+'use strict'
+// The lockwright command, run as a real process.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const { spawn } = require('node:child_process')
+const { once } = require('node:events')
+const { join } = require('node:path')
+const { LockManager } = require('../lockwright.js')
+const { tempDir, spawnAgent, waitFor } = require('./helpers.js')
+
+const CLI = join(__dirname, '..', 'bin', 'lockwright.js')
+
+async function cli(args, { cwd } = {}) {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d) => (stdout += d))
+  child.stderr.on('data', (d) => (stderr += d))
+  const [code] = await once(child, 'exit')
+  return { code, stdout, stderr }
+}
+
+const node = (code) => [process.execPath, '-e', code]
+
+test('with: runs the command holding the lock, exits with its code, releases after', async (t) => {
+  const file = join(tempDir(t), 'state.json')
+  const check = `const { LockManager } = require(${JSON.stringify(join(__dirname, '..'))});
+    const s = new LockManager().status(${JSON.stringify(file)});
+    process.exit(s.locked && s.owners[0].process === 'script' ? 7 : 1)`
+  const run = await cli(['with', file, '--owner', 'script', '--', ...node(check)])
+  assert.equal(run.code, 7, run.stderr)
+  assert.equal(new LockManager().status(file).locked, false)
+})
+
+test('with: --timeout 0 on a held lock exits 3; a timeout exits 4; --shared holders overlap', async (t) => {
+  const file = join(tempDir(t), 'state.json')
+  const holder = spawnAgent(t, { owner: 'holder' })
+  const held = await holder.call('acquire', { path: file, options: { mode: 'shared' } })
+  let run = await cli(['with', file, '--timeout', '0', '--', 'true'])
+  assert.equal(run.code, 3)
+  assert.match(run.stderr, /locked by holder \(PID/)
+  run = await cli(['with', file, '--timeout', '50', '--', 'true'])
+  assert.equal(run.code, 4)
+  run = await cli(['with', file, '--shared', '--timeout', '0', '--', 'true'])
+  assert.equal(run.code, 0, run.stderr)
+  await holder.call('release', { lockId: held.id })
+})
+
+test('with: forwards signals to the command and reports how it ended', async (t) => {
+  const dir = tempDir(t)
+  const file = join(dir, 'state.json')
+  const ready = join(dir, 'ready')
+  const child = spawn(process.execPath, [CLI, 'with', file, '--', ...node(
+    `process.on('SIGTERM', () => process.exit(42)); require('fs').writeFileSync(${JSON.stringify(ready)}, ''); setInterval(() => {}, 1000)`,
+  )], { stdio: 'inherit' })
+  await waitFor(() => fs.existsSync(ready), { what: 'the command to start' })
+  child.kill('SIGTERM')
+  const [code] = await once(child, 'exit')
+  assert.equal(code, 42)
+  assert.equal(new LockManager().status(file).locked, false)
+  // Killed by a signal it does not handle: 128 + the signal number, as a shell reports it.
+  const killed = await cli(['with', file, '--', 'sh', '-c', 'kill -KILL $$'])
+  assert.equal(killed.code, 128 + 9)
+})
+
+test('status and cleanup report and sweep a directory; release --force breaks a dead lock', async (t) => {
+  const dir = tempDir(t)
+  const live = spawnAgent(t, { owner: 'mcp-server' })
+  const dead = spawnAgent(t, { owner: 'crashed' })
+  await live.call('acquire', { path: join(dir, 'a.json') })
+  await dead.call('acquire', { path: join(dir, 'b.json') })
+  dead.child.kill('SIGKILL')
+  await dead.exited
+
+  let run = await cli(['status', dir])
+  assert.equal(run.code, 0, run.stderr)
+  assert.match(run.stdout, new RegExp(`a\\.json\\.lock: locked \\(exclusive\\)\\n    mcp-server \\(PID ${live.pid} on .+, alive, held`))
+  assert.match(run.stdout, /b\.json\.lock: free, stale\n {4}crashed \(PID \d+ on .+, dead/)
+  run = await cli(['status', join(dir, 'a.json'), '--json', '--verbose'])
+  assert.equal(JSON.parse(run.stdout).owners[0].pid, live.pid)
+  run = await cli(['status', join(dir, 'a.json'), '--verbose'])
+  assert.match(run.stdout, /lockId=.* token=1 heartbeat=/)
+
+  run = await cli(['cleanup', dir, '--dry-run', '--json'])
+  assert.deepEqual(JSON.parse(run.stdout), { wouldRemove: [join(dir, 'b.json.lock')], kept: 1 })
+  assert.ok(fs.existsSync(join(dir, 'b.json.lock')))
+  run = await cli(['cleanup', dir])
+  assert.match(run.stdout, /removed .*b\.json\.lock\n1 removed, 1 kept/)
+
+  run = await cli(['release', join(dir, 'a.json'), '--force'])
+  assert.equal(run.code, 3)
+  assert.match(run.stderr, /cannot be broken/)
+  live.child.kill('SIGKILL')
+  await live.exited
+  run = await cli(['release', join(dir, 'a.json'), '--force'])
+  assert.equal(run.code, 0, run.stderr)
+  assert.match(run.stdout, /released/)
+})
+
+test('help for every command, and usage errors exit 2', async () => {
+  for (const command of [[], ['with'], ['status'], ['cleanup'], ['release']]) {
+    const run = await cli([...command, '--help'])
+    assert.equal(run.code, 0)
+    assert.match(run.stdout, /Usage: lockwright/)
+  }
+  for (const args of [[], ['bogus'], ['with', 'f'], ['with', 'f', '--timeout', 'soon', '--', 'true'], ['release', 'f'], ['status', '--nope']]) {
+    const run = await cli(args)
+    assert.equal(run.code, 2, `${args.join(' ')}: ${run.stderr}`)
+  }
+})

@@ -1,0 +1,112 @@
+'use strict'
+// Atomic writes and locked JSON read-modify-write.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const { fork, spawn } = require('node:child_process')
+const { once } = require('node:events')
+const { join } = require('node:path')
+const { LockManager, writeFileAtomic, writeFileAtomicSync, readJson, updateJson } = require('../lockwright.js')
+const { tempDir, spawnAgent, track } = require('./helpers.js')
+
+test('writeFileAtomic replaces content, keeps the mode and leaves no temp file', async (t) => {
+  const dir = tempDir(t)
+  const file = join(dir, 'state.json')
+  await writeFileAtomic(file, 'one', { mode: 0o640 })
+  assert.equal(fs.statSync(file).mode & 0o777, 0o640 & ~process.umask())
+  fs.chmodSync(file, 0o600)
+  await writeFileAtomic(file, Buffer.from('two'))
+  writeFileAtomicSync(file, new Uint8Array([116, 104, 114, 101, 101]), { fsync: false })
+  assert.equal(fs.readFileSync(file, 'utf8'), 'three')
+  assert.equal(fs.statSync(file).mode & 0o777, 0o600)
+  assert.deepEqual(fs.readdirSync(dir), ['state.json'])
+})
+
+test('writeFileAtomic: typed errors, nothing left behind', async (t) => {
+  const dir = tempDir(t)
+  await assert.rejects(writeFileAtomic(join(dir, 'no', 'file'), 'x'), { code: 'ENOENT' })
+  await assert.rejects(writeFileAtomic(join(dir, 'f'), 42), { code: 'EINVAL', message: /data must be/ })
+  await assert.rejects(writeFileAtomic(join(dir, 'f'), 'x', { mode: -1 }), { code: 'EINVAL', message: /mode/ })
+  await assert.rejects(writeFileAtomic(join(dir, 'f'), 'x', { fsync: 'yes' }), { code: 'EINVAL', message: /fsync must be a boolean/ })
+  await assert.rejects(writeFileAtomic('', 'x'), { code: 'EINVAL' })
+  assert.deepEqual(fs.readdirSync(dir), [])
+})
+
+test('a temp file left by a crashed writer is removed by the next write', async (t) => {
+  const dir = tempDir(t)
+  const file = join(dir, 'state.json')
+  // A writer process that dies before renaming leaves its temp file.
+  const crashed = spawn(process.execPath, ['-e', '0'])
+  await once(crashed, 'exit')
+  const leftover = join(dir, `.state.json.lockwright-${crashed.pid}-0.tmp`)
+  fs.writeFileSync(leftover, '{"half":')
+  await writeFileAtomic(file, '{}')
+  assert.deepEqual(fs.readdirSync(dir), ['state.json'])
+})
+
+test('updateJson: missing file, sync and async fn, in-place changes, backup', async (t) => {
+  const dir = tempDir(t)
+  const file = join(dir, 'tasks.json')
+  let seen = 'unset'
+  assert.deepEqual(await updateJson(file, (data) => { seen = data; return { tasks: [] } }), { tasks: [] })
+  assert.equal(seen, undefined)
+  await updateJson(file, async (data) => {
+    await new Promise((resolve) => setImmediate(resolve))
+    data.tasks.push('a') // changed in place, nothing returned
+  }, { backup: true })
+  assert.deepEqual(JSON.parse(fs.readFileSync(file, 'utf8')), { tasks: ['a'] })
+  assert.deepEqual(JSON.parse(fs.readFileSync(`${file}.bak`, 'utf8')), { tasks: [] })
+  assert.deepEqual(await readJson(file), { tasks: ['a'] })
+  assert.equal(await readJson(join(dir, 'missing.json')), undefined)
+  assert.equal(await updateJson(join(dir, 'untouched.json'), () => undefined), undefined)
+  assert.equal(fs.existsSync(join(dir, 'untouched.json')), false)
+})
+
+test('invalid JSON is EJSONPARSE naming the file, and the file is left untouched', async (t) => {
+  const file = join(tempDir(t), 'broken.json')
+  fs.writeFileSync(file, '{"tasks": [')
+  let called = false
+  await assert.rejects(updateJson(file, () => { called = true }), (err) => {
+    assert.equal(err.code, 'EJSONPARSE')
+    assert.equal(err.path, file)
+    assert.ok(err.message.includes(file))
+    return true
+  })
+  assert.equal(called, false)
+  assert.equal(fs.readFileSync(file, 'utf8'), '{"tasks": [')
+  await assert.rejects(readJson(file), { code: 'EJSONPARSE' })
+  await assert.rejects(updateJson(file, 'not a function'), { code: 'EINVAL' })
+})
+
+test('a batch of updateJson calls inside one withLock re-enters; other processes wait for the batch', async (t) => {
+  const file = join(tempDir(t), 'tasks.json')
+  const manager = new LockManager({ owner: 'batch' })
+  const other = spawnAgent(t)
+  let otherGotIn
+  await manager.withLock(file, async () => {
+    for (let i = 0; i < 5; i++) await manager.updateJson(file, (d) => ({ n: (d?.n ?? 0) + 1 }))
+    otherGotIn = track(other.call('acquire', { path: file, options: { timeout: 20_000 } }))
+    assert.deepEqual(await manager.readJson(file), { n: 5 })
+    assert.equal(otherGotIn.settled, false)
+  })
+  await otherGotIn.promise
+})
+
+test('SIGKILL in the middle of updateJson, again and again: the file always parses and never goes back', async (t) => {
+  const file = join(tempDir(t), 'counter.json')
+  let last = 0
+  for (let round = 0; round < 25; round++) {
+    const child = fork(join(__dirname, 'fixtures', 'json-updater.js'), [file], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    t.after(() => child.kill('SIGKILL'))
+    // Let it get going, then kill it at a different point of its loop each round.
+    await once(child, 'message')
+    for (let i = 0; i < round % 4; i++) await new Promise((resolve) => setImmediate(resolve))
+    child.kill('SIGKILL')
+    await once(child, 'exit')
+    const state = JSON.parse(fs.readFileSync(file, 'utf8')) // throws if torn
+    assert.ok(state.count >= last, `count went back from ${last} to ${state.count}`)
+    last = state.count
+  }
+  assert.ok(last >= 25 * 5)
+})
