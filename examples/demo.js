@@ -1,7 +1,7 @@
 'use strict'
-// `npm run demo`: several processes update one JSON file at once through
-// LockManager.withLock. Without the lock, read-modify-write races lose updates;
-// with it, the final count is exactly processes x updates.
+// `npm run demo`: several processes update one JSON file at once with updateJson,
+// each update a locked read-modify-write written atomically. Without the lock such
+// races lose updates; with it the final count is exactly processes x updates.
 
 const { fork } = require('node:child_process')
 const fs = require('node:fs')
@@ -15,26 +15,27 @@ const UPDATES = 100
 
 async function worker(file) {
   const manager = new LockManager({ owner: `demo-worker-${process.pid}` })
-  let waitedMs = 0
   for (let i = 0; i < UPDATES; i++) {
-    const asked = performance.now()
-    await manager.withLock(file, (lock) => {
-      waitedMs += performance.now() - asked
-      const state = JSON.parse(fs.readFileSync(file, 'utf8'))
-      state.count += 1
-      state.lastToken = lock.token
-      state.lastWriter = process.pid
-      fs.writeFileSync(file, JSON.stringify(state, null, 2))
-    })
+    await manager.updateJson(file, (state) => ({
+      count: state.count + 1,
+      lastWriter: process.pid,
+      history: [...state.history.slice(-4), process.pid],
+    }))
   }
-  process.send({ pid: process.pid, waitedMs })
+  process.send({ pid: process.pid, metrics: manager.metrics() })
+}
+
+function table(rows) {
+  const header = ['process', 'acquisitions', 'contended', 'wait p50 ms', 'wait p99 ms', 'hold p50 ms']
+  const lines = [header, ...rows].map((r) => r.map((c, i) => String(c).padStart(i === 0 ? 8 : header[i].length)).join('  '))
+  return lines.join('\n')
 }
 
 async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lockwright-demo-'))
   const file = path.join(dir, 'state.json')
-  fs.writeFileSync(file, JSON.stringify({ count: 0 }))
-  console.log(`${PROCESSES} processes x ${UPDATES} locked updates of ${file}`)
+  fs.writeFileSync(file, JSON.stringify({ count: 0, history: [] }))
+  console.log(`${PROCESSES} processes x ${UPDATES} updateJson calls on ${file}\n`)
   const started = performance.now()
   const children = Array.from({ length: PROCESSES }, () => fork(__filename, ['worker', file]))
   const reports = []
@@ -43,8 +44,11 @@ async function main() {
   const elapsed = performance.now() - started
   const state = JSON.parse(fs.readFileSync(file, 'utf8'))
   const expected = PROCESSES * UPDATES
-  console.log(JSON.stringify(state, null, 2))
-  for (const r of reports) console.log(`  worker ${r.pid}: waited ${r.waitedMs.toFixed(1)} ms in total for the lock`)
+  console.log(JSON.stringify(state))
+  console.log()
+  const fmt = (n) => n.toFixed(2)
+  console.log(table(reports.map(({ pid, metrics: m }) => [pid, m.acquisitions, m.contended, fmt(m.wait.p50), fmt(m.wait.p99), fmt(m.hold.p50)])))
+  console.log()
   console.log(`count ${state.count} of ${expected} expected in ${elapsed.toFixed(0)} ms: ${state.count === expected ? 'nothing lost' : 'UPDATES LOST'}`)
   fs.rmSync(dir, { recursive: true, force: true })
   if (state.count !== expected || codes.some((c) => c !== 0)) process.exit(1)
