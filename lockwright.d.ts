@@ -138,10 +138,45 @@ export declare class LockManager extends EventEmitter {
   cleanupStaleLocks(dir?: string): Promise<{ removed: string[]; kept: number }>
   /** Removes a dead holder's leftovers; ELOCKED if a live process holds the kernel lock, even with force. */
   forceRelease(path: string, options?: { force?: boolean; lockfilePath?: string }): Promise<boolean>
+  /** Reads a JSON file under a shared lock (or the lock this context holds); undefined if missing. */
+  readJson<T = unknown>(path: string, options?: Omit<AcquireOptions, 'mode'>): Promise<T | undefined>
+  /** Locked read-modify-write: fn's result (or the data it changed in place) is written atomically. */
+  updateJson<T = any>(path: string, fn: (data: T | undefined) => T | void | Promise<T | void>, options?: UpdateJsonOptions): Promise<T | undefined>
   metrics(): LockMetrics
   resetMetrics(): void
   on(event: 'compromised', listener: (err: LockError & { lockId: string }) => void): this
 }
 
-declare const lockwright: { LockManager: typeof LockManager; Lock: typeof Lock }
+export interface UpdateJsonOptions extends Omit<AcquireOptions, 'mode'> {
+  /** Keep the previous content in `<path>.bak`. */
+  backup?: boolean
+  /** JSON.stringify indentation. Default 2. */
+  space?: number | string
+}
+
+export interface WriteFileAtomicOptions {
+  /** Mode for a new file (an existing file keeps its own). Default 0o666 less umask. */
+  mode?: number
+  /** fsync the file and its directory. Default true. */
+  fsync?: boolean
+}
+
+export type FileData = string | NodeJS.ArrayBufferView
+
+/** Temp file, write, fsync, rename, fsync the directory: old or new content after a crash. */
+export declare function writeFileAtomic(path: string, data: FileData, options?: WriteFileAtomicOptions): Promise<void>
+export declare function writeFileAtomicSync(path: string, data: FileData, options?: WriteFileAtomicOptions): void
+/** `LockManager#readJson` on a default manager. */
+export declare function readJson<T = unknown>(path: string, options?: Omit<AcquireOptions, 'mode'>): Promise<T | undefined>
+/** `LockManager#updateJson` on a default manager. */
+export declare function updateJson<T = any>(path: string, fn: (data: T | undefined) => T | void | Promise<T | void>, options?: UpdateJsonOptions): Promise<T | undefined>
+
+declare const lockwright: {
+  LockManager: typeof LockManager
+  Lock: typeof Lock
+  writeFileAtomic: typeof writeFileAtomic
+  writeFileAtomicSync: typeof writeFileAtomicSync
+  readJson: typeof readJson
+  updateJson: typeof updateJson
+}
 export default lockwright

@@ -1,5 +1,5 @@
 // Compiled by types.test.js with tsc --strict; never run.
-import { LockManager, type LockMetrics } from 'lockwright'
+import { LockManager, readJson, updateJson, writeFileAtomic, writeFileAtomicSync, type LockMetrics } from 'lockwright'
 async function main() {
   const m = new LockManager({ owner: 'x', stale: 5000, debug: true })
   await using lock = await m.acquire('a.json', { mode: 'shared', timeout: 100 })
@@ -13,3 +13,18 @@ async function main() {
   console.log(t, p50, alive, r.removed.length)
 }
 main()
+
+interface Tasks {
+  tasks: string[]
+}
+
+async function jsonFiles() {
+  const written = await updateJson<Tasks>('tasks.json', (data = { tasks: [] }) => {
+    data.tasks.push('a')
+  }, { backup: true, timeout: 1000 })
+  const tasks: Tasks | undefined = await readJson<Tasks>('tasks.json')
+  await writeFileAtomic('out.txt', 'text', { mode: 0o600, fsync: false })
+  writeFileAtomicSync('out.bin', new Uint8Array([1, 2]))
+  console.log(written?.tasks.length, tasks?.tasks.length)
+}
+void jsonFiles
