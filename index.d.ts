@@ -62,6 +62,12 @@ export declare class WaitCanceller {
   cancel(): void
 }
 
+/**
+ * For `npm run bench`: nanoseconds per bare `flock` lock + unlock pair on an open
+ * file, the floor any file lock built on the kernel's stands on.
+ */
+export declare function benchmarkFlockFloor(path: string, iterations: number): number
+
 export interface NativeCleanup {
   removed: Array<string>
   kept: number

@@ -390,6 +390,19 @@ pub fn write_file_atomic_sync(env: Env, path: Unknown, data: Buffer, options: Op
     engine::atomic_file::write_file_atomic(&path, &data, options).map_err(|e| js_error::to_js(&env, e))
 }
 
+/// For `npm run bench`: nanoseconds per bare `flock` lock + unlock pair on an open
+/// file, the floor any file lock built on the kernel's stands on.
+#[napi(catch_unwind)]
+pub fn benchmark_flock_floor(path: String, iterations: u32) -> napi::Result<f64> {
+    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+    let started = std::time::Instant::now();
+    for _ in 0..iterations {
+        file.lock()?;
+        file.unlock()?;
+    }
+    Ok(started.elapsed().as_nanos() as f64 / f64::from(iterations.max(1)))
+}
+
 fn read_write_request(path: Unknown, options: Option<Unknown>) -> engine::Result<(std::path::PathBuf, engine::atomic_file::AtomicWriteOptions)> {
     let path = engine::lock_path::validate_path(&js_args::string(&path, "path")?, "path")?;
     let options = js_args::options(options, "options")?;

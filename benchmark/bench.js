@@ -1,0 +1,234 @@
+'use strict'
+// `npm run bench`: lockwright against proper-lockfile, side by side in one run on one
+// machine, plus the floor (a bare flock pair) and scale runs. Prints a table with
+// ratios against the targets and writes benchmark/results.json. Nothing here is a
+// test: timings vary with the machine and its load.
+//
+// BENCH_QUICK=1 shortens every run (for a smoke check); BENCH_CYCLES sets the
+// number of acquire/release cycles of the memory run (default 1,000,000).
+
+const { fork } = require('node:child_process')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { once } = require('node:events')
+const { Bench } = require('tinybench')
+const properLockfile = require('proper-lockfile')
+const native = require('../index.js')
+const { LockManager } = require('../lockwright.js')
+const dropIn = require('../lib/proper-lockfile.js')
+
+const QUICK = process.env.BENCH_QUICK === '1'
+const BENCH_TIME = QUICK ? 200 : 1500
+const CONTENDED_MS = QUICK ? 500 : 3000
+const HANDOFF_ROUNDS = QUICK ? 50 : 400
+const CYCLES = Number(process.env.BENCH_CYCLES ?? (QUICK ? 20_000 : 1_000_000))
+const HELD_AT_ONCE = QUICK ? 1000 : 10_000
+
+function percentile(sorted, p) {
+  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] : NaN
+}
+
+function tempFile(dir, name) {
+  const file = path.join(dir, name)
+  fs.writeFileSync(file, '')
+  return file
+}
+
+async function microBenchmarks(dir) {
+  const manager = new LockManager({ owner: 'bench' })
+  const files = {
+    async: tempFile(dir, 'async.json'),
+    plAsync: tempFile(dir, 'pl-async.json'),
+    sync: tempFile(dir, 'sync.json'),
+    plSync: tempFile(dir, 'pl-sync.json'),
+    dropIn: tempFile(dir, 'dropin.json'),
+  }
+  const bench = new Bench({ time: BENCH_TIME, warmupTime: 200 })
+  bench
+    .add('lockwright acquire+release (async)', async () => {
+      const lock = await manager.acquire(files.async)
+      await lock.release()
+    })
+    .add('proper-lockfile lock+release (async)', async () => {
+      const release = await properLockfile.lock(files.plAsync)
+      await release()
+    })
+    .add('lockwright acquireSync+releaseSync', () => {
+      manager.acquireSync(files.sync).releaseSync()
+    })
+    .add('proper-lockfile lockSync+release', () => {
+      properLockfile.lockSync(files.plSync)()
+    })
+    .add('lockwright/proper-lockfile lockSync+release (mkdir protocol)', () => {
+      dropIn.lockSync(files.dropIn)()
+    })
+  await bench.run()
+  const result = {}
+  for (const task of bench.tasks) {
+    result[task.name] = { opsPerSec: task.result.hz, meanUs: task.result.mean * 1000, p99Us: task.result.p99 * 1000 }
+  }
+  return result
+}
+
+/** N processes each run locked increments for a fixed time; returns ops/s and waits. */
+async function contended(dir, kind, processes = 4) {
+  const file = tempFile(dir, `contended-${kind}.json`)
+  fs.writeFileSync(file, '0')
+  const children = Array.from({ length: processes }, () => fork(__filename, ['contender', kind, file, String(CONTENDED_MS)]))
+  const reports = []
+  for (const child of children) child.on('message', (m) => reports.push(m))
+  await Promise.all(children.map((c) => once(c, 'exit')))
+  const waits = reports.flatMap((r) => r.waits).sort((a, b) => a - b)
+  const ops = reports.reduce((sum, r) => sum + r.ops, 0)
+  const counted = Number(fs.readFileSync(file, 'utf8'))
+  if (counted !== ops) throw new Error(`${kind}: counter says ${counted}, processes did ${ops}: exclusion broken`)
+  return { processes, opsPerSec: ops / (CONTENDED_MS / 1000), waitP50Ms: percentile(waits, 0.5), waitP99Ms: percentile(waits, 0.99) }
+}
+
+async function contender(kind, file, ms) {
+  const manager = new LockManager({ owner: 'contender' })
+  // proper-lockfile at its tightest: retry every millisecond, forever.
+  const retries = { forever: true, minTimeout: 1, maxTimeout: 1, factor: 1 }
+  const waits = []
+  let ops = 0
+  const end = Date.now() + ms
+  while (Date.now() < end) {
+    const asked = performance.now()
+    const release = kind === 'lockwright'
+      ? await manager.acquire(file, { timeout: Infinity }).then((lock) => () => lock.release())
+      : await properLockfile.lock(file, { retries })
+    waits.push(performance.now() - asked)
+    fs.writeFileSync(file, String(Number(fs.readFileSync(file, 'utf8')) + 1))
+    ops++
+    await release()
+  }
+  process.send({ ops, waits })
+}
+
+/** A holder in this process releases; how long until a waiter in another process holds it. */
+async function handoff(dir, kind) {
+  const file = tempFile(dir, `handoff-${kind}.json`)
+  const child = fork(__filename, ['handoff-waiter', kind, file])
+  await once(child, 'message')
+  const manager = new LockManager({ owner: 'handoff' })
+  const latencies = []
+  for (let i = 0; i < HANDOFF_ROUNDS; i++) {
+    const release = kind === 'lockwright'
+      ? ((lock) => () => lock.releaseSync())(manager.acquireSync(file))
+      : properLockfile.lockSync(file)
+    child.send('wait')
+    await once(child, 'message') // the waiter has started waiting
+    await new Promise((resolve) => setTimeout(resolve, 2)) // and is parked in its wait
+    const released = performance.timeOrigin + performance.now()
+    release()
+    const [{ acquiredAt }] = await once(child, 'message')
+    latencies.push((acquiredAt - released) * 1000)
+  }
+  child.kill()
+  latencies.sort((a, b) => a - b)
+  return { rounds: HANDOFF_ROUNDS, p50Us: percentile(latencies, 0.5), p99Us: percentile(latencies, 0.99) }
+}
+
+function handoffWaiter(kind, file) {
+  const manager = new LockManager({ owner: 'waiter' })
+  const retries = { forever: true, minTimeout: 1, maxTimeout: 1, factor: 1 }
+  process.on('message', async () => {
+    const pending = kind === 'lockwright'
+      ? manager.acquire(file, { timeout: Infinity }).then((lock) => () => lock.releaseSync())
+      : properLockfile.lock(file, { retries }).then((release) => () => release())
+    process.send('waiting')
+    const release = await pending
+    const acquiredAt = performance.timeOrigin + performance.now()
+    release()
+    process.send({ acquiredAt })
+  })
+  process.send('ready')
+}
+
+function scale(dir) {
+  const manager = new LockManager({ owner: 'scale' })
+  const lockDir = fs.mkdtempSync(path.join(dir, 'many-'))
+  const fdsBefore = fs.readdirSync('/proc/self/fd').length
+  const rssBefore = process.memoryUsage().rss
+  let started = performance.now()
+  const held = []
+  for (let i = 0; i < HELD_AT_ONCE; i++) held.push(manager.acquireSync(path.join(lockDir, `f${i}`)))
+  const heldMs = performance.now() - started
+  const fdsHeld = fs.readdirSync('/proc/self/fd').length - fdsBefore
+  const rssHeld = process.memoryUsage().rss - rssBefore
+  for (const lock of held) lock.releaseSync()
+
+  const cycleFile = path.join(dir, 'cycles.json')
+  for (let i = 0; i < 10_000; i++) manager.acquireSync(cycleFile).releaseSync() // warm up
+  global.gc?.()
+  const rssStart = process.memoryUsage().rss
+  started = performance.now()
+  for (let i = 0; i < CYCLES; i++) manager.acquireSync(cycleFile).releaseSync()
+  const cyclesMs = performance.now() - started
+  global.gc?.()
+  const rssEnd = process.memoryUsage().rss
+  return {
+    heldAtOnce: { locks: HELD_AT_ONCE, ms: heldMs, fileDescriptors: fdsHeld, fdsPerLock: fdsHeld / HELD_AT_ONCE, rssBytesPerLock: rssHeld / HELD_AT_ONCE },
+    cycles: { count: CYCLES, ms: cyclesMs, usPerCycle: (cyclesMs * 1000) / CYCLES, rssStartMB: rssStart / 2 ** 20, rssEndMB: rssEnd / 2 ** 20 },
+  }
+}
+
+function row(cells, widths) {
+  return cells.map((c, i) => String(c).padEnd(widths[i])).join('  ')
+}
+
+async function main() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lockwright-bench-'))
+  console.log(`lockwright benchmarks on ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, node ${process.version}${QUICK ? ' (quick)' : ''}\n`)
+  const micro = await microBenchmarks(dir)
+  const floorNs = native.benchmarkFlockFloor(tempFile(dir, 'floor.lock'), QUICK ? 10_000 : 200_000)
+  const contendedLw = await contended(dir, 'lockwright')
+  const contendedPl = await contended(dir, 'proper-lockfile')
+  const handoffLw = await handoff(dir, 'lockwright')
+  const handoffPl = await handoff(dir, 'proper-lockfile')
+  const scaled = scale(dir)
+  fs.rmSync(dir, { recursive: true, force: true })
+
+  const ratio = (a, b) => a / b
+  const m = (name) => micro[name].opsPerSec
+  const comparisons = [
+    ['async acquire+release', m('lockwright acquire+release (async)'), m('proper-lockfile lock+release (async)'), 50],
+    ['sync acquire+release', m('lockwright acquireSync+releaseSync'), m('proper-lockfile lockSync+release'), 50],
+    ['drop-in lockSync (mkdir protocol)', m('lockwright/proper-lockfile lockSync+release (mkdir protocol)'), m('proper-lockfile lockSync+release'), 1.5],
+    [`contended, ${contendedLw.processes} processes`, contendedLw.opsPerSec, contendedPl.opsPerSec, 100],
+  ]
+  const widths = [36, 16, 18, 10, 8, 6]
+  console.log(row(['case', 'lockwright ops/s', 'proper-lockfile', 'ratio', 'target', 'met'], widths))
+  for (const [name, ours, theirs, target] of comparisons) {
+    const r = ratio(ours, theirs)
+    console.log(row([name, ours.toFixed(0), theirs.toFixed(0), `${r.toFixed(1)}x`, `${target}x`, r >= target ? 'yes' : 'NO'], widths))
+  }
+  console.log()
+  console.log(`floor: a bare flock lock+unlock pair from Rust: ${floorNs.toFixed(0)} ns`)
+  console.log(`contended waits: lockwright p50 ${contendedLw.waitP50Ms.toFixed(3)} ms, p99 ${contendedLw.waitP99Ms.toFixed(3)} ms; proper-lockfile p50 ${contendedPl.waitP50Ms.toFixed(3)} ms, p99 ${contendedPl.waitP99Ms.toFixed(3)} ms`)
+  console.log(`cross-process handoff: lockwright p50 ${handoffLw.p50Us.toFixed(0)} us, p99 ${handoffLw.p99Us.toFixed(0)} us (target p50 <= 100 us: ${handoffLw.p50Us <= 100 ? 'yes' : 'NO'}); proper-lockfile p50 ${handoffPl.p50Us.toFixed(0)} us, p99 ${handoffPl.p99Us.toFixed(0)} us`)
+  const h = scaled.heldAtOnce
+  console.log(`${h.locks} locks held at once: ${h.ms.toFixed(0)} ms to take, ${h.fdsPerLock.toFixed(1)} file descriptors and ${(h.rssBytesPerLock / 1024).toFixed(1)} KiB RSS per lock`)
+  const c = scaled.cycles
+  console.log(`${c.count} acquireSync/releaseSync cycles: ${c.usPerCycle.toFixed(1)} us each; RSS ${c.rssStartMB.toFixed(1)} MB before, ${c.rssEndMB.toFixed(1)} MB after`)
+
+  const results = {
+    date: new Date().toISOString(),
+    machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, node: process.version, quick: QUICK },
+    micro,
+    floorNs,
+    contended: { lockwright: contendedLw, properLockfile: contendedPl },
+    handoff: { lockwright: handoffLw, properLockfile: handoffPl },
+    scale: scaled,
+    ratios: Object.fromEntries(comparisons.map(([name, ours, theirs, target]) => [name, { ratio: ratio(ours, theirs), target }])),
+  }
+  const out = path.join(__dirname, 'results.json')
+  fs.writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`)
+  console.log(`\nresults written to ${path.relative(process.cwd(), out)}`)
+}
+
+const [role, ...args] = process.argv.slice(2)
+if (role === 'contender') contender(args[0], args[1], Number(args[2]))
+else if (role === 'handoff-waiter') handoffWaiter(args[0], args[1])
+else main()
