@@ -78,3 +78,14 @@ test('a signal that lands while locks come and go still ends the process', { tim
     assert.equal(endedBy, 'SIGTERM')
   }
 })
+
+test('with signal-exit loaded too (proper-lockfile does), SIGTERM still ends the process', async (t) => {
+  const file = join(tempDir(t), 'a')
+  const child = fork(join(__dirname, 'fixtures', 'signal-exit-neighbour.js'), [file], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  t.after(() => child.kill('SIGKILL'))
+  await once(child, 'message')
+  child.kill('SIGTERM')
+  const [, endedBy] = await once(child, 'exit')
+  assert.equal(endedBy, 'SIGTERM')
+  assertReleased(file)
+})

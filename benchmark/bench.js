@@ -122,7 +122,9 @@ async function handoff(dir, kind) {
     await new Promise((resolve) => setTimeout(resolve, 2)) // and is parked in its wait
     const released = performance.timeOrigin + performance.now()
     release()
-    const [{ acquiredAt }] = await once(child, 'message')
+    const [{ acquiredAt }] = await once(child, 'message', { signal: AbortSignal.timeout(10_000) }).catch(() => {
+      throw new Error(`${kind} handoff: round ${i}: the waiter never got the lock (${fs.readFileSync(`${file}.lock`, 'utf8').trim()})`)
+    })
     latencies.push((acquiredAt - released) * 1000)
   }
   child.kill()
@@ -136,11 +138,11 @@ function handoffWaiter(kind, file) {
   process.on('message', async () => {
     const pending = kind === 'lockwright'
       ? manager.acquire(file, { timeout: Infinity }).then((lock) => () => lock.releaseSync())
-      : properLockfile.lock(file, { retries }).then((release) => () => release())
+      : properLockfile.lock(file, { retries })
     process.send('waiting')
     const release = await pending
     const acquiredAt = performance.timeOrigin + performance.now()
-    release()
+    await release() // proper-lockfile's release is asynchronous: done before we report
     process.send({ acquiredAt })
   })
   process.send('ready')

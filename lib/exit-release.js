@@ -28,8 +28,18 @@ function onExit() {
   releaseEverything()
 }
 
+/**
+ * signal-exit (used by proper-lockfile, write-file-atomic and many more) adds one
+ * listener per signal and, like us, re-raises only when it is alone. Counted as an
+ * application listener, the two would each wait for the other and swallow the
+ * signal, so its listener is not counted: it re-raises once ours is gone.
+ */
+function signalExitHooks() {
+  return (process.__signal_exit_emitter__ ? 1 : 0) + (globalThis[Symbol.for('signal-exit emitter')] ? 1 : 0)
+}
+
 function onSignal(signal) {
-  if (process.listenerCount(signal) > 1) return
+  if (process.listenerCount(signal) - 1 - signalExitHooks() > 0) return
   releaseEverything()
   uninstall()
   // With our listener gone the signal's default action is back: die of it.

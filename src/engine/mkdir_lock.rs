@@ -241,11 +241,9 @@ pub struct MkdirLock {
 
 impl MkdirLock {
     fn grant(dir: &Path, claimant: &Claimant, lock_id: &str) -> Result<MkdirLock> {
+        // mkdir just set the directory's mtime to now: that is the first heartbeat.
+        let meta = fs::symlink_metadata(dir).map_err(|e| LockError::from_io(&e, "stat", dir))?;
         let now = now_ms();
-        let meta = touch(dir, UNIX_EPOCH + Duration::from_millis(now)).map_err(|e| {
-            let _ = fs::remove_dir(dir);
-            LockError::from_io(&e, "utimes", dir)
-        })?;
         let record = OwnerRecord {
             pid: claimant.pid,
             host: claimant.host.clone(),
@@ -272,13 +270,11 @@ impl MkdirLock {
         Ok(lock)
     }
 
+    /// One plain write: a reader that catches it half-written cannot parse it and
+    /// treats the lock as one without a record, judged by its mtime alone.
     fn write_owner(&self) -> io::Result<()> {
         let owner = DirOwner { record: self.record.clone(), dir_dev: self.id.dev, dir_ino: self.id.ino, dir_born: self.id.born };
-        let path = sibling(&self.dir, OWNER_SUFFIX);
-        // Written aside and renamed in, so a reader never sees half a record.
-        let temp = sibling(&path, &format!(".{}.tmp", self.record.lock_id));
-        fs::write(&temp, serde_json::to_vec(&owner).expect("an owner record serialises"))?;
-        fs::rename(&temp, &path)
+        fs::write(sibling(&self.dir, OWNER_SUFFIX), serde_json::to_vec(&owner).expect("an owner record serialises"))
     }
 
     fn still_ours(&self) -> std::result::Result<fs::Metadata, LockError> {
@@ -333,7 +329,8 @@ impl MkdirLock {
         }
         self.released = true;
         self.still_ours()?;
-        remove_owner_record_of(&self.dir, self.id);
+        // Still ours, so the record beside it is the one we wrote.
+        let _ = fs::remove_file(sibling(&self.dir, OWNER_SUFFIX));
         match fs::remove_dir(&self.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -1,16 +1,19 @@
-//! Wakes waiters when a lock file they wait on may have been released, without a
-//! backoff timer: one filesystem watcher (inotify on Linux) per process reports the
-//! close of a lock file, which is the moment its holder's kernel lock goes away, also
-//! when the holder crashed. Waiters then retry their non-blocking lock at once.
+//! Wakes waiters when a lock they wait on may have been released, without a backoff
+//! timer. On Linux one inotify instance per process, read on the wait runtime's own
+//! thread, reports exactly the events that can mean a release: the close of a lock
+//! file opened for writing (the moment its holder's kernel lock goes away, crash
+//! included) and the removal of a lock directory. Waiters then retry their
+//! non-blocking lock at once. Elsewhere the `notify` crate's watcher does the same
+//! with whatever events its platform reports.
 //!
-//! A watcher cannot see everything (another host on a network filesystem, platforms
-//! without close events), so waiters also retry on a slow safety-net tick.
+//! A watcher cannot see everything (another host on a network filesystem, a crashed
+//! holder whose close event beat its lock's removal), so waiters also retry on a slow
+//! safety-net tick.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use notify::{RecursiveMode, Watcher};
 use tokio::sync::Notify;
 
 struct Watched {
@@ -18,9 +21,11 @@ struct Watched {
     wake: Arc<Notify>,
 }
 
+type Table = Arc<Mutex<HashMap<PathBuf, Watched>>>;
+
 pub struct ReleaseEvents {
-    watcher: Option<Mutex<notify::RecommendedWatcher>>,
-    watched: Arc<Mutex<HashMap<PathBuf, Watched>>>,
+    backend: Option<backend::Backend>,
+    watched: Table,
 }
 
 /// A waiter's interest in one path; the watch goes away with the last subscription.
@@ -29,76 +34,66 @@ pub struct Subscription {
     pub wake: Arc<Notify>,
 }
 
+fn lock_table(table: &Table) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Watched>> {
+    table.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Wakes the waiters of each path an event names.
+fn deliver<'a>(table: &Table, paths: impl IntoIterator<Item = &'a Path>) {
+    let table = lock_table(table);
+    for path in paths {
+        if let Some(entry) = table.get(path) {
+            entry.wake.notify_waiters();
+        }
+    }
+}
+
 impl ReleaseEvents {
     pub fn global() -> &'static ReleaseEvents {
         static EVENTS: OnceLock<ReleaseEvents> = OnceLock::new();
-        EVENTS.get_or_init(ReleaseEvents::start)
-    }
-
-    fn start() -> ReleaseEvents {
-        let watched: Arc<Mutex<HashMap<PathBuf, Watched>>> = Arc::default();
-        let table = Arc::clone(&watched);
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            let Ok(event) = event else { return };
-            let table = table.lock().unwrap_or_else(|p| p.into_inner());
-            for path in &event.paths {
-                if let Some(entry) = table.get(path) {
-                    entry.wake.notify_waiters();
-                }
-            }
-        });
-        // Without a watcher (no inotify instances left, say) waiters still make
-        // progress on the safety-net tick.
-        ReleaseEvents { watcher: watcher.ok().map(Mutex::new), watched }
+        EVENTS.get_or_init(|| {
+            let watched: Table = Arc::default();
+            // Without a watcher (no inotify instances left, say) waiters still make
+            // progress on the safety-net tick.
+            ReleaseEvents { backend: backend::Backend::start(Arc::clone(&watched)), watched }
+        })
     }
 
     pub fn subscribe(&self, path: &Path) -> Subscription {
-        let mut table = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = lock_table(&self.watched);
         let entry = table.entry(path.to_path_buf()).or_insert_with(|| Watched { subscribers: 0, wake: Arc::new(Notify::new()) });
         entry.subscribers += 1;
         let wake = Arc::clone(&entry.wake);
         let first = entry.subscribers == 1;
         drop(table);
         if first {
-            self.sync_watch(path);
+            self.sync_watch(path, false);
         }
         Subscription { path: path.to_path_buf(), wake }
     }
 
-    /// Re-arms the watch after the file was replaced: inotify watches an inode, and
-    /// a lock file re-created after deletion is a new one.
+    /// Re-arms the watch after the file was replaced: a watch follows an inode, and a
+    /// lock file re-created after deletion is a new one.
     pub fn rewatch(&self, path: &Path) {
-        if let Some(watcher) = &self.watcher {
-            let mut watcher = watcher.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = watcher.unwatch(path);
-            let _ = watcher.watch(path, RecursiveMode::NonRecursive);
-        }
+        self.sync_watch(path, true);
     }
 
-    /// Makes the watch match the table. The table lock is not held across the call:
-    /// the watcher's thread takes it to deliver events while it serves watch requests.
-    /// The watcher's own lock orders these calls, and each re-reads the table, so the
-    /// last call leaves the watch as the table says.
-    fn sync_watch(&self, path: &Path) {
-        let Some(watcher) = &self.watcher else { return };
-        let mut watcher = watcher.lock().unwrap_or_else(|p| p.into_inner());
-        let wanted = self.watched.lock().unwrap_or_else(|p| p.into_inner()).contains_key(path);
-        if wanted {
-            // A path that does not exist yet cannot be watched; the tick covers it.
-            let _ = watcher.watch(path, RecursiveMode::NonRecursive);
-        } else {
-            let _ = watcher.unwatch(path);
+    /// Makes the watch match the table. The backend's own lock orders these calls and
+    /// each re-reads the table, so the last call leaves the watch as the table says.
+    fn sync_watch(&self, path: &Path, renew: bool) {
+        if let Some(backend) = &self.backend {
+            backend.update(path, renew, || lock_table(&self.watched).contains_key(path));
         }
     }
 
     fn unsubscribe(&self, path: &Path) {
-        let mut table = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = lock_table(&self.watched);
         let Some(entry) = table.get_mut(path) else { return };
         entry.subscribers -= 1;
         if entry.subscribers == 0 {
             table.remove(path);
             drop(table);
-            self.sync_watch(path);
+            self.sync_watch(path, false);
         }
     }
 }
@@ -106,5 +101,123 @@ impl ReleaseEvents {
 impl Drop for Subscription {
     fn drop(&mut self) {
         ReleaseEvents::global().unsubscribe(&self.path);
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod backend {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    use futures_util::StreamExt;
+    use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
+
+    use super::{deliver, Table};
+    use crate::engine::waiting::runtime;
+
+    /// The close of a file opened for writing (every lock holder opens its lock file
+    /// so), and the deletion or move of a watched file or directory. Nothing else: each
+    /// event wakes every waiter of its path.
+    const RELEASE_EVENTS: WatchMask = WatchMask::CLOSE_WRITE.union(WatchMask::DELETE_SELF).union(WatchMask::MOVE_SELF);
+
+    pub struct Watching {
+        watches: Watches,
+        by_path: HashMap<PathBuf, WatchDescriptor>,
+    }
+
+    pub struct Backend {
+        state: Mutex<Watching>,
+        paths: std::sync::Arc<Mutex<HashMap<WatchDescriptor, Vec<PathBuf>>>>,
+    }
+
+    impl Backend {
+        pub fn start(table: Table) -> Option<Backend> {
+            let inotify = Inotify::init().ok()?;
+            let watches = inotify.watches();
+            let paths: std::sync::Arc<Mutex<HashMap<WatchDescriptor, Vec<PathBuf>>>> = Default::default();
+            let by_wd = std::sync::Arc::clone(&paths);
+            let _guard = runtime().enter();
+            let mut events = inotify.into_event_stream(vec![0u8; 4096]).ok()?;
+            // Read on the wait runtime itself: the waiter woken runs on the same thread.
+            runtime().spawn(async move {
+                while let Some(Ok(event)) = events.next().await {
+                    let named = by_wd.lock().unwrap_or_else(|p| p.into_inner()).get(&event.wd).cloned();
+                    if let Some(named) = named {
+                        deliver(&table, named.iter().map(PathBuf::as_path));
+                    }
+                }
+            });
+            Some(Backend { state: Mutex::new(Watching { watches, by_path: HashMap::new() }), paths })
+        }
+
+        /// Watches `path` if `wanted()` says so, else drops its watch. A path that does
+        /// not exist yet cannot be watched; the safety-net tick covers it.
+        pub fn update(&self, path: &Path, renew: bool, wanted: impl FnOnce() -> bool) {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if !wanted() {
+                self.forget(&mut state, path);
+                return;
+            }
+            if state.by_path.contains_key(path) && !renew {
+                return;
+            }
+            self.forget(&mut state, path);
+            if let Ok(wd) = state.watches.add(path, RELEASE_EVENTS) {
+                self.paths.lock().unwrap_or_else(|p| p.into_inner()).entry(wd.clone()).or_default().push(path.to_path_buf());
+                state.by_path.insert(path.to_path_buf(), wd);
+            }
+        }
+
+        fn forget(&self, state: &mut Watching, path: &Path) {
+            let Some(wd) = state.by_path.remove(path) else { return };
+            let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(named) = paths.get_mut(&wd) {
+                named.retain(|p| p != path);
+                if named.is_empty() {
+                    paths.remove(&wd);
+                    // Fails harmlessly when the kernel already dropped the watch.
+                    let _ = state.watches.remove(wd);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod backend {
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    use notify::{RecursiveMode, Watcher};
+
+    use super::{deliver, Table};
+
+    pub struct Backend {
+        watcher: Mutex<notify::RecommendedWatcher>,
+    }
+
+    impl Backend {
+        pub fn start(table: Table) -> Option<Backend> {
+            let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event {
+                    deliver(&table, event.paths.iter().map(|p| p.as_path()));
+                }
+            })
+            .ok()?;
+            Some(Backend { watcher: Mutex::new(watcher) })
+        }
+
+        pub fn update(&self, path: &Path, renew: bool, wanted: impl FnOnce() -> bool) {
+            let mut watcher = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
+            if !wanted() {
+                let _ = watcher.unwatch(path);
+                return;
+            }
+            if renew {
+                let _ = watcher.unwatch(path);
+            }
+            let _ = watcher.watch(path, RecursiveMode::NonRecursive);
+        }
     }
 }

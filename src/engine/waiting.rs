@@ -29,6 +29,7 @@ pub fn runtime() -> &'static Runtime {
             .worker_threads(1)
             .thread_name("lockwright-wait")
             .enable_time()
+            .enable_io() // the inotify stream on Linux
             .build()
             .expect("the lockwright wait runtime starts")
     })
