@@ -1,0 +1,92 @@
+'use strict'
+// The addon in worker threads, and the faults a real system throws at it.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const { spawn } = require('node:child_process')
+const { once } = require('node:events')
+const { join } = require('node:path')
+const { Worker } = require('node:worker_threads')
+const { LockManager } = require('../lockwright.js')
+const { tempDir } = require('./helpers.js')
+
+const workerScript = join(__dirname, 'fixtures', 'worker-thread.js')
+
+test('worker threads load the addon at once and exclude each other', async (t) => {
+  const dir = tempDir(t)
+  const file = join(dir, 'counter.txt')
+  fs.writeFileSync(file, '0')
+  const workers = ['a', 'b', 'c'].map((name) => new Worker(workerScript, { workerData: { name, file, marker: join(dir, 'marker'), rounds: 100 } }))
+  await Promise.all(workers.map((w) => once(w, 'message')))
+  await Promise.all(workers.map((w) => w.terminate()))
+  assert.equal(fs.readFileSync(file, 'utf8'), '300')
+})
+
+test('a worker terminated while holding a lock releases it', async (t) => {
+  const file = join(tempDir(t), 'state.json')
+  const worker = new Worker(workerScript, { workerData: { name: 'holder', task: 'hold', file } })
+  await once(worker, 'message')
+  const manager = new LockManager()
+  assert.equal(manager.tryAcquire(file), null)
+  const waiting = manager.acquire(file, { timeout: 10_000 })
+  await worker.terminate()
+  const lock = await waiting
+  await lock.release()
+})
+
+test('running out of file descriptors is a typed EMFILE, and the process recovers', { skip: process.platform === 'win32' }, async (t) => {
+  const dir = tempDir(t)
+  const child = spawn('sh', ['-c', `ulimit -n 64 && exec "${process.execPath}" "${join(__dirname, 'fixtures', 'fd-exhaustion.js')}" "${dir}"`], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.on('data', (d) => (out += d))
+  const [code] = await once(child, 'exit')
+  assert.equal(code, 0)
+  const report = JSON.parse(out)
+  assert.equal(report.code, 'EMFILE')
+  assert.ok(report.held > 10 && report.held < 64, `held ${report.held} before EMFILE`)
+  assert.match(report.message, /EMFILE.*\.lock'/)
+})
+
+test('a directory without write permission is EACCES for an unprivileged user', { skip: process.getuid?.() !== 0 }, async (t) => {
+  const dir = tempDir(t)
+  fs.chmodSync(dir, 0o755) // root's directory: others may enter, not create
+  const script = `const { LockManager } = require(${JSON.stringify(join(__dirname, '..'))});
+    new LockManager().acquire(${JSON.stringify(join(dir, 'state.json'))}).then(
+      () => console.log('acquired'),
+      (err) => console.log(JSON.stringify({ code: err.code, path: err.path })))`
+  const child = spawn(process.execPath, ['-e', script], { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.on('data', (d) => (out += d))
+  await once(child, 'exit')
+  assert.deepEqual(JSON.parse(out), { code: 'EACCES', path: join(dir, 'state.json.lock') })
+  assert.deepEqual(fs.readdirSync(dir), [])
+})
+
+test('a lock path of the wrong kind is a typed error for each strategy', async (t) => {
+  const dir = tempDir(t)
+  fs.mkdirSync(join(dir, 'a.json.lock'))
+  await assert.rejects(new LockManager().acquire(join(dir, 'a.json')), { code: 'EISDIR' })
+  fs.writeFileSync(join(dir, 'b.json.lock'), 'a file')
+  await assert.rejects(new LockManager({ strategy: 'mkdir' }).acquire(join(dir, 'b.json')), { code: 'ENOTDIR' })
+})
+
+test('garbage in a lock record does not stop the next holder', async (t) => {
+  const file = join(tempDir(t), 'a.json')
+  fs.writeFileSync(`${file}.lock`, '\u0000\u0001 not json at all {{{')
+  const manager = new LockManager()
+  assert.equal(manager.status(file).stale, true)
+  const lock = await manager.acquire(file, { timeout: 0 })
+  assert.equal(lock.token, 1)
+  assert.equal(JSON.parse(fs.readFileSync(`${file}.lock`, 'utf8')).lockId, lock.id)
+  await lock.release()
+})
+
+test('releasing another process\'s lock by its id is ENOTACQUIRED', async (t) => {
+  const file = join(tempDir(t), 'a.json')
+  const other = new LockManager()
+  const theirs = await other.acquire(file)
+  await assert.rejects(new LockManager().release(theirs.id), { code: 'ENOTACQUIRED' })
+  assert.equal(theirs.released, false)
+  await theirs.release()
+})
