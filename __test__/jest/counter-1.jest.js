@@ -1,0 +1,7 @@
+'use strict'
+const { LockManager } = require('../../lockwright.js')
+const { incrementUnderLock } = require('./shared-resource.js')
+
+test('increments the shared counter under a lockwright lock', async () => {
+  await incrementUnderLock('jest', LockManager)
+}, 60_000)

@@ -1,0 +1,2 @@
+'use strict'
+module.exports = () => require('./shared-resource.js').prepare('jest')
