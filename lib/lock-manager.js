@@ -78,7 +78,9 @@ class LockManager extends EventEmitter {
     const signal = checkSignal(options?.signal, path)
     const canceller = signal ? new native.WaitCanceller() : undefined
     const granted = this._native.acquire(path, options, canceller)
-    if (!(granted instanceof Promise)) return this._adopt(granted)
+    // Not `instanceof Promise`: under Jest's vm contexts the addon's promise comes from
+    // another realm, whose Promise is not this one.
+    if (typeof granted.then !== 'function') return this._adopt(granted)
     this.#log(`wait ${options?.mode ?? 'exclusive'} ${path}`)
     const onAbort = () => canceller.cancel()
     signal?.addEventListener('abort', onAbort, { once: true })
