@@ -119,3 +119,58 @@ test('releasing what is not held is typed', async () => {
   await assert.rejects(manager.release(42), { code: 'EINVAL' })
   await assert.rejects(manager.release(undefined), { code: 'EINVAL' })
 })
+
+test('a bad-input matrix over every public function: each case settles at once with a string code', async (t) => {
+  const dir = tempDir(t)
+  const lockwright = require('../lockwright.js')
+  const lockfile = require('../lib/proper-lockfile.js')
+  const manager = new LockManager()
+  const badPathsAll = [5, null, undefined, {}, '', 'a\0b', join(dir, 'x'.repeat(300)), join(dir, 'y'.repeat(200), 'z'.repeat(200)).repeat(12)]
+  const badNumbers = [NaN, -1, '10', -Infinity]
+  const calls = {
+    'acquire': (p) => manager.acquire(p),
+    'tryAcquire': (p) => manager.tryAcquire(p),
+    'acquireSync': (p) => manager.acquireSync(p),
+    'withLock': (p) => manager.withLock(p, () => {}),
+    'withLockSync': (p) => manager.withLockSync(p, () => {}),
+    'status': (p) => manager.status(p),
+    'list': (p) => manager.list(p),
+    'cleanupStaleLocks': (p) => manager.cleanupStaleLocks(p),
+    'forceRelease': (p) => manager.forceRelease(p),
+    'release': (p) => manager.release(p),
+    'readJson': (p) => lockwright.readJson(p),
+    'updateJson': (p) => lockwright.updateJson(p, () => ({})),
+    'writeFileAtomic': (p) => lockwright.writeFileAtomic(p, 'x'),
+    'writeFileAtomicSync': (p) => lockwright.writeFileAtomicSync(p, 'x'),
+    'proper-lockfile lock': (p) => lockfile.lock(p),
+    'proper-lockfile lockSync': (p) => lockfile.lockSync(p),
+    'proper-lockfile unlock': (p) => lockfile.unlock(p),
+    'proper-lockfile check': (p) => lockfile.check(p),
+  }
+  const outcomes = []
+  for (const [name, call] of Object.entries(calls)) {
+    for (const bad of badPathsAll) {
+      // proper-lockfile resolves '' to the working directory and locks that; so does
+      // the drop-in, on purpose.
+      if (name.startsWith('proper-lockfile') && bad === '') continue
+      let outcome
+      try {
+        outcome = await call(bad)
+      } catch (err) {
+        outcome = err
+      }
+      const label = `${name}(${typeof bad === 'string' ? JSON.stringify(bad.slice(0, 20)) : String(bad)})`
+      assert.ok(outcome instanceof Error, `${label} succeeded`)
+      assert.equal(typeof outcome.code, 'string', `${label}: ${outcome.message}`)
+      outcomes.push(outcome.code)
+    }
+  }
+  for (const timeout of badNumbers) {
+    await assert.rejects(manager.acquire(join(dir, 'f'), { timeout }), (err) => typeof err.code === 'string')
+    assert.throws(() => new LockManager({ stale: timeout }), { code: 'EINVAL' })
+  }
+  // Huge is not bad: a timeout of 2^64 ms waits (practically) forever, and is honoured.
+  const huge = await manager.acquire(join(dir, 'f'), { timeout: 2 ** 64 })
+  await huge.release()
+  t.diagnostic(`codes seen: ${[...new Set(outcomes)].sort().join(', ')}`)
+})

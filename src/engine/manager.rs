@@ -49,7 +49,9 @@ impl Wait {
                 "{option} must be a non-negative number of milliseconds or Infinity, got {value}"
             )));
         }
-        Ok(if value.is_infinite() {
+        // Beyond a century a deadline means nothing, and a far one overflows timers.
+        const CENTURY_MS: f64 = 100.0 * 365.25 * 24.0 * 3600.0 * 1000.0;
+        Ok(if value.is_infinite() || value > CENTURY_MS {
             Wait::Forever
         } else if value == 0.0 {
             Wait::Once
@@ -527,6 +529,7 @@ mod tests {
     fn timeout_values_are_checked() {
         assert_eq!(Wait::from_millis(0.0, "timeout").unwrap(), Wait::Once);
         assert_eq!(Wait::from_millis(f64::INFINITY, "timeout").unwrap(), Wait::Forever);
+        assert_eq!(Wait::from_millis(2f64.powi(64), "timeout").unwrap(), Wait::Forever);
         assert_eq!(Wait::from_millis(f64::NAN, "timeout").unwrap_err().code, "EINVAL");
         assert!(Wait::from_millis(-1.0, "timeout").unwrap_err().message.contains("timeout"));
     }
