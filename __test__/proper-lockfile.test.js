@@ -207,7 +207,7 @@ test('LockManager({ strategy: "mkdir" }) speaks the same protocol and is exclusi
   assert.equal(fs.existsSync(`${file}.lock`), false)
 })
 
-test('a held drop-in lock is removed when its process exits', async (t) => {
+test('a held drop-in lock neither keeps its process alive nor outlives it', async (t) => {
   const file = targetFile(t)
   const run = await runScript('pl-exit.js', [file])
   assert.equal(run.code, 0, run.stderr)
