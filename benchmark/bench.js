@@ -164,15 +164,15 @@ function scale(dir) {
   const cycleFile = path.join(dir, 'cycles.json')
   for (let i = 0; i < 10_000; i++) manager.acquireSync(cycleFile).releaseSync() // warm up
   global.gc?.()
-  const rssStart = process.memoryUsage().rss
+  const { rss: rssStart, heapUsed: heapStart } = process.memoryUsage()
   started = performance.now()
   for (let i = 0; i < CYCLES; i++) manager.acquireSync(cycleFile).releaseSync()
   const cyclesMs = performance.now() - started
   global.gc?.()
-  const rssEnd = process.memoryUsage().rss
+  const { rss: rssEnd, heapUsed: heapEnd } = process.memoryUsage()
   return {
     heldAtOnce: { locks: HELD_AT_ONCE, ms: heldMs, fileDescriptors: fdsHeld, fdsPerLock: fdsHeld / HELD_AT_ONCE, rssBytesPerLock: rssHeld / HELD_AT_ONCE },
-    cycles: { count: CYCLES, ms: cyclesMs, usPerCycle: (cyclesMs * 1000) / CYCLES, rssStartMB: rssStart / 2 ** 20, rssEndMB: rssEnd / 2 ** 20 },
+    cycles: { count: CYCLES, ms: cyclesMs, usPerCycle: (cyclesMs * 1000) / CYCLES, rssStartMB: rssStart / 2 ** 20, rssEndMB: rssEnd / 2 ** 20, heapStartMB: heapStart / 2 ** 20, heapEndMB: heapEnd / 2 ** 20 },
   }
 }
 
@@ -213,7 +213,7 @@ async function main() {
   const h = scaled.heldAtOnce
   console.log(`${h.locks} locks held at once: ${h.ms.toFixed(0)} ms to take, ${h.fdsPerLock.toFixed(1)} file descriptors and ${(h.rssBytesPerLock / 1024).toFixed(1)} KiB RSS per lock`)
   const c = scaled.cycles
-  console.log(`${c.count} acquireSync/releaseSync cycles: ${c.usPerCycle.toFixed(1)} us each; RSS ${c.rssStartMB.toFixed(1)} MB before, ${c.rssEndMB.toFixed(1)} MB after`)
+  console.log(`${c.count} acquireSync/releaseSync cycles: ${c.usPerCycle.toFixed(1)} us each; RSS ${c.rssStartMB.toFixed(1)} MB before, ${c.rssEndMB.toFixed(1)} MB after; JS heap ${c.heapStartMB.toFixed(1)} MB before, ${c.heapEndMB.toFixed(1)} MB after`)
 
   const results = {
     date: new Date().toISOString(),
