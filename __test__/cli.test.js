@@ -8,18 +8,12 @@ const { spawn } = require('node:child_process')
 const { once } = require('node:events')
 const { join } = require('node:path')
 const { LockManager } = require('../lockwright.js')
-const { tempDir, spawnAgent, waitFor } = require('./helpers.js')
+const { tempDir, spawnAgent, runCommand, waitFor } = require('./helpers.js')
 
 const CLI = join(__dirname, '..', 'bin', 'lockwright.js')
 
-async function cli(args, { cwd } = {}) {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d) => (stdout += d))
-  child.stderr.on('data', (d) => (stderr += d))
-  const [code] = await once(child, 'exit')
-  return { code, stdout, stderr }
+function cli(args, options) {
+  return runCommand(process.execPath, [CLI, ...args], options)
 }
 
 const node = (code) => [process.execPath, '-e', code]

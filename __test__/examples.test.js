@@ -3,21 +3,10 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { spawn } = require('node:child_process')
-const { once } = require('node:events')
+const { runCommand: run } = require('./helpers.js')
 const { join } = require('node:path')
 
 const examples = join(__dirname, '..', 'examples')
-
-async function run(command, args) {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d) => (stdout += d))
-  child.stderr.on('data', (d) => (stderr += d))
-  const [code] = await once(child, 'exit')
-  return { code, stdout, stderr }
-}
 
 for (const [file, expected] of [
   ['vectra-index.js', /vectra-style index: 90 of 90 items/],

@@ -50,6 +50,18 @@ function spawnAgent(t, { owner = 'agent', env = {}, script = 'agent.js', args = 
   }
 }
 
+/** Runs any command to completion; resolves with its exit code and output. */
+async function runCommand(command, args = [], { cwd } = {}) {
+  const { spawn } = require('node:child_process')
+  const child = spawn(command, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d) => (stdout += d))
+  child.stderr.on('data', (d) => (stderr += d))
+  const [code] = await once(child, 'exit')
+  return { code, stdout, stderr }
+}
+
 /** Runs `script` (a file in fixtures/) to completion; resolves with code, signal and output. */
 async function runScript(script, args = [], { env = {} } = {}) {
   const child = fork(join(__dirname, 'fixtures', script), args, {
@@ -86,4 +98,4 @@ function track(promise) {
   return state
 }
 
-module.exports = { tempDir, spawnAgent, runScript, waitFor, track }
+module.exports = { tempDir, spawnAgent, runScript, runCommand, waitFor, track }

@@ -34,6 +34,10 @@ impl Task for AtomicWriteTask {
 
     /// Rejects with the engine's typed error (`code`, `path`), built on the JS thread.
     fn reject(&mut self, env: Env, err: napi::Error) -> napi::Result<()> {
-        Err(self.failure.take().map(|e| js_error::to_js(&env, e)).unwrap_or(err))
+        Err(self
+            .failure
+            .take()
+            .map(|e| js_error::to_js(&env, e))
+            .unwrap_or(err))
     }
 }

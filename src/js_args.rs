@@ -13,7 +13,9 @@ fn kind(value: &Unknown) -> ValueType {
 
 fn describe(value: &Unknown) -> String {
     match kind(value) {
-        ValueType::Number => unsafe { value.cast::<f64>() }.map(|n| format!("the number {n}")).unwrap_or_default(),
+        ValueType::Number => unsafe { value.cast::<f64>() }
+            .map(|n| format!("the number {n}"))
+            .unwrap_or_default(),
         ValueType::Null => "null".into(),
         other => format!("a value of type {}", other.to_string().to_lowercase()),
     }
@@ -21,9 +23,13 @@ fn describe(value: &Unknown) -> String {
 
 pub fn string(value: &Unknown, name: &str) -> Result<String> {
     if kind(value) != ValueType::String {
-        return Err(LockError::invalid(format!("{name} must be a string, got {}", describe(value))));
+        return Err(LockError::invalid(format!(
+            "{name} must be a string, got {}",
+            describe(value)
+        )));
     }
-    unsafe { value.cast::<String>() }.map_err(|e| LockError::invalid(format!("{name}: {}", e.reason)))
+    unsafe { value.cast::<String>() }
+        .map_err(|e| LockError::invalid(format!("{name}: {}", e.reason)))
 }
 
 /// The options object, or `None` for `undefined`/`null`.
@@ -31,55 +37,92 @@ pub fn options<'env>(value: Option<Unknown<'env>>, name: &str) -> Result<Option<
     let Some(value) = value else { return Ok(None) };
     match kind(&value) {
         ValueType::Undefined | ValueType::Null => Ok(None),
-        ValueType::Object => unsafe { value.cast::<Object>() }.map(Some).map_err(|e| LockError::invalid(e.reason)),
-        _ => Err(LockError::invalid(format!("{name} must be an object, got {}", describe(&value)))),
+        ValueType::Object => unsafe { value.cast::<Object>() }
+            .map(Some)
+            .map_err(|e| LockError::invalid(e.reason)),
+        _ => Err(LockError::invalid(format!(
+            "{name} must be an object, got {}",
+            describe(&value)
+        ))),
     }
 }
 
 fn field<'env>(options: &Object<'env>, key: &str) -> Result<Option<Unknown<'env>>> {
-    let value: Option<Unknown> = options.get(key).map_err(|e| LockError::invalid(format!("{key}: {}", e.reason)))?;
+    let value: Option<Unknown> = options
+        .get(key)
+        .map_err(|e| LockError::invalid(format!("{key}: {}", e.reason)))?;
     Ok(value.filter(|v| !matches!(kind(v), ValueType::Undefined)))
 }
 
 pub fn optional_string(options: Option<&Object>, key: &str) -> Result<Option<String>> {
-    let Some(options) = options else { return Ok(None) };
+    let Some(options) = options else {
+        return Ok(None);
+    };
     field(options, key)?.map(|v| string(&v, key)).transpose()
 }
 
 pub fn optional_number(options: Option<&Object>, key: &str) -> Result<Option<f64>> {
-    let Some(options) = options else { return Ok(None) };
-    let Some(value) = field(options, key)? else { return Ok(None) };
+    let Some(options) = options else {
+        return Ok(None);
+    };
+    let Some(value) = field(options, key)? else {
+        return Ok(None);
+    };
     if kind(&value) != ValueType::Number {
-        return Err(LockError::invalid(format!("{key} must be a number, got {}", describe(&value))));
+        return Err(LockError::invalid(format!(
+            "{key} must be a number, got {}",
+            describe(&value)
+        )));
     }
-    unsafe { value.cast::<f64>() }.map(Some).map_err(|e| LockError::invalid(e.reason))
+    unsafe { value.cast::<f64>() }
+        .map(Some)
+        .map_err(|e| LockError::invalid(e.reason))
 }
 
 pub fn optional_wait(options: Option<&Object>, key: &str) -> Result<Option<Wait>> {
-    optional_number(options, key)?.map(|ms| Wait::from_millis(ms, key)).transpose()
+    optional_number(options, key)?
+        .map(|ms| Wait::from_millis(ms, key))
+        .transpose()
 }
 
 pub fn optional_mode(options: Option<&Object>) -> Result<Option<LockMode>> {
-    let Some(text) = optional_string(options, "mode")? else { return Ok(None) };
-    LockMode::parse(&text)
-        .map(Some)
-        .ok_or_else(|| LockError::invalid(format!("mode must be 'exclusive' or 'shared', got '{text}'")))
+    let Some(text) = optional_string(options, "mode")? else {
+        return Ok(None);
+    };
+    LockMode::parse(&text).map(Some).ok_or_else(|| {
+        LockError::invalid(format!(
+            "mode must be 'exclusive' or 'shared', got '{text}'"
+        ))
+    })
 }
 
 /// A duration option in milliseconds that must be a finite, non-negative number.
 pub fn optional_millis(options: Option<&Object>, key: &str) -> Result<Option<u64>> {
-    let Some(ms) = optional_number(options, key)? else { return Ok(None) };
+    let Some(ms) = optional_number(options, key)? else {
+        return Ok(None);
+    };
     if !ms.is_finite() || ms < 0.0 {
-        return Err(LockError::invalid(format!("{key} must be a finite, non-negative number of milliseconds, got {ms}")));
+        return Err(LockError::invalid(format!(
+            "{key} must be a finite, non-negative number of milliseconds, got {ms}"
+        )));
     }
     Ok(Some(ms as u64))
 }
 
 pub fn optional_bool(options: Option<&Object>, key: &str) -> Result<Option<bool>> {
-    let Some(options) = options else { return Ok(None) };
-    let Some(value) = field(options, key)? else { return Ok(None) };
+    let Some(options) = options else {
+        return Ok(None);
+    };
+    let Some(value) = field(options, key)? else {
+        return Ok(None);
+    };
     if kind(&value) != ValueType::Boolean {
-        return Err(LockError::invalid(format!("{key} must be a boolean, got {}", describe(&value))));
+        return Err(LockError::invalid(format!(
+            "{key} must be a boolean, got {}",
+            describe(&value)
+        )));
     }
-    unsafe { value.cast::<bool>() }.map(Some).map_err(|e| LockError::invalid(e.reason))
+    unsafe { value.cast::<bool>() }
+        .map(Some)
+        .map_err(|e| LockError::invalid(e.reason))
 }

@@ -9,7 +9,8 @@ use crate::engine::{code, LockError};
 
 pub fn to_js(env: &Env, err: LockError) -> Error {
     let build = || -> napi::Result<Error> {
-        let mut object = env.create_error(Error::new(Status::GenericFailure, err.message.clone()))?;
+        let mut object =
+            env.create_error(Error::new(Status::GenericFailure, err.message.clone()))?;
         object.set_named_property("code", err.code.as_str())?;
         if let Some(path) = &err.path {
             object.set_named_property("path", path.to_string_lossy().as_ref())?;
@@ -21,5 +22,10 @@ pub fn to_js(env: &Env, err: LockError) -> Error {
     };
     // If the error object itself cannot be built the env is going away; a plain
     // error with the code as its status still carries the code.
-    build().unwrap_or_else(|_| Error::new(Status::GenericFailure, format!("{}: {}", err.code, err.message)))
+    build().unwrap_or_else(|_| {
+        Error::new(
+            Status::GenericFailure,
+            format!("{}: {}", err.code, err.message),
+        )
+    })
 }

@@ -15,10 +15,11 @@ use tokio_util::sync::CancellationToken;
 
 use engine::inspect::{LockStatus, OwnerStatus};
 use engine::metrics::{Distribution, MetricsSnapshot};
-use engine::{code, AcquireOptions, Acquisition, LockError, LockGrant, LockManager, ManagerOptions};
+use engine::{
+    code, AcquireOptions, Acquisition, LockError, LockGrant, LockManager, ManagerOptions,
+};
 use napi::bindgen_prelude::Function;
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
-
 
 /// A granted lock, as plain data; `lockwright.js` wraps it in a `Lock`.
 #[napi(object)]
@@ -125,7 +126,14 @@ pub struct NativeDistribution {
 
 impl From<Distribution> for NativeDistribution {
     fn from(d: Distribution) -> Self {
-        NativeDistribution { count: d.count as f64, mean: d.mean, p50: d.p50, p95: d.p95, p99: d.p99, max: d.max }
+        NativeDistribution {
+            count: d.count as f64,
+            mean: d.mean,
+            p50: d.p50,
+            p95: d.p95,
+            p99: d.p99,
+            max: d.max,
+        }
     }
 }
 
@@ -172,7 +180,9 @@ impl WaitCanceller {
     #[napi(constructor)]
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        WaitCanceller { token: CancellationToken::new() }
+        WaitCanceller {
+            token: CancellationToken::new(),
+        }
     }
 
     #[napi]
@@ -193,18 +203,25 @@ impl NativeLockManager {
         let build = || -> engine::Result<Self> {
             let options = js_args::options(options, "options")?;
             let options = options.as_ref();
-            let owner = js_args::optional_string(options, "owner")?.unwrap_or_else(|| "node".into());
+            let owner =
+                js_args::optional_string(options, "owner")?.unwrap_or_else(|| "node".into());
             let mkdir = match js_args::optional_string(options, "strategy")?.as_deref() {
                 None | Some("kernel") => false,
                 Some("mkdir") => true,
-                Some(other) => return Err(LockError::invalid(format!("strategy must be 'kernel' or 'mkdir', got '{other}'"))),
+                Some(other) => {
+                    return Err(LockError::invalid(format!(
+                        "strategy must be 'kernel' or 'mkdir', got '{other}'"
+                    )))
+                }
             };
             let defaults = ManagerOptions::new(owner);
             Ok(NativeLockManager {
                 engine: LockManager::new(ManagerOptions {
                     lock_dir: js_args::optional_string(options, "lockDir")?.map(Into::into),
-                    timeout: js_args::optional_wait(options, "timeout")?.unwrap_or(defaults.timeout),
-                    stale_ms: js_args::optional_millis(options, "stale")?.unwrap_or(defaults.stale_ms),
+                    timeout: js_args::optional_wait(options, "timeout")?
+                        .unwrap_or(defaults.timeout),
+                    stale_ms: js_args::optional_millis(options, "stale")?
+                        .unwrap_or(defaults.stale_ms),
                     heartbeat_ms: js_args::optional_millis(options, "heartbeat")?,
                     mkdir,
                     ..defaults
@@ -238,16 +255,26 @@ impl NativeLockManager {
         let request = read_request(path, options).map_err(|e| js_error::to_js(env, e))?;
         let cancel = canceller.map(|c| c.token.clone()).unwrap_or_default();
         match self.engine.acquire(&request.0, &request.1, cancel) {
-            Acquisition::Ready(result) => result.map(|g| Either::A(g.into())).map_err(|e| js_error::to_js(env, e)),
+            Acquisition::Ready(result) => result
+                .map(|g| Either::A(g.into()))
+                .map_err(|e| js_error::to_js(env, e)),
             Acquisition::Waiting(wait) => {
                 let (deferred, promise) = env.create_deferred()?;
                 engine::waiting::runtime().spawn(async move {
                     // The wait runs as its own task so that a panic in it settles the
                     // promise with an error instead of leaving it pending forever.
                     let result = tokio::spawn(wait).await.unwrap_or_else(|panic| {
-                        Err(LockError::new("EPANIC", format!("lockwright: internal error while waiting: {panic}"), None))
+                        Err(LockError::new(
+                            "EPANIC",
+                            format!("lockwright: internal error while waiting: {panic}"),
+                            None,
+                        ))
                     });
-                    deferred.resolve(move |env| result.map(NativeGrant::from).map_err(|e| js_error::to_js(&env, e)));
+                    deferred.resolve(move |env| {
+                        result
+                            .map(NativeGrant::from)
+                            .map_err(|e| js_error::to_js(&env, e))
+                    });
                 });
                 Ok(Either::B(promise))
             }
@@ -256,28 +283,57 @@ impl NativeLockManager {
 
     /// Blocks the calling thread up to the timeout.
     #[napi(catch_unwind)]
-    pub fn acquire_sync(&self, env: Env, path: Unknown, options: Option<Unknown>) -> napi::Result<NativeGrant> {
-        let (target, options) = read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
-        self.engine.acquire_blocking(&target, &options).map(Into::into).map_err(|e| js_error::to_js(&env, e))
+    pub fn acquire_sync(
+        &self,
+        env: Env,
+        path: Unknown,
+        options: Option<Unknown>,
+    ) -> napi::Result<NativeGrant> {
+        let (target, options) =
+            read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
+        self.engine
+            .acquire_blocking(&target, &options)
+            .map(Into::into)
+            .map_err(|e| js_error::to_js(&env, e))
     }
 
     /// One attempt: the grant, or `null` when the lock is held.
     #[napi(catch_unwind)]
-    pub fn try_acquire(&self, env: Env, path: Unknown, options: Option<Unknown>) -> napi::Result<Option<NativeGrant>> {
-        let (target, options) = read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
-        self.engine.try_acquire(&target, &options).map(|g| g.map(Into::into)).map_err(|e| js_error::to_js(&env, e))
+    pub fn try_acquire(
+        &self,
+        env: Env,
+        path: Unknown,
+        options: Option<Unknown>,
+    ) -> napi::Result<Option<NativeGrant>> {
+        let (target, options) =
+            read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
+        self.engine
+            .try_acquire(&target, &options)
+            .map(|g| g.map(Into::into))
+            .map_err(|e| js_error::to_js(&env, e))
     }
 
     /// Releases a grant. `missingCode` is thrown when this manager does not hold it.
     #[napi(catch_unwind)]
     pub fn release(&self, env: Env, id: u32, missing_code: String) -> napi::Result<()> {
-        let missing = if missing_code == code::RELEASED { code::RELEASED } else { code::NOT_ACQUIRED };
-        self.engine.release(id as u64, missing).map_err(|e| js_error::to_js(&env, e))
+        let missing = if missing_code == code::RELEASED {
+            code::RELEASED
+        } else {
+            code::NOT_ACQUIRED
+        };
+        self.engine
+            .release(id as u64, missing)
+            .map_err(|e| js_error::to_js(&env, e))
     }
 
     /// Releases every grant this manager holds on `path`; returns how many.
     #[napi(catch_unwind)]
-    pub fn release_path(&self, env: Env, path: Unknown, lockfile_path: Option<String>) -> napi::Result<u32> {
+    pub fn release_path(
+        &self,
+        env: Env,
+        path: Unknown,
+        lockfile_path: Option<String>,
+    ) -> napi::Result<u32> {
         let target = js_args::string(&path, "path").map_err(|e| js_error::to_js(&env, e))?;
         self.engine
             .release_path(&target, lockfile_path.as_deref())
@@ -293,8 +349,14 @@ impl NativeLockManager {
     /// The lock file an acquire of `path` with `options` would use, after the same
     /// checks `acquire` makes; `withLock` keys re-entry by it.
     #[napi(catch_unwind)]
-    pub fn lockfile_for(&self, env: Env, path: Unknown, options: Option<Unknown>) -> napi::Result<String> {
-        let (target, options) = read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
+    pub fn lockfile_for(
+        &self,
+        env: Env,
+        path: Unknown,
+        options: Option<Unknown>,
+    ) -> napi::Result<String> {
+        let (target, options) =
+            read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
         self.engine
             .resolve(&target, options.lockfile_path.as_deref())
             .map(|(_, lockfile)| lockfile.to_string_lossy().into_owned())
@@ -303,7 +365,11 @@ impl NativeLockManager {
 
     #[napi]
     pub fn held(&self) -> Vec<NativeGrant> {
-        self.engine.held_grants().into_iter().map(Into::into).collect()
+        self.engine
+            .held_grants()
+            .into_iter()
+            .map(Into::into)
+            .collect()
     }
 
     #[napi(getter)]
@@ -312,15 +378,27 @@ impl NativeLockManager {
     }
 
     #[napi(catch_unwind)]
-    pub fn status(&self, env: Env, path: Unknown, options: Option<Unknown>) -> napi::Result<NativeStatus> {
-        let (target, options) = read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
-        self.engine.status(&target, options.lockfile_path.as_deref()).map(Into::into).map_err(|e| js_error::to_js(&env, e))
+    pub fn status(
+        &self,
+        env: Env,
+        path: Unknown,
+        options: Option<Unknown>,
+    ) -> napi::Result<NativeStatus> {
+        let (target, options) =
+            read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
+        self.engine
+            .status(&target, options.lockfile_path.as_deref())
+            .map(Into::into)
+            .map_err(|e| js_error::to_js(&env, e))
     }
 
     #[napi(catch_unwind)]
     pub fn list(&self, env: Env, dir: Option<Unknown>) -> napi::Result<Vec<NativeStatus>> {
         let dir = optional_dir(dir).map_err(|e| js_error::to_js(&env, e))?;
-        self.engine.list(dir.as_deref()).map(|l| l.into_iter().map(Into::into).collect()).map_err(|e| js_error::to_js(&env, e))
+        self.engine
+            .list(dir.as_deref())
+            .map(|l| l.into_iter().map(Into::into).collect())
+            .map_err(|e| js_error::to_js(&env, e))
     }
 
     #[napi(catch_unwind)]
@@ -329,7 +407,11 @@ impl NativeLockManager {
         self.engine
             .cleanup(dir.as_deref())
             .map(|r| NativeCleanup {
-                removed: r.removed.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
+                removed: r
+                    .removed
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect(),
                 kept: r.kept as u32,
             })
             .map_err(|e| js_error::to_js(&env, e))
@@ -337,9 +419,18 @@ impl NativeLockManager {
 
     /// Breaks a lock nobody alive holds; returns whether anything was removed.
     #[napi(catch_unwind)]
-    pub fn force_release(&self, env: Env, path: Unknown, options: Option<Unknown>, force: bool) -> napi::Result<bool> {
-        let (target, options) = read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
-        self.engine.force_release(&target, options.lockfile_path.as_deref(), force).map_err(|e| js_error::to_js(&env, e))
+    pub fn force_release(
+        &self,
+        env: Env,
+        path: Unknown,
+        options: Option<Unknown>,
+        force: bool,
+    ) -> napi::Result<bool> {
+        let (target, options) =
+            read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
+        self.engine
+            .force_release(&target, options.lockfile_path.as_deref(), force)
+            .map_err(|e| js_error::to_js(&env, e))
     }
 
     #[napi]
@@ -354,12 +445,25 @@ impl NativeLockManager {
 
     /// `callback([lockId, code, message])` runs on the JS thread when the heartbeat
     /// finds a held lock lost. It does not keep the process alive.
-    #[napi(ts_args_type = "callback: (lost: [lockId: string, code: string, message: string]) => void")]
-    pub fn on_compromised(&self, callback: Function<(String, String, String), ()>) -> napi::Result<()> {
-        let tsfn = callback.build_threadsafe_function().weak::<true>().callee_handled::<false>().build()?;
-        self.engine.set_on_compromised(Some(Box::new(move |grant, err| {
-            tsfn.call((grant.lock_id.clone(), err.code.clone(), err.message.clone()), ThreadsafeFunctionCallMode::NonBlocking);
-        })));
+    #[napi(
+        ts_args_type = "callback: (lost: [lockId: string, code: string, message: string]) => void"
+    )]
+    pub fn on_compromised(
+        &self,
+        callback: Function<(String, String, String), ()>,
+    ) -> napi::Result<()> {
+        let tsfn = callback
+            .build_threadsafe_function()
+            .weak::<true>()
+            .callee_handled::<false>()
+            .build()?;
+        self.engine
+            .set_on_compromised(Some(Box::new(move |grant, err| {
+                tsfn.call(
+                    (grant.lock_id.clone(), err.code.clone(), err.message.clone()),
+                    ThreadsafeFunctionCallMode::NonBlocking,
+                );
+            })));
         Ok(())
     }
 
@@ -379,22 +483,45 @@ impl NativeLockManager {
 /// Replaces `path` with `data` so a crash leaves the old content or the new, never a
 /// mix. Runs on the threadpool; resolves when the new content is durable.
 #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-pub fn write_file_atomic(env: Env, path: Unknown, data: Buffer, options: Option<Unknown>) -> napi::Result<AsyncTask<atomic_write_task::AtomicWriteTask>> {
-    let (path, options) = read_write_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
-    Ok(AsyncTask::new(atomic_write_task::AtomicWriteTask { path, data: data.to_vec(), options, failure: None }))
+pub fn write_file_atomic(
+    env: Env,
+    path: Unknown,
+    data: Buffer,
+    options: Option<Unknown>,
+) -> napi::Result<AsyncTask<atomic_write_task::AtomicWriteTask>> {
+    let (path, options) =
+        read_write_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
+    Ok(AsyncTask::new(atomic_write_task::AtomicWriteTask {
+        path,
+        data: data.to_vec(),
+        options,
+        failure: None,
+    }))
 }
 
 #[napi(catch_unwind)]
-pub fn write_file_atomic_sync(env: Env, path: Unknown, data: Buffer, options: Option<Unknown>) -> napi::Result<()> {
-    let (path, options) = read_write_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
-    engine::atomic_file::write_file_atomic(&path, &data, options).map_err(|e| js_error::to_js(&env, e))
+pub fn write_file_atomic_sync(
+    env: Env,
+    path: Unknown,
+    data: Buffer,
+    options: Option<Unknown>,
+) -> napi::Result<()> {
+    let (path, options) =
+        read_write_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
+    engine::atomic_file::write_file_atomic(&path, &data, options)
+        .map_err(|e| js_error::to_js(&env, e))
 }
 
 /// For `npm run bench`: nanoseconds per bare `flock` lock + unlock pair on an open
 /// file, the floor any file lock built on the kernel's stands on.
 #[napi(catch_unwind)]
 pub fn benchmark_flock_floor(path: String, iterations: u32) -> napi::Result<f64> {
-    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
     let started = std::time::Instant::now();
     for _ in 0..iterations {
         file.lock()?;
@@ -403,29 +530,49 @@ pub fn benchmark_flock_floor(path: String, iterations: u32) -> napi::Result<f64>
     Ok(started.elapsed().as_nanos() as f64 / f64::from(iterations.max(1)))
 }
 
-fn read_write_request(path: Unknown, options: Option<Unknown>) -> engine::Result<(std::path::PathBuf, engine::atomic_file::AtomicWriteOptions)> {
+fn read_write_request(
+    path: Unknown,
+    options: Option<Unknown>,
+) -> engine::Result<(std::path::PathBuf, engine::atomic_file::AtomicWriteOptions)> {
     let path = engine::lock_path::validate_path(&js_args::string(&path, "path")?, "path")?;
     let options = js_args::options(options, "options")?;
     let options = options.as_ref();
     let mode = match js_args::optional_number(options, "mode")? {
-        Some(m) if m.is_finite() && m >= 0.0 && m <= 0o7777 as f64 && m.fract() == 0.0 => Some(m as u32),
-        Some(m) => return Err(LockError::invalid(format!("mode must be a permission number such as 0o644, got {m}"))),
+        Some(m) if m.is_finite() && m >= 0.0 && m <= 0o7777 as f64 && m.fract() == 0.0 => {
+            Some(m as u32)
+        }
+        Some(m) => {
+            return Err(LockError::invalid(format!(
+                "mode must be a permission number such as 0o644, got {m}"
+            )))
+        }
         None => None,
     };
     let fsync = js_args::optional_bool(options, "fsync")?.unwrap_or(true);
-    Ok((path, engine::atomic_file::AtomicWriteOptions { mode, fsync }))
+    Ok((
+        path,
+        engine::atomic_file::AtomicWriteOptions { mode, fsync },
+    ))
 }
 
 fn optional_dir(dir: Option<Unknown>) -> engine::Result<Option<String>> {
     match dir {
-        Some(value) if !matches!(value.get_type(), Ok(napi::ValueType::Undefined | napi::ValueType::Null)) => {
+        Some(value)
+            if !matches!(
+                value.get_type(),
+                Ok(napi::ValueType::Undefined | napi::ValueType::Null)
+            ) =>
+        {
             js_args::string(&value, "dir").map(Some)
         }
         _ => Ok(None),
     }
 }
 
-fn read_request(path: Unknown, options: Option<Unknown>) -> engine::Result<(String, AcquireOptions)> {
+fn read_request(
+    path: Unknown,
+    options: Option<Unknown>,
+) -> engine::Result<(String, AcquireOptions)> {
     let target = js_args::string(&path, "path")?;
     let options = js_args::options(options, "options")?;
     let options = options.as_ref();

@@ -24,7 +24,10 @@ pub struct AtomicWriteOptions {
 
 impl Default for AtomicWriteOptions {
     fn default() -> Self {
-        AtomicWriteOptions { mode: None, fsync: true }
+        AtomicWriteOptions {
+            mode: None,
+            fsync: true,
+        }
     }
 }
 
@@ -32,11 +35,18 @@ impl Default for AtomicWriteOptions {
 /// tell a crashed writer's leftover from a live writer's temp file.
 fn temp_path(target: &Path) -> Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = target
-        .file_name()
-        .ok_or_else(|| LockError::invalid_path(format!("'{}' names no file to write", target.display()), target))?;
+    let name = target.file_name().ok_or_else(|| {
+        LockError::invalid_path(
+            format!("'{}' names no file to write", target.display()),
+            target,
+        )
+    })?;
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    Ok(target.with_file_name(format!(".{}{TEMP_TAG}{}-{n}{TEMP_SUFFIX}", name.to_string_lossy(), std::process::id())))
+    Ok(target.with_file_name(format!(
+        ".{}{TEMP_TAG}{}-{n}{TEMP_SUFFIX}",
+        name.to_string_lossy(),
+        std::process::id()
+    )))
 }
 
 pub fn write_file_atomic(target: &Path, data: &[u8], options: AtomicWriteOptions) -> Result<()> {
@@ -49,7 +59,12 @@ pub fn write_file_atomic(target: &Path, data: &[u8], options: AtomicWriteOptions
     result
 }
 
-fn write_and_rename(target: &Path, temp: &Path, data: &[u8], options: AtomicWriteOptions) -> Result<()> {
+fn write_and_rename(
+    target: &Path,
+    temp: &Path,
+    data: &[u8],
+    options: AtomicWriteOptions,
+) -> Result<()> {
     let io_err = |action: &str, path: &Path| {
         let action = action.to_string();
         let path = path.to_path_buf();
@@ -58,7 +73,8 @@ fn write_and_rename(target: &Path, temp: &Path, data: &[u8], options: AtomicWrit
     let existing_mode = existing_permissions(target);
     let mut file = create_new(temp, options.mode.unwrap_or(0o666)).map_err(io_err("open", temp))?;
     if let Some(permissions) = existing_mode {
-        file.set_permissions(permissions).map_err(io_err("chmod", temp))?;
+        file.set_permissions(permissions)
+            .map_err(io_err("chmod", temp))?;
     }
     file.write_all(data).map_err(io_err("write", temp))?;
     if options.fsync {
@@ -73,7 +89,10 @@ fn write_and_rename(target: &Path, temp: &Path, data: &[u8], options: AtomicWrit
 }
 
 fn existing_permissions(target: &Path) -> Option<fs::Permissions> {
-    fs::metadata(target).ok().filter(|m| m.is_file()).map(|m| m.permissions())
+    fs::metadata(target)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.permissions())
 }
 
 fn create_new(path: &Path, mode: u32) -> io::Result<File> {
@@ -106,13 +125,28 @@ fn sync_dir(_target: &Path) -> io::Result<()> {
 /// Temp files of this target whose writer process is gone: what a crash mid-write
 /// leaves. A live writer's temp file is left alone.
 fn remove_crashed_temp_files(target: &Path) {
-    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else { return };
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return;
+    };
     let prefix = format!(".{}{TEMP_TAG}", name.to_string_lossy());
-    let Ok(entries) = fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) else { return };
+    let Ok(entries) = fs::read_dir(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }) else {
+        return;
+    };
     for entry in entries.flatten() {
         let file_name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = file_name.strip_prefix(&prefix).and_then(|r| r.strip_suffix(TEMP_SUFFIX)) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(rest) = file_name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(TEMP_SUFFIX))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid != std::process::id() && process_start(pid).is_none() {
             let _ = fs::remove_file(entry.path());
         }
@@ -133,22 +167,42 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
         }
-        write_file_atomic(&target, b"two", AtomicWriteOptions { mode: Some(0o644), fsync: false }).unwrap();
+        write_file_atomic(
+            &target,
+            b"two",
+            AtomicWriteOptions {
+                mode: Some(0o644),
+                fsync: false,
+            },
+        )
+        .unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"two");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                fs::metadata(&target).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 
     #[test]
     fn a_crashed_writers_temp_file_is_removed_a_live_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("state.json");
-        let dead = dir.path().join(format!(".state.json{TEMP_TAG}{}-0{TEMP_SUFFIX}", u32::MAX - 5));
-        let live = dir.path().join(format!(".state.json{TEMP_TAG}1-0{TEMP_SUFFIX}")); // pid 1 runs
+        let dead = dir.path().join(format!(
+            ".state.json{TEMP_TAG}{}-0{TEMP_SUFFIX}",
+            u32::MAX - 5
+        ));
+        let live = dir
+            .path()
+            .join(format!(".state.json{TEMP_TAG}1-0{TEMP_SUFFIX}")); // pid 1 runs
         fs::write(&dead, b"half").unwrap();
         fs::write(&live, b"busy").unwrap();
         write_file_atomic(&target, b"new", AtomicWriteOptions::default()).unwrap();
@@ -159,7 +213,12 @@ mod tests {
     #[test]
     fn a_missing_directory_is_enoent_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let err = write_file_atomic(&dir.path().join("no/such.json"), b"x", AtomicWriteOptions::default()).unwrap_err();
+        let err = write_file_atomic(
+            &dir.path().join("no/such.json"),
+            b"x",
+            AtomicWriteOptions::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.code, "ENOENT");
     }
 }

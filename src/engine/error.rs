@@ -73,7 +73,10 @@ fn errno_name(err: &io::Error) -> Option<&'static str> {
     let raw = err.raw_os_error()?;
     // nix's Errno Debug output is the symbolic name ("ENOENT").
     let name = format!("{:?}", nix::errno::Errno::from_raw(raw));
-    KNOWN_ERRNO_NAMES.iter().copied().find(|known| *known == name)
+    KNOWN_ERRNO_NAMES
+        .iter()
+        .copied()
+        .find(|known| *known == name)
 }
 
 #[cfg(not(unix))]
@@ -94,9 +97,31 @@ fn errno_name(err: &io::Error) -> Option<&'static str> {
 /// The errno names we hand to JavaScript as `'static` codes; anything else is `EIO`.
 #[cfg(unix)]
 const KNOWN_ERRNO_NAMES: &[&str] = &[
-    "ENOENT", "EACCES", "EPERM", "EEXIST", "EISDIR", "ENOTDIR", "ENAMETOOLONG", "ELOOP",
-    "EROFS", "ENOSPC", "EMFILE", "ENFILE", "EBUSY", "EINVAL", "EIO", "ENOLCK", "EDQUOT",
-    "EXDEV", "ENOTEMPTY", "EAGAIN", "EINTR", "ESTALE", "EBADF", "ENOMEM", "EFBIG",
+    "ENOENT",
+    "EACCES",
+    "EPERM",
+    "EEXIST",
+    "EISDIR",
+    "ENOTDIR",
+    "ENAMETOOLONG",
+    "ELOOP",
+    "EROFS",
+    "ENOSPC",
+    "EMFILE",
+    "ENFILE",
+    "EBUSY",
+    "EINVAL",
+    "EIO",
+    "ENOLCK",
+    "EDQUOT",
+    "EXDEV",
+    "ENOTEMPTY",
+    "EAGAIN",
+    "EINTR",
+    "ESTALE",
+    "EBADF",
+    "ENOMEM",
+    "EFBIG",
 ];
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::error::{code, LockError, Result};
-use super::kernel_lock::{self, dead_reader_records, probe, read_holders, remove_if_unheld, Holding, Leftover};
+use super::kernel_lock::{
+    self, dead_reader_records, probe, read_holders, remove_if_unheld, Holding, Leftover,
+};
 use super::liveness::{heartbeat_age_ms, holder_alive};
 use super::lock_path::LOCK_SUFFIX;
 use super::mkdir_lock;
@@ -42,7 +44,10 @@ pub fn status(lockfile: &Path, stale_ms: u64) -> Result<LockStatus> {
         Holding::Missing => (None, Vec::new(), false),
         Holding::Free => {
             // Nobody holds the kernel lock, so every record here is a dead holder's.
-            let mut owners: Vec<OwnerStatus> = dead_reader_records(lockfile).into_iter().map(|r| judge(r, false)).collect();
+            let mut owners: Vec<OwnerStatus> = dead_reader_records(lockfile)
+                .into_iter()
+                .map(|r| judge(r, false))
+                .collect();
             let corrupted = match fs::read(lockfile).map(|c| kernel_lock::classify(&c)) {
                 Ok(Leftover::DeadHolder(record)) => {
                     owners.push(judge(record, false));
@@ -62,13 +67,23 @@ pub fn status(lockfile: &Path, stale_ms: u64) -> Result<LockStatus> {
                     judge(r, alive)
                 })
                 .collect();
-            let mode = if holding == Holding::Shared { LockMode::Shared } else { LockMode::Exclusive };
+            let mode = if holding == Holding::Shared {
+                LockMode::Shared
+            } else {
+                LockMode::Exclusive
+            };
             (Some(mode), owners, false)
         }
     };
     let locked = mode.is_some();
     let stale = litter || (locked && !owners.is_empty() && owners.iter().all(|o| !o.alive));
-    Ok(LockStatus { lockfile: lockfile.to_path_buf(), locked, stale, mode, owners })
+    Ok(LockStatus {
+        lockfile: lockfile.to_path_buf(),
+        locked,
+        stale,
+        mode,
+        owners,
+    })
 }
 
 /// The lock files in `dir` (`*.lock` regular files; not symlinks, not our side files).
@@ -90,7 +105,10 @@ fn lock_entries(dir: &Path, kind: impl Fn(&fs::FileType) -> bool) -> Result<Vec<
 }
 
 pub fn list(dir: &Path, stale_ms: u64) -> Result<Vec<LockStatus>> {
-    lock_files(dir)?.iter().map(|f| status(f, stale_ms)).collect()
+    lock_files(dir)?
+        .iter()
+        .map(|f| status(f, stale_ms))
+        .collect()
 }
 
 #[derive(Debug, Default)]
@@ -105,7 +123,9 @@ pub struct CleanupReport {
 pub fn cleanup(dir: &Path) -> Result<CleanupReport> {
     let mut report = CleanupReport::default();
     for lockfile in lock_files(dir)? {
-        report.removed.extend(kernel_lock::remove_dead_reader_records(&lockfile));
+        report
+            .removed
+            .extend(kernel_lock::remove_dead_reader_records(&lockfile));
         if remove_if_unheld(&lockfile, |left| !matches!(left, Leftover::Released))? {
             report.removed.push(lockfile);
         } else {
@@ -124,10 +144,19 @@ pub fn force_release(lockfile: &Path, target: &Path, stale_ms: u64) -> Result<bo
         let holder = status
             .owners
             .iter()
-            .map(|o| format!("{} (PID {} on {})", o.record.process, o.record.pid, o.record.host))
+            .map(|o| {
+                format!(
+                    "{} (PID {} on {})",
+                    o.record.process, o.record.pid, o.record.host
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ");
-        let holder = if holder.is_empty() { "another process".to_string() } else { holder };
+        let holder = if holder.is_empty() {
+            "another process".to_string()
+        } else {
+            holder
+        };
         return Err(LockError::new(
             code::LOCKED,
             format!(
@@ -147,18 +176,42 @@ pub fn force_release(lockfile: &Path, target: &Path, stale_ms: u64) -> Result<bo
 pub fn mkdir_status(dir: &Path, stale_ms: u64) -> Result<LockStatus> {
     let meta = match fs::symlink_metadata(dir) {
         Ok(meta) if meta.is_dir() => meta,
-        Ok(_) => return Err(LockError::new("ENOTDIR", format!("ENOTDIR: '{}' is not a lock directory", dir.display()), Some(dir))),
-        Err(_) => return Ok(LockStatus { lockfile: dir.to_path_buf(), locked: false, stale: false, mode: None, owners: Vec::new() }),
+        Ok(_) => {
+            return Err(LockError::new(
+                "ENOTDIR",
+                format!("ENOTDIR: '{}' is not a lock directory", dir.display()),
+                Some(dir),
+            ))
+        }
+        Err(_) => {
+            return Ok(LockStatus {
+                lockfile: dir.to_path_buf(),
+                locked: false,
+                stale: false,
+                mode: None,
+                owners: Vec::new(),
+            })
+        }
     };
     let stale = mkdir_lock::is_stale(dir, &meta, stale_ms);
     let age = mkdir_lock::mtime_age_ms(&meta);
     let owners = mkdir_lock::current_owner(dir)
         .map(|(record, _)| {
             let alive = !stale && holder_alive(&record, stale_ms, now_ms());
-            vec![OwnerStatus { record, heartbeat_age_ms: age, alive }]
+            vec![OwnerStatus {
+                record,
+                heartbeat_age_ms: age,
+                alive,
+            }]
         })
         .unwrap_or_default();
-    Ok(LockStatus { lockfile: dir.to_path_buf(), locked: !stale, stale, mode: Some(LockMode::Exclusive), owners })
+    Ok(LockStatus {
+        lockfile: dir.to_path_buf(),
+        locked: !stale,
+        stale,
+        mode: Some(LockMode::Exclusive),
+        owners,
+    })
 }
 
 /// `cleanup` for mkdir locks: removes the stale lock directories in `dir`.
@@ -180,7 +233,12 @@ pub fn mkdir_cleanup(dir: &Path, stale_ms: u64) -> Result<CleanupReport> {
 pub fn mkdir_force_release(dir: &Path, target: &Path, stale_ms: u64, force: bool) -> Result<bool> {
     let status = mkdir_status(dir, stale_ms)?;
     if status.locked && !force {
-        let holder = status.owners.first().map(|o| format!("{} (PID {} on {})", o.record.process, o.record.pid, o.record.host));
+        let holder = status.owners.first().map(|o| {
+            format!(
+                "{} (PID {} on {})",
+                o.record.process, o.record.pid, o.record.host
+            )
+        });
         return Err(LockError::new(
             code::LOCKED,
             format!(

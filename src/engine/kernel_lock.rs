@@ -30,6 +30,25 @@ pub struct Claimant {
     pub process_start: Option<u64>,
 }
 
+impl Claimant {
+    /// The owner record of a grant made now.
+    pub fn record(&self, mode: LockMode, lock_id: String, token: u64) -> OwnerRecord {
+        let now = now_ms();
+        OwnerRecord {
+            pid: self.pid,
+            host: self.host.clone(),
+            process: self.process.clone(),
+            user: self.user.clone(),
+            timestamp: now,
+            heartbeat: now,
+            process_start: self.process_start,
+            mode,
+            lock_id,
+            token,
+        }
+    }
+}
+
 /// A granted kernel lock. Dropping it releases the lock and clears the record.
 #[derive(Debug)]
 pub struct KernelLock {
@@ -67,7 +86,10 @@ impl KernelLock {
             self.compromised = true;
             return Err(LockError::new(
                 code::COMPROMISED,
-                format!("The lock on {} was compromised: {reason}", self.path.display()),
+                format!(
+                    "The lock on {} was compromised: {reason}",
+                    self.path.display()
+                ),
                 Some(&self.path),
             ));
         }
@@ -86,7 +108,9 @@ impl KernelLock {
     }
 
     fn check_still_ours(&mut self) -> std::result::Result<(), &'static str> {
-        let Some(file) = self.file.as_mut() else { return Ok(()) };
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
         if !still_at_path(file, &self.path) {
             return Err("its lock file was removed or replaced");
         }
@@ -97,7 +121,11 @@ impl KernelLock {
             };
         }
         let mut content = Vec::new();
-        if file.seek(SeekFrom::Start(0)).and_then(|_| file.read_to_end(&mut content)).is_err() {
+        if file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| file.read_to_end(&mut content))
+            .is_err()
+        {
             return Err("its lock file cannot be read");
         }
         match serde_json::from_slice::<OwnerRecord>(&content) {
@@ -112,7 +140,9 @@ impl KernelLock {
     }
 
     fn release_inner(&mut self) -> Result<()> {
-        let Some(mut file) = self.file.take() else { return Ok(()) };
+        let Some(mut file) = self.file.take() else {
+            return Ok(());
+        };
         let mut outcome = Ok(());
         if self.compromised {
             // Not ours any more: drop our lock without touching what replaced it.
@@ -123,9 +153,12 @@ impl KernelLock {
             drop(record_file);
         } else {
             // Keep only the token, so the next exclusive grant continues the sequence.
-            let released = serde_json::to_vec(&ReleasedRecord { token: self.record.token })
-                .expect("a token serialises");
-            outcome = overwrite(&mut file, &released, self.record_len).map_err(|e| LockError::from_io(&e, "clear", &self.path));
+            let released = serde_json::to_vec(&ReleasedRecord {
+                token: self.record.token,
+            })
+            .expect("a token serialises");
+            outcome = overwrite(&mut file, &released, self.record_len)
+                .map_err(|e| LockError::from_io(&e, "clear", &self.path));
         }
         // Unlock before close: waiters are woken by the close event and must find the
         // lock free when they look (the kernel sends that event before it drops a lock).
@@ -153,7 +186,13 @@ pub struct Contender {
 
 impl Contender {
     pub fn new(path: PathBuf, mode: LockMode) -> Self {
-        Contender { path, mode, main: None, writer_waiting: None, opens: 0 }
+        Contender {
+            path,
+            mode,
+            main: None,
+            writer_waiting: None,
+            opens: 0,
+        }
     }
 
     /// How many times the lock file was opened: a change means it was re-created.
@@ -171,7 +210,12 @@ impl Contender {
 
     /// One non-blocking attempt. `will_wait` says the caller waits if this fails; a
     /// writer that will wait announces itself so new readers queue behind it.
-    pub fn try_acquire(&mut self, claimant: &Claimant, lock_id: String, will_wait: bool) -> Result<Option<KernelLock>> {
+    pub fn try_acquire(
+        &mut self,
+        claimant: &Claimant,
+        lock_id: String,
+        will_wait: bool,
+    ) -> Result<Option<KernelLock>> {
         if self.mode == LockMode::Shared && self.writer_is_waiting()? {
             return Ok(None);
         }
@@ -198,7 +242,9 @@ impl Contender {
                     }
                     return Ok(None);
                 }
-                Err(TryLockError::Error(e)) => return Err(LockError::from_io(&e, "lock", &self.path)),
+                Err(TryLockError::Error(e)) => {
+                    return Err(LockError::from_io(&e, "lock", &self.path))
+                }
             }
             if !still_at_path(file, &self.path) {
                 self.main = None; // closing drops the lock on the orphaned inode
@@ -214,22 +260,17 @@ impl Contender {
     fn grant(&self, mut file: File, claimant: &Claimant, lock_id: String) -> Result<KernelLock> {
         let io_err = |e: io::Error| LockError::from_io(&e, "write owner record", &self.path);
         let mut previous = Vec::new();
-        file.seek(SeekFrom::Start(0)).and_then(|_| file.read_to_end(&mut previous)).map_err(io_err)?;
+        file.seek(SeekFrom::Start(0))
+            .and_then(|_| file.read_to_end(&mut previous))
+            .map_err(io_err)?;
         let last = last_token(&previous);
-        let granted_at = now_ms();
-        let record = OwnerRecord {
-            pid: claimant.pid,
-            host: claimant.host.clone(),
-            process: claimant.process.clone(),
-            user: claimant.user.clone(),
-            timestamp: granted_at,
-            heartbeat: granted_at,
-            process_start: claimant.process_start,
-            mode: self.mode,
-            lock_id,
-            // Only exclusive grants advance the fencing token; readers see the last one.
-            token: if self.mode == LockMode::Exclusive { last + 1 } else { last },
+        // Only exclusive grants advance the fencing token; readers see the last one.
+        let token = if self.mode == LockMode::Exclusive {
+            last + 1
+        } else {
+            last
         };
+        let record = claimant.record(self.mode, lock_id, token);
         let json = serde_json::to_vec(&record).expect("an owner record serialises");
         let reader_record = match self.mode {
             LockMode::Exclusive => {
@@ -239,7 +280,14 @@ impl Contender {
             LockMode::Shared => Some(write_reader_record(&self.path, &record.lock_id, &json)?),
         };
         let record_len = json.len().max(previous.len());
-        Ok(KernelLock { file: Some(file), path: self.path.clone(), record, record_len, reader_record, compromised: false })
+        Ok(KernelLock {
+            file: Some(file),
+            path: self.path.clone(),
+            record,
+            record_len,
+            reader_record,
+            compromised: false,
+        })
     }
 
     /// Readers defer to a writer that holds the writer-waiting file. No such file
@@ -291,8 +339,14 @@ impl HeldLock for KernelLock {
 }
 
 impl Contend for Contender {
-    fn try_acquire(&mut self, claimant: &Claimant, lock_id: String, will_wait: bool) -> Result<Option<Box<dyn HeldLock>>> {
-        Ok(Contender::try_acquire(self, claimant, lock_id, will_wait)?.map(|lock| Box::new(lock) as Box<dyn HeldLock>))
+    fn try_acquire(
+        &mut self,
+        claimant: &Claimant,
+        lock_id: String,
+        will_wait: bool,
+    ) -> Result<Option<Box<dyn HeldLock>>> {
+        Ok(Contender::try_acquire(self, claimant, lock_id, will_wait)?
+            .map(|lock| Box::new(lock) as Box<dyn HeldLock>))
     }
 
     fn wake_paths(&self) -> Vec<PathBuf> {
@@ -311,7 +365,9 @@ pub fn read_holders(lockfile: &Path) -> Vec<OwnerRecord> {
     let mut readers = Vec::new();
     if let Ok(entries) = fs::read_dir(sibling(lockfile, READERS_DIR_SUFFIX)) {
         for entry in entries.flatten() {
-            let Ok(mut file) = File::open(entry.path()) else { continue };
+            let Ok(mut file) = File::open(entry.path()) else {
+                continue;
+            };
             if !matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock)) {
                 continue;
             }
@@ -387,7 +443,10 @@ pub fn classify(content: &[u8]) -> Leftover {
 /// holds. The file is unlinked while we hold its lock and only if it is still the
 /// file at the path, so a process that took it meanwhile keeps it, and one blocked
 /// on the unlinked file finds it gone and re-opens (see `Contender`).
-pub fn remove_if_unheld(lockfile: &Path, should_remove: impl FnOnce(&Leftover) -> bool) -> Result<bool> {
+pub fn remove_if_unheld(
+    lockfile: &Path,
+    should_remove: impl FnOnce(&Leftover) -> bool,
+) -> Result<bool> {
     let mut file = match open_no_follow(lockfile, false) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -399,7 +458,8 @@ pub fn remove_if_unheld(lockfile: &Path, should_remove: impl FnOnce(&Leftover) -
         Err(TryLockError::Error(e)) => return Err(LockError::from_io(&e, "lock", lockfile)),
     }
     let mut content = Vec::new();
-    file.read_to_end(&mut content).map_err(|e| LockError::from_io(&e, "read", lockfile))?;
+    file.read_to_end(&mut content)
+        .map_err(|e| LockError::from_io(&e, "read", lockfile))?;
     if !should_remove(&classify(&content)) || !still_at_path(&file, lockfile) {
         return Ok(false);
     }
@@ -410,11 +470,16 @@ pub fn remove_if_unheld(lockfile: &Path, should_remove: impl FnOnce(&Leftover) -
 /// Reader records whose holder is gone (their lock can be taken): removed, and listed.
 pub fn remove_dead_reader_records(lockfile: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
-    let Ok(entries) = fs::read_dir(sibling(lockfile, READERS_DIR_SUFFIX)) else { return removed };
+    let Ok(entries) = fs::read_dir(sibling(lockfile, READERS_DIR_SUFFIX)) else {
+        return removed;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(file) = open_read_only(&path) else { continue };
-        if file.try_lock().is_ok() && still_at_path(&file, &path) && fs::remove_file(&path).is_ok() {
+        let Ok(file) = open_read_only(&path) else {
+            continue;
+        };
+        if file.try_lock().is_ok() && still_at_path(&file, &path) && fs::remove_file(&path).is_ok()
+        {
             removed.push(path);
         }
     }
@@ -424,9 +489,13 @@ pub fn remove_dead_reader_records(lockfile: &Path) -> Vec<PathBuf> {
 /// The records of dead readers, for `status`.
 pub fn dead_reader_records(lockfile: &Path) -> Vec<OwnerRecord> {
     let mut dead = Vec::new();
-    let Ok(entries) = fs::read_dir(sibling(lockfile, READERS_DIR_SUFFIX)) else { return dead };
+    let Ok(entries) = fs::read_dir(sibling(lockfile, READERS_DIR_SUFFIX)) else {
+        return dead;
+    };
     for entry in entries.flatten() {
-        let Ok(mut file) = open_read_only(&entry.path()) else { continue };
+        let Ok(mut file) = open_read_only(&entry.path()) else {
+            continue;
+        };
         if matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock)) {
             continue;
         }
@@ -527,7 +596,13 @@ mod tests {
     use super::*;
 
     fn claimant(label: &str) -> Claimant {
-        Claimant { pid: std::process::id(), host: "h".into(), process: label.into(), user: "u".into(), process_start: None }
+        Claimant {
+            pid: std::process::id(),
+            host: "h".into(),
+            process: label.into(),
+            user: "u".into(),
+            process_start: None,
+        }
     }
 
     fn contender(dir: &Path, mode: LockMode) -> Contender {
@@ -537,24 +612,46 @@ mod tests {
     #[test]
     fn exclusive_excludes_and_tokens_increase_across_releases() {
         let dir = tempfile::tempdir().unwrap();
-        let first = contender(dir.path(), LockMode::Exclusive).try_acquire(&claimant("a"), "1".into(), false).unwrap().unwrap();
+        let first = contender(dir.path(), LockMode::Exclusive)
+            .try_acquire(&claimant("a"), "1".into(), false)
+            .unwrap()
+            .unwrap();
         assert_eq!(first.record().token, 1);
         // A second open file description is a second holder, as another process would be.
-        assert!(contender(dir.path(), LockMode::Exclusive).try_acquire(&claimant("b"), "2".into(), false).unwrap().is_none());
-        assert!(contender(dir.path(), LockMode::Shared).try_acquire(&claimant("b"), "3".into(), false).unwrap().is_none());
+        assert!(contender(dir.path(), LockMode::Exclusive)
+            .try_acquire(&claimant("b"), "2".into(), false)
+            .unwrap()
+            .is_none());
+        assert!(contender(dir.path(), LockMode::Shared)
+            .try_acquire(&claimant("b"), "3".into(), false)
+            .unwrap()
+            .is_none());
         first.release().unwrap();
-        let second = contender(dir.path(), LockMode::Exclusive).try_acquire(&claimant("b"), "4".into(), false).unwrap().unwrap();
+        let second = contender(dir.path(), LockMode::Exclusive)
+            .try_acquire(&claimant("b"), "4".into(), false)
+            .unwrap()
+            .unwrap();
         assert_eq!(second.record().token, 2);
-        let on_disk: OwnerRecord = serde_json::from_slice(&fs::read(dir.path().join("t.lock")).unwrap()).unwrap();
+        let on_disk: OwnerRecord =
+            serde_json::from_slice(&fs::read(dir.path().join("t.lock")).unwrap()).unwrap();
         assert_eq!(on_disk.process, "b");
     }
 
     #[test]
     fn readers_share_and_record_themselves() {
         let dir = tempfile::tempdir().unwrap();
-        let a = contender(dir.path(), LockMode::Shared).try_acquire(&claimant("ra"), "ra".into(), false).unwrap().unwrap();
-        let b = contender(dir.path(), LockMode::Shared).try_acquire(&claimant("rb"), "rb".into(), false).unwrap().unwrap();
-        let mut names: Vec<_> = read_holders(&dir.path().join("t.lock")).into_iter().map(|r| r.process).collect();
+        let a = contender(dir.path(), LockMode::Shared)
+            .try_acquire(&claimant("ra"), "ra".into(), false)
+            .unwrap()
+            .unwrap();
+        let b = contender(dir.path(), LockMode::Shared)
+            .try_acquire(&claimant("rb"), "rb".into(), false)
+            .unwrap()
+            .unwrap();
+        let mut names: Vec<_> = read_holders(&dir.path().join("t.lock"))
+            .into_iter()
+            .map(|r| r.process)
+            .collect();
         names.sort();
         assert_eq!(names, ["ra", "rb"]);
         drop(a);
@@ -565,30 +662,60 @@ mod tests {
     #[test]
     fn a_waiting_writer_holds_back_new_readers() {
         let dir = tempfile::tempdir().unwrap();
-        let reader = contender(dir.path(), LockMode::Shared).try_acquire(&claimant("r"), "r".into(), false).unwrap().unwrap();
+        let reader = contender(dir.path(), LockMode::Shared)
+            .try_acquire(&claimant("r"), "r".into(), false)
+            .unwrap()
+            .unwrap();
         let mut writer = contender(dir.path(), LockMode::Exclusive);
-        assert!(writer.try_acquire(&claimant("w"), "w".into(), true).unwrap().is_none());
-        assert!(contender(dir.path(), LockMode::Shared).try_acquire(&claimant("r2"), "r2".into(), false).unwrap().is_none());
+        assert!(writer
+            .try_acquire(&claimant("w"), "w".into(), true)
+            .unwrap()
+            .is_none());
+        assert!(contender(dir.path(), LockMode::Shared)
+            .try_acquire(&claimant("r2"), "r2".into(), false)
+            .unwrap()
+            .is_none());
         drop(reader);
-        let granted = writer.try_acquire(&claimant("w"), "w".into(), true).unwrap().unwrap();
+        let granted = writer
+            .try_acquire(&claimant("w"), "w".into(), true)
+            .unwrap()
+            .unwrap();
         drop(granted);
-        assert!(contender(dir.path(), LockMode::Shared).try_acquire(&claimant("r3"), "r3".into(), false).unwrap().is_some());
+        assert!(contender(dir.path(), LockMode::Shared)
+            .try_acquire(&claimant("r3"), "r3".into(), false)
+            .unwrap()
+            .is_some());
     }
 
     #[test]
     fn a_deleted_lock_file_is_not_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let mut waiter = contender(dir.path(), LockMode::Exclusive);
-        let holder = contender(dir.path(), LockMode::Exclusive).try_acquire(&claimant("h"), "h".into(), false).unwrap().unwrap();
-        assert!(waiter.try_acquire(&claimant("w"), "w".into(), true).unwrap().is_none());
+        let holder = contender(dir.path(), LockMode::Exclusive)
+            .try_acquire(&claimant("h"), "h".into(), false)
+            .unwrap()
+            .unwrap();
+        assert!(waiter
+            .try_acquire(&claimant("w"), "w".into(), true)
+            .unwrap()
+            .is_none());
         // Someone removes the held file and a newcomer creates and locks a fresh one.
         fs::remove_file(dir.path().join("t.lock")).unwrap();
-        let newcomer = contender(dir.path(), LockMode::Exclusive).try_acquire(&claimant("n"), "n".into(), false).unwrap().unwrap();
+        let newcomer = contender(dir.path(), LockMode::Exclusive)
+            .try_acquire(&claimant("n"), "n".into(), false)
+            .unwrap()
+            .unwrap();
         drop(holder);
         // The waiter's old inode is free now, but it must not count as holding.
-        assert!(waiter.try_acquire(&claimant("w"), "w".into(), true).unwrap().is_none());
+        assert!(waiter
+            .try_acquire(&claimant("w"), "w".into(), true)
+            .unwrap()
+            .is_none());
         drop(newcomer);
-        assert!(waiter.try_acquire(&claimant("w"), "w".into(), true).unwrap().is_some());
+        assert!(waiter
+            .try_acquire(&claimant("w"), "w".into(), true)
+            .unwrap()
+            .is_some());
     }
 
     #[cfg(unix)]
@@ -596,7 +723,9 @@ mod tests {
     fn symlinked_lock_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(dir.path().join("victim"), dir.path().join("t.lock")).unwrap();
-        let err = contender(dir.path(), LockMode::Exclusive).try_acquire(&claimant("a"), "1".into(), false).unwrap_err();
+        let err = contender(dir.path(), LockMode::Exclusive)
+            .try_acquire(&claimant("a"), "1".into(), false)
+            .unwrap_err();
         assert_eq!(err.code, "ELOOP");
         assert!(!dir.path().join("victim").exists());
     }

@@ -10,7 +10,11 @@ use super::owner_record::{OwnerRecord, ProcessIdentity};
 pub fn process_start(pid: u32) -> Option<u64> {
     let pid = Pid::from_u32(pid);
     let mut system = System::new();
-    system.refresh_processes_specifics(ProcessesToUpdate::Some(&[pid]), true, ProcessRefreshKind::nothing());
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        true,
+        ProcessRefreshKind::nothing(),
+    );
     system.process(pid).map(|p| p.start_time())
 }
 
@@ -57,7 +61,11 @@ mod tests {
     fn this_process_is_alive_and_a_reused_pid_is_not() {
         let me = ProcessIdentity::get();
         let host = me.host.clone();
-        assert!(holder_alive(&record(me.pid, me.process_start, &host, 0), 10_000, now_ms()));
+        assert!(holder_alive(
+            &record(me.pid, me.process_start, &host, 0),
+            10_000,
+            now_ms()
+        ));
         // Same PID, but the record says it started an hour earlier: another process.
         let reused = record(me.pid, me.process_start.map(|s| s - 3600), &host, 0);
         assert!(!holder_alive(&reused, 10_000, now_ms()));
@@ -66,13 +74,25 @@ mod tests {
     #[test]
     fn a_pid_that_does_not_run_is_dead() {
         let host = ProcessIdentity::get().host.clone();
-        assert!(!holder_alive(&record(u32::MAX - 7, None, &host, now_ms()), 10_000, now_ms()));
+        assert!(!holder_alive(
+            &record(u32::MAX - 7, None, &host, now_ms()),
+            10_000,
+            now_ms()
+        ));
     }
 
     #[test]
     fn remote_holders_live_by_heartbeat() {
         let now = now_ms();
-        assert!(holder_alive(&record(1, None, "elsewhere", now - 1_000), 10_000, now));
-        assert!(!holder_alive(&record(1, None, "elsewhere", now - 11_000), 10_000, now));
+        assert!(holder_alive(
+            &record(1, None, "elsewhere", now - 1_000),
+            10_000,
+            now
+        ));
+        assert!(!holder_alive(
+            &record(1, None, "elsewhere", now - 11_000),
+            10_000,
+            now
+        ));
     }
 }

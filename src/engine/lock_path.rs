@@ -12,7 +12,9 @@ pub const LOCK_SUFFIX: &str = ".lock";
 /// which answers `ENAMETOOLONG` with the very limit of the filesystem in use.
 pub fn validate_path(path: &str, what: &str) -> Result<PathBuf> {
     if path.is_empty() {
-        return Err(LockError::invalid(format!("{what} must be a non-empty string")));
+        return Err(LockError::invalid(format!(
+            "{what} must be a non-empty string"
+        )));
     }
     if path.contains('\0') {
         return Err(LockError::invalid(format!(
@@ -26,7 +28,11 @@ pub fn validate_path(path: &str, what: &str) -> Result<PathBuf> {
 }
 
 /// Resolves the lock file for `target`.
-pub fn lockfile_for(target: &Path, lock_dir: Option<&Path>, lockfile_path: Option<&Path>) -> Result<PathBuf> {
+pub fn lockfile_for(
+    target: &Path,
+    lock_dir: Option<&Path>,
+    lockfile_path: Option<&Path>,
+) -> Result<PathBuf> {
     if let Some(explicit) = lockfile_path {
         return Ok(explicit.to_path_buf());
     }
@@ -51,7 +57,10 @@ mod tests {
     #[test]
     fn default_lock_file_sits_beside_the_target() {
         let target = validate_path("/data/tasks.json", "path").unwrap();
-        assert_eq!(lockfile_for(&target, None, None).unwrap(), Path::new("/data/tasks.json.lock"));
+        assert_eq!(
+            lockfile_for(&target, None, None).unwrap(),
+            Path::new("/data/tasks.json.lock")
+        );
     }
 
     #[test]
@@ -64,7 +73,12 @@ mod tests {
     #[test]
     fn explicit_lockfile_path_wins() {
         let target = validate_path("/data/tasks.json", "path").unwrap();
-        let got = lockfile_for(&target, Some(Path::new("/elsewhere")), Some(Path::new("/x/y.lock"))).unwrap();
+        let got = lockfile_for(
+            &target,
+            Some(Path::new("/elsewhere")),
+            Some(Path::new("/x/y.lock")),
+        )
+        .unwrap();
         assert_eq!(got, Path::new("/x/y.lock"));
     }
 
@@ -86,6 +100,9 @@ mod tests {
     #[test]
     fn root_names_no_file() {
         let target = validate_path("/", "path").unwrap();
-        assert_eq!(lockfile_for(&target, None, None).unwrap_err().code, "EINVAL");
+        assert_eq!(
+            lockfile_for(&target, None, None).unwrap_err().code,
+            "EINVAL"
+        );
     }
 }

@@ -6,8 +6,8 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::sync::Weak;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use super::error::{code, LockError, Result};
 use super::inspect::{self, CleanupReport, LockStatus};
 use super::kernel_lock::{read_holders, Claimant};
-use super::strategy::{HeldLock, Strategy};
 use super::lock_path::{lockfile_for, validate_path};
 use super::metrics::{Event, Metrics, MetricsSnapshot};
 use super::owner_record::{now_ms, LockMode, OwnerRecord, ProcessIdentity};
+use super::strategy::{HeldLock, Strategy};
 use super::waiting::{runtime, turn_for, wait_for_lock};
 
 /// Used when neither the manager nor the call sets `timeout`.
@@ -97,7 +97,11 @@ pub struct AcquireOptions {
 
 impl Default for AcquireOptions {
     fn default() -> Self {
-        AcquireOptions { mode: LockMode::Exclusive, timeout: None, lockfile_path: None }
+        AcquireOptions {
+            mode: LockMode::Exclusive,
+            timeout: None,
+            lockfile_path: None,
+        }
     }
 }
 
@@ -172,7 +176,11 @@ impl LockManager {
                 lock_dir,
                 timeout: options.timeout,
                 stale_ms,
-                strategy: if options.mkdir { Strategy::Mkdir { stale_ms } } else { Strategy::Kernel },
+                strategy: if options.mkdir {
+                    Strategy::Mkdir { stale_ms }
+                } else {
+                    Strategy::Kernel
+                },
                 held: Mutex::default(),
                 metrics: Metrics::default(),
                 on_compromised: Mutex::new(None),
@@ -181,7 +189,11 @@ impl LockManager {
         };
         match options.heartbeat_ms.unwrap_or(stale_ms / 2) {
             0 => {}
-            period => start_heartbeat(Arc::downgrade(&manager.inner), Duration::from_millis(period), manager.inner.closing.clone()),
+            period => start_heartbeat(
+                Arc::downgrade(&manager.inner),
+                Duration::from_millis(period),
+                manager.inner.closing.clone(),
+            ),
         }
         Ok(manager)
     }
@@ -191,7 +203,11 @@ impl LockManager {
     }
 
     pub fn set_on_compromised(&self, handler: Option<CompromisedHandler>) {
-        *self.inner.on_compromised.lock().unwrap_or_else(|p| p.into_inner()) = handler;
+        *self
+            .inner
+            .on_compromised
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = handler;
     }
 
     /// Refreshes every held lock's heartbeat; reports locks found lost.
@@ -209,7 +225,11 @@ impl LockManager {
         if lost.is_empty() {
             return;
         }
-        let handler = self.inner.on_compromised.lock().unwrap_or_else(|p| p.into_inner());
+        let handler = self
+            .inner
+            .on_compromised
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         for (grant, err) in lost {
             self.inner.metrics.record(Event::Compromised);
             if let Some(handler) = handler.as_ref() {
@@ -225,8 +245,14 @@ impl LockManager {
     /// The lock file `target` maps to, after the same checks `acquire` makes.
     pub fn resolve(&self, target: &str, lockfile_path: Option<&str>) -> Result<(PathBuf, PathBuf)> {
         let target_path = validate_path(target, "path")?;
-        let explicit = lockfile_path.map(|p| validate_path(p, "lockfilePath")).transpose()?;
-        let lockfile = lockfile_for(&target_path, self.inner.lock_dir.as_deref(), explicit.as_deref())?;
+        let explicit = lockfile_path
+            .map(|p| validate_path(p, "lockfilePath"))
+            .transpose()?;
+        let lockfile = lockfile_for(
+            &target_path,
+            self.inner.lock_dir.as_deref(),
+            explicit.as_deref(),
+        )?;
         Ok((target_path, lockfile))
     }
 
@@ -238,7 +264,12 @@ impl LockManager {
 
     /// Settles at once when it can; otherwise hands back the wait, bounded by the
     /// timeout and ended early by `cancel` (an `AbortSignal`) or `close()`.
-    pub fn acquire(&self, target: &str, options: &AcquireOptions, cancel: CancellationToken) -> Acquisition {
+    pub fn acquire(
+        &self,
+        target: &str,
+        options: &AcquireOptions,
+        cancel: CancellationToken,
+    ) -> Acquisition {
         let (target, lockfile) = match self.resolve(target, options.lockfile_path.as_deref()) {
             Ok(paths) => paths,
             Err(e) => return Acquisition::Ready(Err(e)),
@@ -257,7 +288,14 @@ impl LockManager {
         if wait == Wait::Once {
             return Acquisition::Ready(Err(locked_error(&target, &lockfile)));
         }
-        Acquisition::Waiting(Box::pin(self.clone().wait(target, lockfile, options.mode, wait, cancel, asked)))
+        Acquisition::Waiting(Box::pin(self.clone().wait(
+            target,
+            lockfile,
+            options.mode,
+            wait,
+            cancel,
+            asked,
+        )))
     }
 
     /// `acquire` for callers that must block: the calling thread waits, bounded by
@@ -269,7 +307,15 @@ impl LockManager {
         }
     }
 
-    async fn wait(self, target: PathBuf, lockfile: PathBuf, mode: LockMode, wait: Wait, cancel: CancellationToken, asked: Instant) -> Result<LockGrant> {
+    async fn wait(
+        self,
+        target: PathBuf,
+        lockfile: PathBuf,
+        mode: LockMode,
+        wait: Wait,
+        cancel: CancellationToken,
+        asked: Instant,
+    ) -> Result<LockGrant> {
         let turn = turn_for(&lockfile);
         let contender = match self.inner.strategy.contender(lockfile.clone(), mode) {
             Ok(contender) => contender,
@@ -299,12 +345,21 @@ impl LockManager {
         outcome
     }
 
-    fn attempt_now(&self, target: &Path, lockfile: &Path, mode: LockMode, asked: Instant) -> Result<Option<LockGrant>> {
+    fn attempt_now(
+        &self,
+        target: &Path,
+        lockfile: &Path,
+        mode: LockMode,
+        asked: Instant,
+    ) -> Result<Option<LockGrant>> {
         let turn = turn_for(lockfile);
         // Someone in this process is already waiting: they go first.
         let granted = match turn.try_lock() {
             Ok(_turn) => {
-                let mut contender = self.inner.strategy.contender(lockfile.to_path_buf(), mode)?;
+                let mut contender = self
+                    .inner
+                    .strategy
+                    .contender(lockfile.to_path_buf(), mode)?;
                 let lock_id = ProcessIdentity::get().next_lock_id();
                 contender.try_acquire(&self.inner.claimant, lock_id, false)?
             }
@@ -331,8 +386,18 @@ impl LockManager {
             acquired_at: record.timestamp,
         };
         let granted = Instant::now();
-        self.inner.metrics.record(Event::Acquired { waited: granted - asked });
-        self.held().insert(grant.id, Held { grant: grant.clone(), lock, granted, compromised: None });
+        self.inner.metrics.record(Event::Acquired {
+            waited: granted - asked,
+        });
+        self.held().insert(
+            grant.id,
+            Held {
+                grant: grant.clone(),
+                lock,
+                granted,
+                compromised: None,
+            },
+        );
         grant
     }
 
@@ -347,7 +412,9 @@ impl LockManager {
             };
             return Err(LockError::new(missing, message, None));
         };
-        self.inner.metrics.record(Event::Released { held: held.granted.elapsed() });
+        self.inner.metrics.record(Event::Released {
+            held: held.granted.elapsed(),
+        });
         if let Some(lost) = held.compromised {
             return Err(lost);
         }
@@ -357,7 +424,12 @@ impl LockManager {
     /// Releases every lock this manager holds on `target` (its lock file).
     pub fn release_path(&self, target: &str, lockfile_path: Option<&str>) -> Result<usize> {
         let (target, lockfile) = self.resolve(target, lockfile_path)?;
-        let ids: Vec<u64> = self.held().values().filter(|h| h.grant.lockfile == lockfile).map(|h| h.grant.id).collect();
+        let ids: Vec<u64> = self
+            .held()
+            .values()
+            .filter(|h| h.grant.lockfile == lockfile)
+            .map(|h| h.grant.id)
+            .collect();
         if ids.is_empty() {
             return Err(LockError::new(
                 code::NOT_ACQUIRED,
@@ -425,15 +497,24 @@ impl LockManager {
             Strategy::Kernel => inspect::cleanup(&dir)?,
             Strategy::Mkdir { stale_ms } => inspect::mkdir_cleanup(&dir, stale_ms)?,
         };
-        self.inner.metrics.record(Event::StaleCleaned(report.removed.len() as u64));
+        self.inner
+            .metrics
+            .record(Event::StaleCleaned(report.removed.len() as u64));
         Ok(report)
     }
 
-    pub fn force_release(&self, target: &str, lockfile_path: Option<&str>, force: bool) -> Result<bool> {
+    pub fn force_release(
+        &self,
+        target: &str,
+        lockfile_path: Option<&str>,
+        force: bool,
+    ) -> Result<bool> {
         let (target, lockfile) = self.resolve(target, lockfile_path)?;
         let removed = match self.inner.strategy {
             Strategy::Kernel => inspect::force_release(&lockfile, &target, self.inner.stale_ms)?,
-            Strategy::Mkdir { stale_ms } => inspect::mkdir_force_release(&lockfile, &target, stale_ms, force)?,
+            Strategy::Mkdir { stale_ms } => {
+                inspect::mkdir_force_release(&lockfile, &target, stale_ms, force)?
+            }
         };
         if removed {
             self.inner.metrics.record(Event::StaleCleaned(1));
@@ -445,7 +526,9 @@ impl LockManager {
         match (dir, &self.inner.lock_dir) {
             (Some(dir), _) => validate_path(dir, "dir"),
             (None, Some(lock_dir)) => Ok(lock_dir.clone()),
-            (None, None) => Err(LockError::invalid("dir is required when the LockManager has no lockDir")),
+            (None, None) => Err(LockError::invalid(
+                "dir is required when the LockManager has no lockDir",
+            )),
         }
     }
 
@@ -466,18 +549,35 @@ fn start_heartbeat(manager: Weak<Inner>, period: Duration, closing: Cancellation
                 _ = ticks.tick() => {}
                 _ = closing.cancelled() => return,
             }
-            let Some(inner) = manager.upgrade() else { return };
+            let Some(inner) = manager.upgrade() else {
+                return;
+            };
             LockManager { inner }.beat();
         }
     });
 }
 
 fn closed_error(target: &Path) -> LockError {
-    LockError::new(code::ABORTED, format!("The LockManager was closed while waiting for {}", target.display()), Some(target))
+    LockError::new(
+        code::ABORTED,
+        format!(
+            "The LockManager was closed while waiting for {}",
+            target.display()
+        ),
+        Some(target),
+    )
 }
 
 fn locked_error(target: &Path, lockfile: &Path) -> LockError {
-    LockError::new(code::LOCKED, format!("{} is locked by {}", target.display(), describe_holders(lockfile)), Some(target))
+    LockError::new(
+        code::LOCKED,
+        format!(
+            "{} is locked by {}",
+            target.display(),
+            describe_holders(lockfile)
+        ),
+        Some(target),
+    )
 }
 
 fn timeout_error(target: &Path, lockfile: &Path, wait: Wait) -> LockError {
@@ -487,7 +587,11 @@ fn timeout_error(target: &Path, lockfile: &Path, wait: Wait) -> LockError {
     };
     LockError::new(
         code::TIMEOUT,
-        format!("Timed out after {waited} waiting for the lock on {}, held by {}", target.display(), describe_holders(lockfile)),
+        format!(
+            "Timed out after {waited} waiting for the lock on {}, held by {}",
+            target.display(),
+            describe_holders(lockfile)
+        ),
         Some(target),
     )
 }
@@ -501,11 +605,18 @@ pub fn describe_holders(lockfile: &Path) -> String {
     let now = now_ms();
     let describe = |r: &OwnerRecord| {
         let held = now.saturating_sub(r.timestamp) as f64 / 1000.0;
-        format!("{} (PID {} on {}, held {held:.1} s)", r.process, r.pid, r.host)
+        format!(
+            "{} (PID {} on {}, held {held:.1} s)",
+            r.process, r.pid, r.host
+        )
     };
     match holders.as_slice() {
         [only] => describe(only),
-        many => format!("{} readers: {}", many.len(), many.iter().map(describe).collect::<Vec<_>>().join(", ")),
+        many => format!(
+            "{} readers: {}",
+            many.len(),
+            many.iter().map(describe).collect::<Vec<_>>().join(", ")
+        ),
     }
 }
 
@@ -514,7 +625,11 @@ mod tests {
     use super::*;
 
     fn manager(owner: &str) -> LockManager {
-        LockManager::new(ManagerOptions { timeout: Wait::For(Duration::from_secs(5)), ..ManagerOptions::new(owner) }).unwrap()
+        LockManager::new(ManagerOptions {
+            timeout: Wait::For(Duration::from_secs(5)),
+            ..ManagerOptions::new(owner)
+        })
+        .unwrap()
     }
 
     fn target(dir: &tempfile::TempDir) -> String {
@@ -522,40 +637,82 @@ mod tests {
     }
 
     fn exclusive(timeout: Option<Wait>) -> AcquireOptions {
-        AcquireOptions { timeout, ..AcquireOptions::default() }
+        AcquireOptions {
+            timeout,
+            ..AcquireOptions::default()
+        }
     }
 
     #[test]
     fn timeout_values_are_checked() {
         assert_eq!(Wait::from_millis(0.0, "timeout").unwrap(), Wait::Once);
-        assert_eq!(Wait::from_millis(f64::INFINITY, "timeout").unwrap(), Wait::Forever);
-        assert_eq!(Wait::from_millis(2f64.powi(64), "timeout").unwrap(), Wait::Forever);
-        assert_eq!(Wait::from_millis(f64::NAN, "timeout").unwrap_err().code, "EINVAL");
-        assert!(Wait::from_millis(-1.0, "timeout").unwrap_err().message.contains("timeout"));
+        assert_eq!(
+            Wait::from_millis(f64::INFINITY, "timeout").unwrap(),
+            Wait::Forever
+        );
+        assert_eq!(
+            Wait::from_millis(2f64.powi(64), "timeout").unwrap(),
+            Wait::Forever
+        );
+        assert_eq!(
+            Wait::from_millis(f64::NAN, "timeout").unwrap_err().code,
+            "EINVAL"
+        );
+        assert!(Wait::from_millis(-1.0, "timeout")
+            .unwrap_err()
+            .message
+            .contains("timeout"));
     }
 
     #[test]
     fn two_managers_exclude_each_other_and_name_the_holder() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (manager("indexer"), manager("server"));
-        let grant = a.try_acquire(&target(&dir), &AcquireOptions::default()).unwrap().unwrap();
-        assert!(b.try_acquire(&target(&dir), &AcquireOptions::default()).unwrap().is_none());
-        let Acquisition::Ready(Err(err)) = b.acquire(&target(&dir), &exclusive(Some(Wait::Once)), CancellationToken::new()) else {
+        let grant = a
+            .try_acquire(&target(&dir), &AcquireOptions::default())
+            .unwrap()
+            .unwrap();
+        assert!(b
+            .try_acquire(&target(&dir), &AcquireOptions::default())
+            .unwrap()
+            .is_none());
+        let Acquisition::Ready(Err(err)) = b.acquire(
+            &target(&dir),
+            &exclusive(Some(Wait::Once)),
+            CancellationToken::new(),
+        ) else {
             panic!("timeout 0 must settle at once")
         };
         assert_eq!(err.code, "ELOCKED");
-        assert!(err.message.contains("is locked by indexer (PID"), "{}", err.message);
+        assert!(
+            err.message.contains("is locked by indexer (PID"),
+            "{}",
+            err.message
+        );
         a.release(grant.id, code::RELEASED).unwrap();
-        assert_eq!(a.release(grant.id, code::RELEASED).unwrap_err().code, "ERELEASED");
-        assert!(b.try_acquire(&target(&dir), &AcquireOptions::default()).unwrap().is_some());
+        assert_eq!(
+            a.release(grant.id, code::RELEASED).unwrap_err().code,
+            "ERELEASED"
+        );
+        assert!(b
+            .try_acquire(&target(&dir), &AcquireOptions::default())
+            .unwrap()
+            .is_some());
     }
 
     #[test]
     fn a_waiter_gets_the_lock_when_it_is_released() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (manager("a"), manager("b"));
-        let held = a.try_acquire(&target(&dir), &AcquireOptions::default()).unwrap().unwrap();
-        let Acquisition::Waiting(wait) = b.acquire(&target(&dir), &exclusive(Some(Wait::Forever)), CancellationToken::new()) else {
+        let held = a
+            .try_acquire(&target(&dir), &AcquireOptions::default())
+            .unwrap()
+            .unwrap();
+        let Acquisition::Waiting(wait) = b.acquire(
+            &target(&dir),
+            &exclusive(Some(Wait::Forever)),
+            CancellationToken::new(),
+        ) else {
             panic!("a held lock must make the acquire wait")
         };
         let waiter = runtime().spawn(wait);
@@ -569,14 +726,31 @@ mod tests {
     fn waits_end_in_timeout_or_abort_holding_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (manager("a"), manager("b"));
-        let held = a.try_acquire(&target(&dir), &AcquireOptions::default()).unwrap().unwrap();
-        let err = b.acquire_blocking(&target(&dir), &exclusive(Some(Wait::For(Duration::from_millis(30))))).unwrap_err();
+        let held = a
+            .try_acquire(&target(&dir), &AcquireOptions::default())
+            .unwrap()
+            .unwrap();
+        let err = b
+            .acquire_blocking(
+                &target(&dir),
+                &exclusive(Some(Wait::For(Duration::from_millis(30)))),
+            )
+            .unwrap_err();
         assert_eq!(err.code, "ETIMEOUT");
         let cancel = CancellationToken::new();
-        let Acquisition::Waiting(wait) = b.acquire(&target(&dir), &exclusive(Some(Wait::Forever)), cancel.clone()) else { panic!() };
+        let Acquisition::Waiting(wait) = b.acquire(
+            &target(&dir),
+            &exclusive(Some(Wait::Forever)),
+            cancel.clone(),
+        ) else {
+            panic!()
+        };
         let waiter = runtime().spawn(wait);
         cancel.cancel();
-        assert_eq!(runtime().block_on(waiter).unwrap().unwrap_err().code, "ABORT_ERR");
+        assert_eq!(
+            runtime().block_on(waiter).unwrap().unwrap_err().code,
+            "ABORT_ERR"
+        );
         assert_eq!(b.held_count(), 0);
         a.release(held.id, code::RELEASED).unwrap();
     }
@@ -585,22 +759,44 @@ mod tests {
     fn close_ends_waits_and_releases() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (manager("a"), manager("b"));
-        a.try_acquire(&target(&dir), &AcquireOptions::default()).unwrap().unwrap();
-        let Acquisition::Waiting(wait) = b.acquire(&target(&dir), &exclusive(Some(Wait::Forever)), CancellationToken::new()) else { panic!() };
+        a.try_acquire(&target(&dir), &AcquireOptions::default())
+            .unwrap()
+            .unwrap();
+        let Acquisition::Waiting(wait) = b.acquire(
+            &target(&dir),
+            &exclusive(Some(Wait::Forever)),
+            CancellationToken::new(),
+        ) else {
+            panic!()
+        };
         let waiter = runtime().spawn(wait);
         b.close();
-        assert_eq!(runtime().block_on(waiter).unwrap().unwrap_err().code, "ABORT_ERR");
+        assert_eq!(
+            runtime().block_on(waiter).unwrap().unwrap_err().code,
+            "ABORT_ERR"
+        );
         assert_eq!(a.close(), 1);
-        assert!(manager("c").try_acquire(&target(&dir), &AcquireOptions::default()).unwrap().is_some());
+        assert!(manager("c")
+            .try_acquire(&target(&dir), &AcquireOptions::default())
+            .unwrap()
+            .is_some());
     }
 
     #[test]
     fn release_by_path_needs_a_held_lock() {
         let dir = tempfile::tempdir().unwrap();
         let a = manager("a");
-        assert_eq!(a.release_path(&target(&dir), None).unwrap_err().code, "ENOTACQUIRED");
-        a.try_acquire(&target(&dir), &AcquireOptions::default()).unwrap().unwrap();
+        assert_eq!(
+            a.release_path(&target(&dir), None).unwrap_err().code,
+            "ENOTACQUIRED"
+        );
+        a.try_acquire(&target(&dir), &AcquireOptions::default())
+            .unwrap()
+            .unwrap();
         assert_eq!(a.release_path(&target(&dir), None).unwrap(), 1);
-        assert_eq!(a.release(999_999, code::NOT_ACQUIRED).unwrap_err().code, "ENOTACQUIRED");
+        assert_eq!(
+            a.release(999_999, code::NOT_ACQUIRED).unwrap_err().code,
+            "ENOTACQUIRED"
+        );
     }
 }

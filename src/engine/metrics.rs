@@ -146,16 +146,32 @@ mod tests {
     fn counts_and_distributions() {
         let metrics = Metrics::default();
         for ms in 1..=100 {
-            metrics.record(Event::Acquired { waited: Duration::from_millis(ms) });
+            metrics.record(Event::Acquired {
+                waited: Duration::from_millis(ms),
+            });
         }
         metrics.record(Event::Contended);
         metrics.record(Event::TimedOut);
         metrics.record(Event::StaleCleaned(3));
         let s = metrics.snapshot(2);
-        assert_eq!((s.acquisitions, s.contended, s.timeouts, s.stale_cleaned, s.held_now), (100, 1, 1, 3, 2));
+        assert_eq!(
+            (
+                s.acquisitions,
+                s.contended,
+                s.timeouts,
+                s.stale_cleaned,
+                s.held_now
+            ),
+            (100, 1, 1, 3, 2)
+        );
         assert_eq!(s.wait.count, 100);
         assert!((s.wait.mean - 50.5).abs() < 0.1, "{}", s.wait.mean);
-        assert!((s.wait.p50 - 50.0).abs() < 0.1 && (s.wait.p99 - 99.0).abs() < 0.1 && (s.wait.max - 100.0).abs() < 0.1, "{s:?}");
+        assert!(
+            (s.wait.p50 - 50.0).abs() < 0.1
+                && (s.wait.p99 - 99.0).abs() < 0.1
+                && (s.wait.max - 100.0).abs() < 0.1,
+            "{s:?}"
+        );
         assert_eq!(s.hold, Distribution::default());
         metrics.reset();
         assert_eq!(metrics.snapshot(0), MetricsSnapshot::default());

@@ -52,18 +52,30 @@ struct DirId {
 }
 
 fn born_ns(meta: &fs::Metadata) -> u64 {
-    meta.created().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    meta.created()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(unix)]
 fn dir_id(meta: &fs::Metadata) -> DirId {
     use std::os::unix::fs::MetadataExt;
-    DirId { dev: meta.dev(), ino: meta.ino(), born: born_ns(meta) }
+    DirId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        born: born_ns(meta),
+    }
 }
 
 #[cfg(not(unix))]
 fn dir_id(meta: &fs::Metadata) -> DirId {
-    DirId { dev: 0, ino: 0, born: born_ns(meta) }
+    DirId {
+        dev: 0,
+        ino: 0,
+        born: born_ns(meta),
+    }
 }
 
 pub struct MkdirContender {
@@ -76,7 +88,12 @@ pub struct MkdirContender {
 
 impl MkdirContender {
     pub fn new(dir: PathBuf, stale_ms: u64) -> Self {
-        MkdirContender { dir, stale_ms, last_seen: None, generation: 0 }
+        MkdirContender {
+            dir,
+            stale_ms,
+            last_seen: None,
+            generation: 0,
+        }
     }
 
     fn try_mkdir(&mut self, claimant: &Claimant, lock_id: &str) -> Result<Option<MkdirLock>> {
@@ -88,11 +105,19 @@ impl MkdirContender {
     }
 
     /// Removes a stale lock and takes it, unless someone did first.
-    fn take_over(&mut self, judged: DirId, claimant: &Claimant, lock_id: &str) -> Result<Option<MkdirLock>> {
+    fn take_over(
+        &mut self,
+        judged: DirId,
+        claimant: &Claimant,
+        lock_id: &str,
+    ) -> Result<Option<MkdirLock>> {
         let guard_path = sibling(&self.dir, TAKEOVER_SUFFIX);
-        let guard = open_guard(&guard_path).map_err(|e| LockError::from_io(&e, "open", &guard_path))?;
+        let guard =
+            open_guard(&guard_path).map_err(|e| LockError::from_io(&e, "open", &guard_path))?;
         // Held only for the few calls below, so waiting on it is brief.
-        guard.lock().map_err(|e| LockError::from_io(&e, "lock", &guard_path))?;
+        guard
+            .lock()
+            .map_err(|e| LockError::from_io(&e, "lock", &guard_path))?;
         let still_stale = match fs::symlink_metadata(&self.dir) {
             Ok(meta) => dir_id(&meta) == judged && is_stale(&self.dir, &meta, self.stale_ms),
             Err(_) => false, // gone already: a plain mkdir below decides
@@ -111,7 +136,12 @@ impl MkdirContender {
 }
 
 impl Contend for MkdirContender {
-    fn try_acquire(&mut self, claimant: &Claimant, lock_id: String, _will_wait: bool) -> Result<Option<Box<dyn HeldLock>>> {
+    fn try_acquire(
+        &mut self,
+        claimant: &Claimant,
+        lock_id: String,
+        _will_wait: bool,
+    ) -> Result<Option<Box<dyn HeldLock>>> {
         if let Some(lock) = self.try_mkdir(claimant, &lock_id)? {
             return Ok(Some(Box::new(lock)));
         }
@@ -119,14 +149,19 @@ impl Contend for MkdirContender {
             Ok(meta) => meta,
             // Released between our mkdir and stat: one more plain attempt.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(self.try_mkdir(claimant, &lock_id)?.map(|l| Box::new(l) as Box<dyn HeldLock>));
+                return Ok(self
+                    .try_mkdir(claimant, &lock_id)?
+                    .map(|l| Box::new(l) as Box<dyn HeldLock>));
             }
             Err(e) => return Err(LockError::from_io(&e, "stat", &self.dir)),
         };
         if !meta.is_dir() {
             return Err(LockError::new(
                 "ENOTDIR",
-                format!("ENOTDIR: '{}' exists and is not a lock directory", self.dir.display()),
+                format!(
+                    "ENOTDIR: '{}' exists and is not a lock directory",
+                    self.dir.display()
+                ),
                 Some(&self.dir),
             ));
         }
@@ -136,7 +171,9 @@ impl Contend for MkdirContender {
         if !is_stale(&self.dir, &meta, self.stale_ms) {
             return Ok(None);
         }
-        Ok(self.take_over(dir_id(&meta), claimant, &lock_id)?.map(|l| Box::new(l) as Box<dyn HeldLock>))
+        Ok(self
+            .take_over(dir_id(&meta), claimant, &lock_id)?
+            .map(|l| Box::new(l) as Box<dyn HeldLock>))
     }
 
     fn wake_paths(&self) -> Vec<PathBuf> {
@@ -163,14 +200,22 @@ pub fn is_stale(dir: &Path, meta: &fs::Metadata, stale_ms: u64) -> bool {
 
 pub fn mtime_age_ms(meta: &fs::Metadata) -> u64 {
     let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
-    SystemTime::now().duration_since(mtime).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(mtime)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The owner record beside `dir`, if it was written for this very directory.
 fn read_owner(dir: &Path, id: DirId) -> Option<DirOwner> {
     let bytes = fs::read(sibling(dir, OWNER_SUFFIX)).ok()?;
     let owner: DirOwner = serde_json::from_slice(&bytes).ok()?;
-    (DirId { dev: owner.dir_dev, ino: owner.dir_ino, born: owner.dir_born } == id).then_some(owner)
+    (DirId {
+        dev: owner.dir_dev,
+        ino: owner.dir_ino,
+        born: owner.dir_born,
+    } == id)
+        .then_some(owner)
 }
 
 /// The holder of the lock directory `dir`, as its record says, if the record is its.
@@ -189,14 +234,18 @@ fn remove_owner_record_of(dir: &Path, id: DirId) {
 /// Removes a stale lock directory (any holder's, proper-lockfile's too) under the
 /// takeover guard. Returns whether it removed one.
 pub fn remove_if_stale(dir: &Path, stale_ms: u64) -> Result<bool> {
-    let Ok(meta) = fs::symlink_metadata(dir) else { return Ok(false) };
+    let Ok(meta) = fs::symlink_metadata(dir) else {
+        return Ok(false);
+    };
     if !meta.is_dir() || !is_stale(dir, &meta, stale_ms) {
         return Ok(false);
     }
     let judged = dir_id(&meta);
     let guard_path = sibling(dir, TAKEOVER_SUFFIX);
     let guard = open_guard(&guard_path).map_err(|e| LockError::from_io(&e, "open", &guard_path))?;
-    guard.lock().map_err(|e| LockError::from_io(&e, "lock", &guard_path))?;
+    guard
+        .lock()
+        .map_err(|e| LockError::from_io(&e, "lock", &guard_path))?;
     match fs::symlink_metadata(dir) {
         Ok(meta) if dir_id(&meta) == judged && is_stale(dir, &meta, stale_ms) => {}
         _ => return Ok(false),
@@ -243,19 +292,7 @@ impl MkdirLock {
     fn grant(dir: &Path, claimant: &Claimant, lock_id: &str) -> Result<MkdirLock> {
         // mkdir just set the directory's mtime to now: that is the first heartbeat.
         let meta = fs::symlink_metadata(dir).map_err(|e| LockError::from_io(&e, "stat", dir))?;
-        let now = now_ms();
-        let record = OwnerRecord {
-            pid: claimant.pid,
-            host: claimant.host.clone(),
-            process: claimant.process.clone(),
-            user: claimant.user.clone(),
-            timestamp: now,
-            heartbeat: now,
-            process_start: claimant.process_start,
-            mode: LockMode::Exclusive,
-            lock_id: lock_id.to_string(),
-            token: 0,
-        };
+        let record = claimant.record(LockMode::Exclusive, lock_id.to_string(), 0);
         let lock = MkdirLock {
             dir: dir.to_path_buf(),
             id: dir_id(&meta),
@@ -273,15 +310,27 @@ impl MkdirLock {
     /// One plain write: a reader that catches it half-written cannot parse it and
     /// treats the lock as one without a record, judged by its mtime alone.
     fn write_owner(&self) -> io::Result<()> {
-        let owner = DirOwner { record: self.record.clone(), dir_dev: self.id.dev, dir_ino: self.id.ino, dir_born: self.id.born };
-        fs::write(sibling(&self.dir, OWNER_SUFFIX), serde_json::to_vec(&owner).expect("an owner record serialises"))
+        let owner = DirOwner {
+            record: self.record.clone(),
+            dir_dev: self.id.dev,
+            dir_ino: self.id.ino,
+            dir_born: self.id.born,
+        };
+        fs::write(
+            sibling(&self.dir, OWNER_SUFFIX),
+            serde_json::to_vec(&owner).expect("an owner record serialises"),
+        )
     }
 
     fn still_ours(&self) -> std::result::Result<fs::Metadata, LockError> {
         let lost = |message: String| LockError::new(code::COMPROMISED, message, Some(&self.dir));
         match fs::symlink_metadata(&self.dir) {
-            Ok(meta) if dir_id(&meta) == self.id && meta.modified().ok() == Some(self.mtime) => Ok(meta),
-            Ok(_) => Err(lost("Unable to update lock within the stale threshold".into())),
+            Ok(meta) if dir_id(&meta) == self.id && meta.modified().ok() == Some(self.mtime) => {
+                Ok(meta)
+            }
+            Ok(_) => Err(lost(
+                "Unable to update lock within the stale threshold".into(),
+            )),
             Err(e) => Err(lost(format!("{}, stat '{}'", e, self.dir.display()))),
         }
     }
@@ -308,7 +357,11 @@ impl HeldLock for MkdirLock {
             Ok(meta) => self.mtime = meta.modified().unwrap_or(self.mtime),
             Err(e) => {
                 self.compromised = true;
-                return Err(LockError::new(code::COMPROMISED, format!("{e}, utimes '{}'", self.dir.display()), Some(&self.dir)));
+                return Err(LockError::new(
+                    code::COMPROMISED,
+                    format!("{e}, utimes '{}'", self.dir.display()),
+                    Some(&self.dir),
+                ));
             }
         }
         self.record.heartbeat = now;
@@ -351,16 +404,28 @@ mod tests {
 
     fn claimant() -> Claimant {
         let id = super::super::owner_record::ProcessIdentity::get();
-        Claimant { pid: id.pid, host: id.host.clone(), process: "t".into(), user: "u".into(), process_start: id.process_start }
+        Claimant {
+            pid: id.pid,
+            host: id.host.clone(),
+            process: "t".into(),
+            user: "u".into(),
+            process_start: id.process_start,
+        }
     }
 
     #[test]
     fn mkdir_excludes_and_release_removes_the_directory() {
         let dir = tempfile::tempdir().unwrap();
         let lock_dir = dir.path().join("f.lock");
-        let held = MkdirContender::new(lock_dir.clone(), 10_000).try_acquire(&claimant(), "a".into(), false).unwrap().unwrap();
+        let held = MkdirContender::new(lock_dir.clone(), 10_000)
+            .try_acquire(&claimant(), "a".into(), false)
+            .unwrap()
+            .unwrap();
         assert!(lock_dir.is_dir());
-        assert!(MkdirContender::new(lock_dir.clone(), 10_000).try_acquire(&claimant(), "b".into(), false).unwrap().is_none());
+        assert!(MkdirContender::new(lock_dir.clone(), 10_000)
+            .try_acquire(&claimant(), "b".into(), false)
+            .unwrap()
+            .is_none());
         held.release().unwrap();
         assert!(!lock_dir.exists());
         assert!(!sibling(&lock_dir, OWNER_SUFFIX).exists());
@@ -372,7 +437,9 @@ mod tests {
         let lock_dir = dir.path().join("f.lock");
         fs::create_dir(&lock_dir).unwrap(); // a proper-lockfile holder...
         touch(&lock_dir, SystemTime::now() - Duration::from_secs(60)).unwrap(); // ...that stopped updating
-        let held = MkdirContender::new(lock_dir.clone(), 10_000).try_acquire(&claimant(), "a".into(), false).unwrap();
+        let held = MkdirContender::new(lock_dir.clone(), 10_000)
+            .try_acquire(&claimant(), "a".into(), false)
+            .unwrap();
         assert!(held.is_some());
     }
 
@@ -382,14 +449,20 @@ mod tests {
         let lock_dir = dir.path().join("f.lock");
         let mut dead = claimant();
         dead.pid = u32::MAX - 3; // no such process
-        let held = MkdirContender::new(lock_dir.clone(), 10_000).try_acquire(&dead, "old".into(), false).unwrap().unwrap();
+        let held = MkdirContender::new(lock_dir.clone(), 10_000)
+            .try_acquire(&dead, "old".into(), false)
+            .unwrap()
+            .unwrap();
         // Its directory goes (a peer's rmdir) and a live proper-lockfile holder makes a
         // new one; the old record still sits beside it.
         let stale_record = fs::read(sibling(&lock_dir, OWNER_SUFFIX)).unwrap();
         drop(held);
         fs::create_dir(&lock_dir).unwrap();
         fs::write(sibling(&lock_dir, OWNER_SUFFIX), stale_record).unwrap();
-        assert!(MkdirContender::new(lock_dir.clone(), 10_000).try_acquire(&claimant(), "b".into(), false).unwrap().is_none());
+        assert!(MkdirContender::new(lock_dir.clone(), 10_000)
+            .try_acquire(&claimant(), "b".into(), false)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
@@ -398,9 +471,15 @@ mod tests {
         let lock_dir = dir.path().join("f.lock");
         let mut dead = claimant();
         dead.pid = u32::MAX - 3;
-        let held = MkdirContender::new(lock_dir.clone(), 10_000).try_acquire(&dead, "old".into(), false).unwrap().unwrap();
+        let held = MkdirContender::new(lock_dir.clone(), 10_000)
+            .try_acquire(&dead, "old".into(), false)
+            .unwrap()
+            .unwrap();
         std::mem::forget(held); // the holder "crashes": nothing released
-        assert!(MkdirContender::new(lock_dir.clone(), 10_000).try_acquire(&claimant(), "b".into(), false).unwrap().is_some());
+        assert!(MkdirContender::new(lock_dir.clone(), 10_000)
+            .try_acquire(&claimant(), "b".into(), false)
+            .unwrap()
+            .is_some());
     }
 
     #[test]
@@ -408,7 +487,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lock_dir = dir.path().join("f.lock");
         fs::write(&lock_dir, "").unwrap();
-        let err = MkdirContender::new(lock_dir, 10_000).try_acquire(&claimant(), "a".into(), false).unwrap_err();
+        let err = MkdirContender::new(lock_dir, 10_000)
+            .try_acquire(&claimant(), "a".into(), false)
+            .unwrap_err();
         assert_eq!(err.code, "ENOTDIR");
     }
 
@@ -416,10 +497,16 @@ mod tests {
     fn a_touched_or_removed_directory_compromises_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let lock_dir = dir.path().join("f.lock");
-        let mut held = MkdirContender::new(lock_dir.clone(), 10_000).try_acquire(&claimant(), "a".into(), false).unwrap().unwrap();
+        let mut held = MkdirContender::new(lock_dir.clone(), 10_000)
+            .try_acquire(&claimant(), "a".into(), false)
+            .unwrap()
+            .unwrap();
         touch(&lock_dir, SystemTime::now() - Duration::from_secs(5)).unwrap();
         let err = held.beat(now_ms()).unwrap_err();
         assert_eq!(err.code, "ECOMPROMISED");
-        assert_eq!(err.message, "Unable to update lock within the stale threshold");
+        assert_eq!(
+            err.message,
+            "Unable to update lock within the stale threshold"
+        );
     }
 }

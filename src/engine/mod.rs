@@ -3,16 +3,16 @@
 
 pub mod atomic_file;
 pub mod error;
+pub mod inspect;
 pub mod kernel_lock;
 pub mod liveness;
 pub mod lock_path;
 pub mod manager;
 pub mod metrics;
 pub mod mkdir_lock;
-pub mod strategy;
-pub mod inspect;
 pub mod owner_record;
 pub mod release_events;
+pub mod strategy;
 pub mod waiting;
 
 pub use error::{code, LockError, Result};

@@ -159,7 +159,18 @@ mod tests {
             token: 7,
         };
         let json: serde_json::Value = serde_json::to_value(&record).unwrap();
-        for key in ["pid", "host", "process", "user", "timestamp", "heartbeat", "processStart", "mode", "lockId", "token"] {
+        for key in [
+            "pid",
+            "host",
+            "process",
+            "user",
+            "timestamp",
+            "heartbeat",
+            "processStart",
+            "mode",
+            "lockId",
+            "token",
+        ] {
             assert!(json.get(key).is_some(), "missing {key}");
         }
         assert_eq!(json["mode"], "shared");

@@ -55,13 +55,19 @@ impl ReleaseEvents {
             let watched: Table = Arc::default();
             // Without a watcher (no inotify instances left, say) waiters still make
             // progress on the safety-net tick.
-            ReleaseEvents { backend: backend::Backend::start(Arc::clone(&watched)), watched }
+            ReleaseEvents {
+                backend: backend::Backend::start(Arc::clone(&watched)),
+                watched,
+            }
         })
     }
 
     pub fn subscribe(&self, path: &Path) -> Subscription {
         let mut table = lock_table(&self.watched);
-        let entry = table.entry(path.to_path_buf()).or_insert_with(|| Watched { subscribers: 0, wake: Arc::new(Notify::new()) });
+        let entry = table.entry(path.to_path_buf()).or_insert_with(|| Watched {
+            subscribers: 0,
+            wake: Arc::new(Notify::new()),
+        });
         entry.subscribers += 1;
         let wake = Arc::clone(&entry.wake);
         let first = entry.subscribers == 1;
@@ -69,7 +75,10 @@ impl ReleaseEvents {
         if first {
             self.sync_watch(path, false);
         }
-        Subscription { path: path.to_path_buf(), wake }
+        Subscription {
+            path: path.to_path_buf(),
+            wake,
+        }
     }
 
     /// Re-arms the watch after the file was replaced: a watch follows an inode, and a
@@ -88,7 +97,9 @@ impl ReleaseEvents {
 
     fn unsubscribe(&self, path: &Path) {
         let mut table = lock_table(&self.watched);
-        let Some(entry) = table.get_mut(path) else { return };
+        let Some(entry) = table.get_mut(path) else {
+            return;
+        };
         entry.subscribers -= 1;
         if entry.subscribers == 0 {
             table.remove(path);
@@ -119,7 +130,9 @@ mod backend {
     /// The close of a file opened for writing (every lock holder opens its lock file
     /// so), and the deletion or move of a watched file or directory. Nothing else: each
     /// event wakes every waiter of its path.
-    const RELEASE_EVENTS: WatchMask = WatchMask::CLOSE_WRITE.union(WatchMask::DELETE_SELF).union(WatchMask::MOVE_SELF);
+    const RELEASE_EVENTS: WatchMask = WatchMask::CLOSE_WRITE
+        .union(WatchMask::DELETE_SELF)
+        .union(WatchMask::MOVE_SELF);
 
     pub struct Watching {
         watches: Watches,
@@ -135,20 +148,31 @@ mod backend {
         pub fn start(table: Table) -> Option<Backend> {
             let inotify = Inotify::init().ok()?;
             let watches = inotify.watches();
-            let paths: std::sync::Arc<Mutex<HashMap<WatchDescriptor, Vec<PathBuf>>>> = Default::default();
+            let paths: std::sync::Arc<Mutex<HashMap<WatchDescriptor, Vec<PathBuf>>>> =
+                Default::default();
             let by_wd = std::sync::Arc::clone(&paths);
             let _guard = runtime().enter();
             let mut events = inotify.into_event_stream(vec![0u8; 4096]).ok()?;
             // Read on the wait runtime itself: the waiter woken runs on the same thread.
             runtime().spawn(async move {
                 while let Some(Ok(event)) = events.next().await {
-                    let named = by_wd.lock().unwrap_or_else(|p| p.into_inner()).get(&event.wd).cloned();
+                    let named = by_wd
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&event.wd)
+                        .cloned();
                     if let Some(named) = named {
                         deliver(&table, named.iter().map(PathBuf::as_path));
                     }
                 }
             });
-            Some(Backend { state: Mutex::new(Watching { watches, by_path: HashMap::new() }), paths })
+            Some(Backend {
+                state: Mutex::new(Watching {
+                    watches,
+                    by_path: HashMap::new(),
+                }),
+                paths,
+            })
         }
 
         /// Watches `path` if `wanted()` says so, else drops its watch. A path that does
@@ -164,13 +188,20 @@ mod backend {
             }
             self.forget(&mut state, path);
             if let Ok(wd) = state.watches.add(path, RELEASE_EVENTS) {
-                self.paths.lock().unwrap_or_else(|p| p.into_inner()).entry(wd.clone()).or_default().push(path.to_path_buf());
+                self.paths
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(wd.clone())
+                    .or_default()
+                    .push(path.to_path_buf());
                 state.by_path.insert(path.to_path_buf(), wd);
             }
         }
 
         fn forget(&self, state: &mut Watching, path: &Path) {
-            let Some(wd) = state.by_path.remove(path) else { return };
+            let Some(wd) = state.by_path.remove(path) else {
+                return;
+            };
             let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(named) = paths.get_mut(&wd) {
                 named.retain(|p| p != path);
@@ -199,13 +230,16 @@ mod backend {
 
     impl Backend {
         pub fn start(table: Table) -> Option<Backend> {
-            let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if let Ok(event) = event {
-                    deliver(&table, event.paths.iter().map(|p| p.as_path()));
-                }
+            let watcher =
+                notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                    if let Ok(event) = event {
+                        deliver(&table, event.paths.iter().map(|p| p.as_path()));
+                    }
+                })
+                .ok()?;
+            Some(Backend {
+                watcher: Mutex::new(watcher),
             })
-            .ok()?;
-            Some(Backend { watcher: Mutex::new(watcher) })
         }
 
         pub fn update(&self, path: &Path, renew: bool, wanted: impl FnOnce() -> bool) {

@@ -21,7 +21,12 @@ pub trait HeldLock: Send + Debug {
 
 pub trait Contend: Send {
     /// One non-blocking attempt. `will_wait`: the caller waits if this fails.
-    fn try_acquire(&mut self, claimant: &Claimant, lock_id: String, will_wait: bool) -> Result<Option<Box<dyn HeldLock>>>;
+    fn try_acquire(
+        &mut self,
+        claimant: &Claimant,
+        lock_id: String,
+        will_wait: bool,
+    ) -> Result<Option<Box<dyn HeldLock>>>;
     /// Paths whose changes may mean the lock came free.
     fn wake_paths(&self) -> Vec<PathBuf>;
     /// Changes when the watched lock file was re-created, so its watch must be renewed.

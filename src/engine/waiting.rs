@@ -41,7 +41,10 @@ pub type Turn = Arc<FifoMutex<()>>;
 /// which is what makes waiters in one process first-come first-served.
 pub fn turn_for(lockfile: &Path) -> Turn {
     static TURNS: OnceLock<Mutex<HashMap<PathBuf, Weak<FifoMutex<()>>>>> = OnceLock::new();
-    let mut turns = TURNS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    let mut turns = TURNS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if let Some(turn) = turns.get(lockfile).and_then(Weak::upgrade) {
         return turn;
     }
@@ -58,21 +61,30 @@ pub fn turn_for(lockfile: &Path) -> Turn {
 /// Waits, first for this process's earlier waiters, then for the kernel lock. The
 /// caller bounds it with a deadline and cancellation by dropping the future; every
 /// attempt is a single non-blocking call, so a dropped wait never holds anything.
-pub async fn wait_for_lock(turn: Turn, mut contender: Box<dyn Contend>, claimant: Claimant) -> Result<Box<dyn HeldLock>> {
+pub async fn wait_for_lock(
+    turn: Turn,
+    mut contender: Box<dyn Contend>,
+    claimant: Claimant,
+) -> Result<Box<dyn HeldLock>> {
     let _turn: OwnedMutexGuard<()> = turn.lock_owned().await;
     let events = ReleaseEvents::global();
     let paths = contender.wake_paths();
     let subscriptions: Vec<_> = paths.iter().map(|p| events.subscribe(p)).collect();
     let mut generation = contender.generation();
     loop {
-        let wakes: Vec<_> = subscriptions.iter().map(|s| Box::pin(s.wake.notified())).collect();
+        let wakes: Vec<_> = subscriptions
+            .iter()
+            .map(|s| Box::pin(s.wake.notified()))
+            .collect();
         let mut wakes = wakes;
         // Registered before the attempt, so a release between the attempt and the
         // await still wakes us.
         for wake in &mut wakes {
             wake.as_mut().enable();
         }
-        if let Some(lock) = contender.try_acquire(&claimant, ProcessIdentity::get().next_lock_id(), true)? {
+        if let Some(lock) =
+            contender.try_acquire(&claimant, ProcessIdentity::get().next_lock_id(), true)?
+        {
             return Ok(lock);
         }
         if contender.generation() != generation {
