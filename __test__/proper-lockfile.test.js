@@ -229,3 +229,25 @@ test('lockwright processes racing to take over one stale lock: exactly one wins'
     await winners[0].call('unlock', { file })
   }
 })
+
+test('with strategy "mkdir", list, cleanupStaleLocks and forceRelease work on lock directories', async (t) => {
+  const dir = tempDir(t)
+  const live = join(dir, 'live.json')
+  const dead = join(dir, 'dead.json')
+  fs.writeFileSync(live, '{}')
+  fs.writeFileSync(dead, '{}')
+  const peer = plAgent(t, REAL)
+  await peer.call('lock', { file: live })
+  fs.mkdirSync(`${dead}.lock`) // a proper-lockfile holder that died a minute ago
+  const old = new Date(Date.now() - 60_000)
+  fs.utimesSync(`${dead}.lock`, old, old)
+  const manager = new LockManager({ strategy: 'mkdir', lockDir: dir })
+  assert.deepEqual(manager.list().map((s) => [s.lockfilePath, s.locked, s.stale]), [
+    [`${dead}.lock`, false, true],
+    [`${live}.lock`, true, false],
+  ])
+  assert.deepEqual(await manager.cleanupStaleLocks(), { removed: [`${dead}.lock`], kept: 1 })
+  await assert.rejects(manager.forceRelease(live), { code: 'ELOCKED', message: /pass force: true/ })
+  assert.equal(await manager.forceRelease(live, { force: true }), true)
+  assert.equal(fs.existsSync(`${live}.lock`), false)
+})

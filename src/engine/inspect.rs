@@ -104,6 +104,14 @@ fn lock_entries(dir: &Path, kind: impl Fn(&fs::FileType) -> bool) -> Result<Vec<
     Ok(found)
 }
 
+/// `list` for mkdir locks: every `*.lock` directory in `dir`.
+pub fn mkdir_list(dir: &Path, stale_ms: u64) -> Result<Vec<LockStatus>> {
+    lock_entries(dir, |t| t.is_dir())?
+        .iter()
+        .map(|d| mkdir_status(d, stale_ms))
+        .collect()
+}
+
 pub fn list(dir: &Path, stale_ms: u64) -> Result<Vec<LockStatus>> {
     lock_files(dir)?
         .iter()
@@ -219,7 +227,7 @@ pub fn mkdir_cleanup(dir: &Path, stale_ms: u64) -> Result<CleanupReport> {
     let mut report = CleanupReport::default();
     let lock_dirs = lock_entries(dir, |t| t.is_dir())?;
     for lock_dir in lock_dirs {
-        if mkdir_lock::remove_if_stale(&lock_dir, stale_ms)? {
+        if mkdir_lock::remove_if_stale(&lock_dir, stale_ms, false)? {
             report.removed.push(lock_dir);
         } else {
             report.kept += 1;
@@ -249,6 +257,5 @@ pub fn mkdir_force_release(dir: &Path, target: &Path, stale_ms: u64, force: bool
             Some(target),
         ));
     }
-    // Breaking by force is removal at any age: stale_ms 0 makes every lock stale.
-    mkdir_lock::remove_if_stale(dir, if status.locked { 0 } else { stale_ms })
+    mkdir_lock::remove_if_stale(dir, stale_ms, force)
 }

@@ -195,11 +195,6 @@ impl Contender {
         }
     }
 
-    /// How many times the lock file was opened: a change means it was re-created.
-    pub fn opens(&self) -> u32 {
-        self.opens
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -488,7 +488,11 @@ impl LockManager {
 
     /// The status of every lock file in `dir`, or in this manager's `lockDir`.
     pub fn list(&self, dir: Option<&str>) -> Result<Vec<LockStatus>> {
-        inspect::list(&self.sweep_dir(dir)?, self.inner.stale_ms)
+        let dir = self.sweep_dir(dir)?;
+        match self.inner.strategy {
+            Strategy::Kernel => inspect::list(&dir, self.inner.stale_ms),
+            Strategy::Mkdir { stale_ms } => inspect::mkdir_list(&dir, stale_ms),
+        }
     }
 
     pub fn cleanup(&self, dir: Option<&str>) -> Result<CleanupReport> {

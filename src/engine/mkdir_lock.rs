@@ -231,13 +231,14 @@ fn remove_owner_record_of(dir: &Path, id: DirId) {
     }
 }
 
-/// Removes a stale lock directory (any holder's, proper-lockfile's too) under the
-/// takeover guard. Returns whether it removed one.
-pub fn remove_if_stale(dir: &Path, stale_ms: u64) -> Result<bool> {
+/// Removes a stale lock directory (any holder's, proper-lockfile's too), or with
+/// `force` any lock directory, under the takeover guard. Returns whether it removed one.
+pub fn remove_if_stale(dir: &Path, stale_ms: u64, force: bool) -> Result<bool> {
+    let stale = |meta: &fs::Metadata| force || is_stale(dir, meta, stale_ms);
     let Ok(meta) = fs::symlink_metadata(dir) else {
         return Ok(false);
     };
-    if !meta.is_dir() || !is_stale(dir, &meta, stale_ms) {
+    if !meta.is_dir() || !stale(&meta) {
         return Ok(false);
     }
     let judged = dir_id(&meta);
@@ -247,7 +248,7 @@ pub fn remove_if_stale(dir: &Path, stale_ms: u64) -> Result<bool> {
         .lock()
         .map_err(|e| LockError::from_io(&e, "lock", &guard_path))?;
     match fs::symlink_metadata(dir) {
-        Ok(meta) if dir_id(&meta) == judged && is_stale(dir, &meta, stale_ms) => {}
+        Ok(meta) if dir_id(&meta) == judged && stale(&meta) => {}
         _ => return Ok(false),
     }
     remove_owner_record_of(dir, judged);
