@@ -10,7 +10,7 @@
 //!   (Linux `flock` alone grants new shared locks while a writer waits).
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::error::{code, LockError, Result};
@@ -120,14 +120,9 @@ impl KernelLock {
                 false => Err("its reader record was removed or replaced"),
             };
         }
-        let mut content = Vec::new();
-        if file
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| file.read_to_end(&mut content))
-            .is_err()
-        {
+        let Ok(content) = read_whole(file) else {
             return Err("its lock file cannot be read");
-        }
+        };
         match serde_json::from_slice::<OwnerRecord>(&content) {
             Ok(record) if record.lock_id == self.record.lock_id => Ok(()),
             _ => Err("its owner record was overwritten"),
@@ -254,10 +249,7 @@ impl Contender {
 
     fn grant(&self, mut file: File, claimant: &Claimant, lock_id: String) -> Result<KernelLock> {
         let io_err = |e: io::Error| LockError::from_io(&e, "write owner record", &self.path);
-        let mut previous = Vec::new();
-        file.seek(SeekFrom::Start(0))
-            .and_then(|_| file.read_to_end(&mut previous))
-            .map_err(io_err)?;
+        let previous = read_whole(&file).map_err(io_err)?;
         let last = last_token(&previous);
         // Only exclusive grants advance the fencing token; readers see the last one.
         let token = if self.mode == LockMode::Exclusive {
@@ -567,8 +559,47 @@ fn overwrite(file: &mut File, content: &[u8], old_len: usize) -> io::Result<()> 
     if padded.len() < old_len {
         padded.resize(old_len, b' ');
     }
+    write_all_at_start(file, &padded)
+}
+
+/// The whole file from offset 0 with positional reads: no seek, no size query, one
+/// read for a record of ordinary size.
+fn read_whole(file: &File) -> io::Result<Vec<u8>> {
+    let mut content = vec![0u8; 512];
+    let mut filled = 0;
+    loop {
+        let n = read_at(file, &mut content[filled..], filled as u64)?;
+        if n == 0 {
+            content.truncate(filled);
+            return Ok(content);
+        }
+        filled += n;
+        if filled == content.len() {
+            content.resize(content.len() * 2, 0);
+        }
+    }
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+}
+
+#[cfg(unix)]
+fn write_all_at_start(file: &File, content: &[u8]) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, content, 0)
+}
+
+#[cfg(windows)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn write_all_at_start(mut file: &File, content: &[u8]) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom};
     file.seek(SeekFrom::Start(0))?;
-    file.write_all(&padded)
+    file.write_all(content)
 }
 
 #[cfg(unix)]
