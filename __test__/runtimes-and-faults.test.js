@@ -51,9 +51,17 @@ test('running out of file descriptors is a typed EMFILE, and the process recover
 test('a directory without write permission is EACCES for an unprivileged user', { skip: process.getuid?.() !== 0 }, async (t) => {
   const dir = tempDir(t)
   fs.chmodSync(dir, 0o755) // root's directory: others may enter, not create
-  const script = `const { LockManager } = require(${JSON.stringify(join(__dirname, '..'))});
+  // The unprivileged user must be able to load the package, and a checkout may sit in
+  // a private directory (mktemp -d makes 0700): give it a readable copy.
+  const pkg = tempDir(t)
+  fs.chmodSync(pkg, 0o755)
+  const root = join(__dirname, '..')
+  for (const entry of ['package.json', 'lockwright.js', 'index.js', 'lib', ...fs.readdirSync(root).filter((f) => f.endsWith('.node'))]) {
+    fs.cpSync(join(root, entry), join(pkg, entry), { recursive: true })
+  }
+  const script = `const { LockManager } = require(${JSON.stringify(join(pkg, 'lockwright.js'))});
     new LockManager().acquire(${JSON.stringify(join(dir, 'state.json'))}).then(
-      () => console.log('acquired'),
+      () => console.log('{"acquired":true}'),
       (err) => console.log(JSON.stringify({ code: err.code, path: err.path })))`
   const child = spawn(process.execPath, ['-e', script], { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
