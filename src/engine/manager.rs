@@ -647,6 +647,25 @@ mod tests {
         }
     }
 
+    /// `a` holds the lock; `b`'s acquire must wait. Returns a's grant and b's wait.
+    fn held_and_waiting(
+        dir: &tempfile::TempDir,
+        a: &LockManager,
+        b: &LockManager,
+        cancel: CancellationToken,
+    ) -> (LockGrant, tokio::task::JoinHandle<Result<LockGrant>>) {
+        let held = a
+            .try_acquire(&target(dir), &AcquireOptions::default())
+            .unwrap()
+            .unwrap();
+        let Acquisition::Waiting(wait) =
+            b.acquire(&target(dir), &exclusive(Some(Wait::Forever)), cancel)
+        else {
+            panic!("a held lock must make the acquire wait")
+        };
+        (held, runtime().spawn(wait))
+    }
+
     #[test]
     fn timeout_values_are_checked() {
         assert_eq!(Wait::from_millis(0.0, "timeout").unwrap(), Wait::Once);
@@ -708,18 +727,7 @@ mod tests {
     fn a_waiter_gets_the_lock_when_it_is_released() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (manager("a"), manager("b"));
-        let held = a
-            .try_acquire(&target(&dir), &AcquireOptions::default())
-            .unwrap()
-            .unwrap();
-        let Acquisition::Waiting(wait) = b.acquire(
-            &target(&dir),
-            &exclusive(Some(Wait::Forever)),
-            CancellationToken::new(),
-        ) else {
-            panic!("a held lock must make the acquire wait")
-        };
-        let waiter = runtime().spawn(wait);
+        let (held, waiter) = held_and_waiting(&dir, &a, &b, CancellationToken::new());
         a.release(held.id, code::RELEASED).unwrap();
         let grant = runtime().block_on(waiter).unwrap().unwrap();
         assert_eq!(grant.token, held.token + 1);
@@ -729,33 +737,22 @@ mod tests {
     #[test]
     fn waits_end_in_timeout_or_abort_holding_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (manager("a"), manager("b"));
-        let held = a
-            .try_acquire(&target(&dir), &AcquireOptions::default())
-            .unwrap()
-            .unwrap();
-        let err = b
+        let (a, b, c) = (manager("a"), manager("b"), manager("c"));
+        let cancel = CancellationToken::new();
+        let (held, waiter) = held_and_waiting(&dir, &a, &b, cancel.clone());
+        let err = c
             .acquire_blocking(
                 &target(&dir),
                 &exclusive(Some(Wait::For(Duration::from_millis(30)))),
             )
             .unwrap_err();
         assert_eq!(err.code, "ETIMEOUT");
-        let cancel = CancellationToken::new();
-        let Acquisition::Waiting(wait) = b.acquire(
-            &target(&dir),
-            &exclusive(Some(Wait::Forever)),
-            cancel.clone(),
-        ) else {
-            panic!()
-        };
-        let waiter = runtime().spawn(wait);
         cancel.cancel();
         assert_eq!(
             runtime().block_on(waiter).unwrap().unwrap_err().code,
             "ABORT_ERR"
         );
-        assert_eq!(b.held_count(), 0);
+        assert_eq!(b.held_count() + c.held_count(), 0);
         a.release(held.id, code::RELEASED).unwrap();
     }
 
@@ -763,17 +760,7 @@ mod tests {
     fn close_ends_waits_and_releases() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (manager("a"), manager("b"));
-        a.try_acquire(&target(&dir), &AcquireOptions::default())
-            .unwrap()
-            .unwrap();
-        let Acquisition::Waiting(wait) = b.acquire(
-            &target(&dir),
-            &exclusive(Some(Wait::Forever)),
-            CancellationToken::new(),
-        ) else {
-            panic!()
-        };
-        let waiter = runtime().spawn(wait);
+        let (_, waiter) = held_and_waiting(&dir, &a, &b, CancellationToken::new());
         b.close();
         assert_eq!(
             runtime().block_on(waiter).unwrap().unwrap_err().code,

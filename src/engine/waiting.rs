@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+use futures_util::future::select_all;
 use tokio::runtime::Runtime;
 use tokio::sync::{Mutex as FifoMutex, OwnedMutexGuard};
 
@@ -72,11 +73,10 @@ pub async fn wait_for_lock(
     let subscriptions: Vec<_> = paths.iter().map(|p| events.subscribe(p)).collect();
     let mut generation = contender.generation();
     loop {
-        let wakes: Vec<_> = subscriptions
+        let mut wakes: Vec<_> = subscriptions
             .iter()
             .map(|s| Box::pin(s.wake.notified()))
             .collect();
-        let mut wakes = wakes;
         // Registered before the attempt, so a release between the attempt and the
         // await still wakes us.
         for wake in &mut wakes {
@@ -94,23 +94,9 @@ pub async fn wait_for_lock(
                 events.rewatch(path);
             }
         }
-        let any_wake = futures_select_all(wakes);
         tokio::select! {
-            _ = any_wake => {}
+            _ = select_all(wakes) => {}
             _ = tokio::time::sleep(SAFETY_TICK) => {}
         }
     }
-}
-
-/// Resolves when any of the wake-ups fires.
-async fn futures_select_all<F: std::future::Future + Unpin>(mut futures: Vec<F>) {
-    std::future::poll_fn(|cx| {
-        for future in futures.iter_mut() {
-            if std::pin::Pin::new(future).poll(cx).is_ready() {
-                return std::task::Poll::Ready(());
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
 }
