@@ -14,6 +14,10 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::error::{code, LockError, Result};
+use super::lock_file::{
+    no_follow, open_no_follow, open_read_only, overwrite, read_whole, still_at_path, wake_waiters,
+    LockFile,
+};
 use super::owner_record::{last_token, now_ms, LockMode, OwnerRecord, ReleasedRecord};
 use super::strategy::{Contend, HeldLock};
 
@@ -52,7 +56,7 @@ impl Claimant {
 /// A granted kernel lock. Dropping it releases the lock and clears the record.
 #[derive(Debug)]
 pub struct KernelLock {
-    file: Option<File>,
+    file: Option<LockFile>,
     path: PathBuf,
     record: OwnerRecord,
     /// Bytes the lock file holds now; a shorter record is padded to cover them.
@@ -96,10 +100,10 @@ impl KernelLock {
         self.record.heartbeat = now;
         let json = serde_json::to_vec(&self.record).expect("an owner record serialises");
         let io_err = |e: io::Error| LockError::from_io(&e, "write heartbeat", &self.path);
-        match (&mut self.reader_record, &mut self.file) {
+        match (&self.reader_record, &self.file) {
             (Some((record_file, _)), _) => overwrite(record_file, &json, 0).map_err(io_err),
-            (None, Some(file)) => {
-                overwrite(file, &json, self.record_len).map_err(io_err)?;
+            (None, Some(lock_file)) => {
+                overwrite(&lock_file.file, &json, self.record_len).map_err(io_err)?;
                 self.record_len = self.record_len.max(json.len());
                 Ok(())
             }
@@ -108,10 +112,10 @@ impl KernelLock {
     }
 
     fn check_still_ours(&mut self) -> std::result::Result<(), &'static str> {
-        let Some(file) = self.file.as_mut() else {
+        let Some(lock_file) = self.file.as_ref() else {
             return Ok(());
         };
-        if !still_at_path(file, &self.path) {
+        if !lock_file.is_at(&self.path) {
             return Err("its lock file was removed or replaced");
         }
         if let Some((record_file, record_path)) = &self.reader_record {
@@ -120,7 +124,7 @@ impl KernelLock {
                 false => Err("its reader record was removed or replaced"),
             };
         }
-        let Ok(content) = read_whole(file) else {
+        let Ok(content) = read_whole(&lock_file.file) else {
             return Err("its lock file cannot be read");
         };
         match serde_json::from_slice::<OwnerRecord>(&content) {
@@ -135,7 +139,7 @@ impl KernelLock {
     }
 
     fn release_inner(&mut self) -> Result<()> {
-        let Some(mut file) = self.file.take() else {
+        let Some(lock_file) = self.file.take() else {
             return Ok(());
         };
         let mut outcome = Ok(());
@@ -152,13 +156,15 @@ impl KernelLock {
                 token: self.record.token,
             })
             .expect("a token serialises");
-            outcome = overwrite(&mut file, &released, self.record_len)
+            outcome = overwrite(&lock_file.file, &released, self.record_len)
                 .map_err(|e| LockError::from_io(&e, "clear", &self.path));
         }
-        // Unlock before close: waiters are woken by the close event and must find the
-        // lock free when they look (the kernel sends that event before it drops a lock).
-        let _ = file.unlock();
-        drop(file);
+        // Unlock, then wake: waiters must find the lock free when they look.
+        let _ = lock_file.file.unlock();
+        wake_waiters(&lock_file.file);
+        if !self.compromised {
+            lock_file.keep_idle(&self.path);
+        }
         outcome
     }
 }
@@ -174,7 +180,7 @@ impl Drop for KernelLock {
 pub struct Contender {
     path: PathBuf,
     mode: LockMode,
-    main: Option<File>,
+    main: Option<LockFile>,
     writer_waiting: Option<File>,
     opens: u32,
 }
@@ -213,16 +219,23 @@ impl Contender {
         // re-open and try again. A few rounds are enough; more means someone is
         // deleting lock files in a loop, and the next wake-up tries again.
         for _ in 0..4 {
-            let file = match &self.main {
-                Some(file) => file,
+            let lock_file = match self.main {
+                Some(ref lock_file) => lock_file,
                 None => {
-                    self.opens += 1;
-                    self.main.insert(open_lock_file(&self.path)?)
+                    let lock_file = match LockFile::take_idle(&self.path) {
+                        Some(idle) => idle,
+                        None => {
+                            self.opens += 1;
+                            LockFile::open(&self.path, true)
+                                .map_err(|e| LockError::from_io(&e, "open", &self.path))?
+                        }
+                    };
+                    self.main.insert(lock_file)
                 }
             };
             let locked = match self.mode {
-                LockMode::Exclusive => file.try_lock(),
-                LockMode::Shared => file.try_lock_shared(),
+                LockMode::Exclusive => lock_file.file.try_lock(),
+                LockMode::Shared => lock_file.file.try_lock_shared(),
             };
             match locked {
                 Ok(()) => {}
@@ -236,20 +249,25 @@ impl Contender {
                     return Err(LockError::from_io(&e, "lock", &self.path))
                 }
             }
-            if !still_at_path(file, &self.path) {
+            if !lock_file.is_at(&self.path) {
                 self.main = None; // closing drops the lock on the orphaned inode
                 continue;
             }
-            let file = self.main.take().expect("opened above");
+            let lock_file = self.main.take().expect("opened above");
             self.writer_waiting = None;
-            return self.grant(file, claimant, lock_id).map(Some);
+            return self.grant(lock_file, claimant, lock_id).map(Some);
         }
         Ok(None)
     }
 
-    fn grant(&self, mut file: File, claimant: &Claimant, lock_id: String) -> Result<KernelLock> {
+    fn grant(
+        &self,
+        lock_file: LockFile,
+        claimant: &Claimant,
+        lock_id: String,
+    ) -> Result<KernelLock> {
         let io_err = |e: io::Error| LockError::from_io(&e, "write owner record", &self.path);
-        let previous = read_whole(&file).map_err(io_err)?;
+        let previous = read_whole(&lock_file.file).map_err(io_err)?;
         let last = last_token(&previous);
         // Only exclusive grants advance the fencing token; readers see the last one.
         let token = if self.mode == LockMode::Exclusive {
@@ -261,14 +279,14 @@ impl Contender {
         let json = serde_json::to_vec(&record).expect("an owner record serialises");
         let reader_record = match self.mode {
             LockMode::Exclusive => {
-                overwrite(&mut file, &json, previous.len()).map_err(io_err)?;
+                overwrite(&lock_file.file, &json, previous.len()).map_err(io_err)?;
                 None
             }
             LockMode::Shared => Some(write_reader_record(&self.path, &record.lock_id, &json)?),
         };
         let record_len = json.len().max(previous.len());
         Ok(KernelLock {
-            file: Some(file),
+            file: Some(lock_file),
             path: self.path.clone(),
             record,
             record_len,
@@ -303,6 +321,15 @@ impl Contender {
             if gate.try_lock().is_ok() {
                 self.writer_waiting = Some(gate);
             }
+        }
+    }
+}
+
+impl Drop for Contender {
+    /// A file left here lost its attempt and holds no lock: keep it for the next one.
+    fn drop(&mut self) {
+        if let Some(lock_file) = self.main.take() {
+            lock_file.keep_idle(&self.path);
         }
     }
 }
@@ -494,13 +521,6 @@ pub fn dead_reader_records(lockfile: &Path) -> Vec<OwnerRecord> {
     dead
 }
 
-fn open_read_only(path: &Path) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.read(true);
-    no_follow(&mut options);
-    options.open(path)
-}
-
 pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_os_string();
     name.push(suffix);
@@ -523,98 +543,6 @@ fn write_reader_record(lockfile: &Path, lock_id: &str, json: &[u8]) -> Result<(F
     file.lock().map_err(io_err)?;
     file.write_all(json).map_err(io_err)?;
     Ok((file, path))
-}
-
-/// Opens (creating, 0644 less umask) without truncating: a loser must never clobber
-/// the holder's record, so the content is only replaced once the lock is held.
-fn open_lock_file(path: &Path) -> Result<File> {
-    open_no_follow(path, true).map_err(|e| LockError::from_io(&e, "open", path))
-}
-
-fn open_no_follow(path: &Path, create: bool) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.read(true).write(true).create(create);
-    no_follow(&mut options);
-    options.open(path)
-}
-
-/// O_NOFOLLOW: a lock path in a shared directory such as /tmp cannot be turned into a
-/// symlink that makes us create or overwrite someone else's file.
-#[cfg(unix)]
-fn no_follow(options: &mut OpenOptions) {
-    use std::os::unix::fs::OpenOptionsExt;
-    options.custom_flags(libc::O_NOFOLLOW).mode(0o644);
-}
-
-#[cfg(not(unix))]
-fn no_follow(_options: &mut OpenOptions) {}
-
-/// Replaces the record in place, padding with spaces (JSON allows trailing white
-/// space) instead of truncating. Truncating to zero makes ext4 flush the file to disk
-/// at close (its `auto_da_alloc` rule for replace-via-truncate), which costs a disk
-/// write on every acquire and release; one in-place write also never shows a reader
-/// an empty file.
-fn overwrite(file: &mut File, content: &[u8], old_len: usize) -> io::Result<()> {
-    let mut padded = content.to_vec();
-    if padded.len() < old_len {
-        padded.resize(old_len, b' ');
-    }
-    write_all_at_start(file, &padded)
-}
-
-/// The whole file from offset 0 with positional reads: no seek, no size query, one
-/// read for a record of ordinary size.
-fn read_whole(file: &File) -> io::Result<Vec<u8>> {
-    let mut content = vec![0u8; 512];
-    let mut filled = 0;
-    loop {
-        let n = read_at(file, &mut content[filled..], filled as u64)?;
-        if n == 0 {
-            content.truncate(filled);
-            return Ok(content);
-        }
-        filled += n;
-        if filled == content.len() {
-            content.resize(content.len() * 2, 0);
-        }
-    }
-}
-
-#[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    std::os::unix::fs::FileExt::read_at(file, buf, offset)
-}
-
-#[cfg(unix)]
-fn write_all_at_start(file: &File, content: &[u8]) -> io::Result<()> {
-    std::os::unix::fs::FileExt::write_all_at(file, content, 0)
-}
-
-#[cfg(windows)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
-}
-
-#[cfg(windows)]
-fn write_all_at_start(mut file: &File, content: &[u8]) -> io::Result<()> {
-    use std::io::{Seek, SeekFrom};
-    file.seek(SeekFrom::Start(0))?;
-    file.write_all(content)
-}
-
-#[cfg(unix)]
-fn still_at_path(file: &File, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), fs::symlink_metadata(path)) {
-        (Ok(held), Ok(named)) => held.dev() == named.dev() && held.ino() == named.ino(),
-        _ => false,
-    }
-}
-
-/// Windows cannot delete a file another process has open, so the path cannot move.
-#[cfg(not(unix))]
-fn still_at_path(_file: &File, _path: &Path) -> bool {
-    true
 }
 
 #[cfg(test)]
@@ -742,6 +670,52 @@ mod tests {
             .try_acquire(&claimant("w"), "w".into(), true)
             .unwrap()
             .is_some());
+    }
+
+    #[test]
+    fn a_lock_file_removed_while_idle_is_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        // Released: the file stays open in this process's idle set.
+        drop(
+            contender(dir.path(), LockMode::Exclusive)
+                .try_acquire(&claimant("a"), "a".into(), false)
+                .unwrap()
+                .unwrap(),
+        );
+        fs::remove_file(dir.path().join("t.lock")).unwrap();
+        let holder = contender(dir.path(), LockMode::Exclusive)
+            .try_acquire(&claimant("b"), "b".into(), false)
+            .unwrap()
+            .expect("granted on a fresh file, not the removed one");
+        assert!(dir.path().join("t.lock").exists());
+        assert!(contender(dir.path(), LockMode::Exclusive)
+            .try_acquire(&claimant("c"), "c".into(), false)
+            .unwrap()
+            .is_none());
+        drop(holder);
+    }
+
+    /// The release keeps its file open, so no close event tells waiters; the read it
+    /// makes after its unlock must. No safety tick here: only the event can end this.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_release_that_keeps_its_file_open_still_wakes_waiters() {
+        use super::super::release_events::ReleaseEvents;
+        use super::super::waiting::runtime;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.lock");
+        let holder = contender(dir.path(), LockMode::Exclusive)
+            .try_acquire(&claimant("h"), "h".into(), false)
+            .unwrap()
+            .unwrap();
+        let subscription = ReleaseEvents::global().subscribe(&path);
+        let mut wake = Box::pin(subscription.wake.notified());
+        wake.as_mut().enable();
+        holder.release().unwrap();
+        let woken = runtime().block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(10), wake).await
+        });
+        assert!(woken.is_ok(), "no event reported the release");
     }
 
     #[cfg(unix)]

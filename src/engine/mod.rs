@@ -6,6 +6,7 @@ pub mod error;
 pub mod inspect;
 pub mod kernel_lock;
 pub mod liveness;
+pub mod lock_file;
 pub mod lock_path;
 pub mod manager;
 pub mod metrics;

@@ -1,9 +1,9 @@
 //! Wakes waiters when a lock they wait on may have been released, without a backoff
 //! timer. On Linux one inotify instance per process, read on the wait runtime's own
-//! thread, reports exactly the events that can mean a release: the close of a lock
-//! file opened for writing (the moment its holder's kernel lock goes away, crash
-//! included) and the removal of a lock directory. Waiters then retry their
-//! non-blocking lock at once. Elsewhere the `notify` crate's watcher does the same
+//! thread, reports the events that can mean a release: the read a holder makes right
+//! after its unlock (inotify has no event for an unlock itself), the close of a lock
+//! file opened for writing (a crashed holder's lock goes away with it) and the
+//! removal of a lock directory. Waiters then retry their non-blocking lock at once. Elsewhere the `notify` crate's watcher does the same
 //! with whatever events its platform reports.
 //!
 //! A watcher cannot see everything (another host on a network filesystem, a crashed
@@ -127,10 +127,13 @@ mod backend {
     use super::{deliver, Table};
     use crate::engine::waiting::runtime;
 
-    /// The close of a file opened for writing (every lock holder opens its lock file
-    /// so), and the deletion or move of a watched file or directory. Nothing else: each
-    /// event wakes every waiter of its path.
-    const RELEASE_EVENTS: WatchMask = WatchMask::CLOSE_WRITE
+    /// A read (a releasing holder reads one byte after its unlock), the close of a
+    /// file opened for writing (every holder opens its lock file so, and a crash
+    /// closes it), and the deletion or move of a watched file or directory. Not
+    /// writes: a holder writes its record while it still holds. Each event wakes every
+    /// waiter of its path.
+    const RELEASE_EVENTS: WatchMask = WatchMask::ACCESS
+        .union(WatchMask::CLOSE_WRITE)
         .union(WatchMask::DELETE_SELF)
         .union(WatchMask::MOVE_SELF);
 

@@ -1,0 +1,289 @@
+//! An open lock file: how it is opened, how we tell it is still the file at its path,
+//! positional reads and writes of its record, and the idle ones this process keeps.
+//!
+//! A released lock file stays open (unlocked) for the next acquire of the same path:
+//! reusing it saves an open, a stat and a close per grant, which were most of an
+//! uncontended acquire. The kernel lock is what excludes, never the descriptor, so an
+//! idle descriptor holds nothing. Someone may remove the file meanwhile (cleanup,
+//! `rm`); whoever takes an idle file checks that it is still the one at its path.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+/// How many released lock files stay open. Only on Linux: waiters there also wake on
+/// a read (see `wake_waiters`), which an open descriptor can make after its unlock.
+/// Elsewhere the watchers report closes, so a release must close.
+#[cfg(target_os = "linux")]
+pub const IDLE_LIMIT: usize = 256;
+#[cfg(not(target_os = "linux"))]
+pub const IDLE_LIMIT: usize = 0;
+
+/// An open lock file and the identity (device, inode) it had when opened.
+#[derive(Debug)]
+pub struct LockFile {
+    pub file: File,
+    identity: Identity,
+}
+
+impl LockFile {
+    /// Opens read-write, creating (0644 less umask) where `create`, never truncating:
+    /// a loser must not clobber the holder's record.
+    pub fn open(path: &Path, create: bool) -> io::Result<LockFile> {
+        let file = match open_no_follow(path, create) {
+            // Out of descriptors: give back the idle ones and try once more.
+            Err(e) if out_of_descriptors(&e) && close_idle() > 0 => open_no_follow(path, create)?,
+            other => other?,
+        };
+        let identity = Identity::of(&file)?;
+        Ok(LockFile { file, identity })
+    }
+
+    /// A released lock file of `path` kept open by this process, if there is one.
+    pub fn take_idle(path: &Path) -> Option<LockFile> {
+        idle().remove(path)
+    }
+
+    /// Keeps this (unlocked) file open for the next acquire of `path`.
+    pub fn keep_idle(self, path: &Path) {
+        if IDLE_LIMIT == 0 {
+            return;
+        }
+        let mut idle = idle();
+        if idle.len() >= IDLE_LIMIT && !idle.contains_key(path) {
+            // Any one will do: an idle file only saves an open.
+            if let Some(evicted) = idle.keys().next().cloned() {
+                idle.remove(&evicted);
+            }
+        }
+        idle.insert(path.to_path_buf(), self);
+    }
+
+    /// Whether `path` still names this file. A lock on a file that was removed or
+    /// replaced excludes nobody, since newcomers open whatever the path names now.
+    pub fn is_at(&self, path: &Path) -> bool {
+        self.identity.is_at(path)
+    }
+}
+
+/// Closes every idle lock file; returns how many.
+pub fn close_idle() -> usize {
+    let mut idle = idle();
+    let count = idle.len();
+    idle.clear();
+    count
+}
+
+fn idle() -> std::sync::MutexGuard<'static, HashMap<PathBuf, LockFile>> {
+    static IDLE: OnceLock<Mutex<HashMap<PathBuf, LockFile>>> = OnceLock::new();
+    IDLE.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(unix)]
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+#[cfg(not(unix))]
+fn out_of_descriptors(_e: &io::Error) -> bool {
+    false
+}
+
+#[cfg(unix)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+}
+
+/// Linux: `statx` asking for the inode number alone. A stat that asks for times (as
+/// `std::fs::metadata` does) makes the kernel stamp the next write with a fresh
+/// fine-grained time (multigrain timestamps, Linux 6.13+), which dirties the inode and
+/// adds a journal update to every record write.
+#[cfg(target_os = "linux")]
+impl Identity {
+    fn of(file: &File) -> io::Result<Identity> {
+        use std::os::fd::AsRawFd;
+        Identity::statx(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
+    }
+
+    fn is_at(&self, path: &Path) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+            return false;
+        };
+        Identity::statx(libc::AT_FDCWD, &path, 0).is_ok_and(|named| named == *self)
+    }
+
+    fn statx(dir: libc::c_int, path: &std::ffi::CStr, flags: libc::c_int) -> io::Result<Identity> {
+        // SAFETY: `path` is NUL-terminated and `buf` is a plain struct the call fills.
+        let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+        let flags = flags | libc::AT_SYMLINK_NOFOLLOW;
+        let status = unsafe { libc::statx(dir, path.as_ptr(), flags, libc::STATX_INO, &mut buf) };
+        if status != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Identity {
+            dev: libc::makedev(buf.stx_dev_major, buf.stx_dev_minor),
+            ino: buf.stx_ino,
+        })
+    }
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+impl Identity {
+    fn of(file: &File) -> io::Result<Identity> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata()?;
+        Ok(Identity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    fn is_at(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path).is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino)
+    }
+}
+
+/// Windows cannot delete a file another process has open, so the path cannot move.
+#[cfg(not(unix))]
+#[derive(Debug, Clone, Copy)]
+struct Identity;
+
+#[cfg(not(unix))]
+impl Identity {
+    fn of(_file: &File) -> io::Result<Identity> {
+        Ok(Identity)
+    }
+
+    fn is_at(&self, _path: &Path) -> bool {
+        true
+    }
+}
+
+/// Whether `path` still names the file `file` has open.
+pub fn still_at_path(file: &File, path: &Path) -> bool {
+    Identity::of(file).is_ok_and(|identity| identity.is_at(path))
+}
+
+/// Wakes this file's waiters in other processes after an unlock. On Linux they watch
+/// for reads as well as closes (inotify has no event for an unlock), and a one-byte
+/// read is the cheapest event a descriptor that stays open can make.
+pub fn wake_waiters(file: &File) {
+    let _ = read_at(file, &mut [0u8; 1], 0);
+}
+
+pub fn open_no_follow(path: &Path, create: bool) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(create);
+    no_follow(&mut options);
+    options.open(path)
+}
+
+pub fn open_read_only(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    no_follow(&mut options);
+    options.open(path)
+}
+
+/// O_NOFOLLOW: a lock path in a shared directory such as /tmp cannot be turned into a
+/// symlink that makes us create or overwrite someone else's file.
+#[cfg(unix)]
+pub fn no_follow(options: &mut OpenOptions) {
+    use std::os::unix::fs::OpenOptionsExt;
+    options.custom_flags(libc::O_NOFOLLOW).mode(0o644);
+}
+
+#[cfg(not(unix))]
+pub fn no_follow(_options: &mut OpenOptions) {}
+
+/// Replaces the record in place, padding with spaces (JSON allows trailing white
+/// space) instead of truncating. Truncating to zero makes ext4 flush the file to disk
+/// at close (its `auto_da_alloc` rule for replace-via-truncate), which costs a disk
+/// write on every acquire and release; one in-place write also never shows a reader
+/// an empty file.
+pub fn overwrite(file: &File, content: &[u8], old_len: usize) -> io::Result<()> {
+    if content.len() >= old_len {
+        return write_all_at_start(file, content);
+    }
+    let mut padded = content.to_vec();
+    padded.resize(old_len, b' ');
+    write_all_at_start(file, &padded)
+}
+
+/// The whole file from offset 0 with positional reads: no seek, no size query, one
+/// read for a record of ordinary size. A read of a regular file that returns less
+/// than asked has reached its end, so that needs no second read to see zero.
+pub fn read_whole(file: &File) -> io::Result<Vec<u8>> {
+    let mut content = vec![0u8; 1024];
+    let mut filled = 0;
+    loop {
+        let n = read_at(file, &mut content[filled..], filled as u64)?;
+        filled += n;
+        if filled < content.len() {
+            content.truncate(filled);
+            return Ok(content);
+        }
+        content.resize(content.len() * 2, 0);
+    }
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+}
+
+#[cfg(unix)]
+fn write_all_at_start(file: &File, content: &[u8]) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, content, 0)
+}
+
+#[cfg(windows)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn write_all_at_start(mut file: &File, content: &[u8]) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(content)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_idle_file_is_reused_until_its_path_names_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.lock");
+        LockFile::open(&path, true).unwrap().keep_idle(&path);
+        let idle = LockFile::take_idle(&path).expect("kept");
+        assert!(idle.is_at(&path));
+        assert!(LockFile::take_idle(&path).is_none(), "taken once");
+        fs::remove_file(&path).unwrap();
+        LockFile::open(&path, true).unwrap();
+        assert!(!idle.is_at(&path), "a re-created file is another file");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_idle_set_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..IDLE_LIMIT + 10 {
+            let path = dir.path().join(format!("{i}.lock"));
+            LockFile::open(&path, true).unwrap().keep_idle(&path);
+        }
+        assert!(idle().len() <= IDLE_LIMIT);
+    }
+}
