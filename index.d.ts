@@ -63,10 +63,18 @@ export declare class WaitCanceller {
 }
 
 /**
- * For `npm run bench`: nanoseconds per bare `flock` lock + unlock pair on an open
- * file, the floor any file lock built on the kernel's stands on.
+ * For `npm run bench`: the kernel primitives and one engine cycle, timed in Rust in
+ * the directory `dir` (see `bench_floors.rs`).
  */
-export declare function benchmarkFlockFloor(path: string, iterations: number): number
+export declare function benchmarkFloors(dir: string, iterations: number): BenchmarkFloors
+
+/** Nanoseconds per iteration of each floor, for `npm run bench`. */
+export interface BenchmarkFloors {
+  flockPair: number
+  mkdirRmdir: number
+  engineCycle: number
+  engineMkdirCycle: number
+}
 
 export interface NativeCleanup {
   removed: Array<string>

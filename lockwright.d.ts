@@ -32,14 +32,16 @@ export interface LockManagerOptions {
   owner?: string
   /** Directory for lock files: `<lockDir>/<basename>.lock`. Default: beside the target. */
   lockDir?: string
-  /** Only `'kernel'` (OS advisory locks) for now. */
-  strategy?: 'kernel'
+  /** `'kernel'` (OS advisory locks, the default) or `'mkdir'` (proper-lockfile's protocol; exclusive only). */
+  strategy?: 'kernel' | 'mkdir'
   /** Default wait in ms for acquire/withLock/acquireSync. Default 30000. */
   timeout?: number
   /** A holder on another host whose heartbeat is older than this (ms) is dead. Default 10000, at least 2000. */
   stale?: number
   /** Heartbeat period in ms, from a native thread. Default stale/2; 0 turns beats off. */
   heartbeat?: number
+  /** Record counts and wait/hold times for `metrics()`. Default true. */
+  metrics?: boolean
   /** Called when a held lock turns out lost (code ECOMPROMISED); the 'compromised' event fires too. */
   onCompromised?: (err: LockError & { lockId: string }) => void
   /** true or a function: log acquire/wait/release/stale/cleanup events. Also LOCKWRIGHT_DEBUG=1. */

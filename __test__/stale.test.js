@@ -189,6 +189,19 @@ test('metrics count a scripted scenario exactly', async (t) => {
   assert.equal(manager.metrics().acquisitions, 0)
 })
 
+test('metrics: false records nothing but still counts what is held', async (t) => {
+  const file = join(tempDir(t), 'a.json')
+  const manager = new LockManager({ metrics: false })
+  const lock = await manager.acquire(file)
+  assert.equal(manager.tryAcquire(file), null)
+  let m = manager.metrics()
+  assert.deepEqual({ acquisitions: m.acquisitions, contended: m.contended, heldNow: m.heldNow, waits: m.wait.count }, { acquisitions: 0, contended: 0, heldNow: 1, waits: 0 })
+  await lock.release()
+  m = manager.metrics()
+  assert.deepEqual({ releases: m.releases, heldNow: m.heldNow, holds: m.hold.count }, { releases: 0, heldNow: 0, holds: 0 })
+  assert.throws(() => new LockManager({ metrics: 'no' }), { code: 'EINVAL', message: /metrics must be a boolean/ })
+})
+
 test('LOCKWRIGHT_DEBUG=1 and the debug option log lock events', async (t) => {
   const dir = tempDir(t)
   const run = await runScript('debug-scenario.js', [join(dir, 'a.json')], { env: { LOCKWRIGHT_DEBUG: '1' } })

@@ -1,6 +1,6 @@
 'use strict'
 // `npm run bench`: lockwright against proper-lockfile, side by side in one run on one
-// machine, plus the floor (a bare flock pair) and scale runs. Prints a table with
+// machine, plus the floors (bare kernel calls and the engine alone) and scale runs. Prints a table with
 // ratios against the targets and writes benchmark/results.json. Nothing here is a
 // test: timings vary with the machine and its load.
 //
@@ -37,10 +37,12 @@ function tempFile(dir, name) {
 
 async function microBenchmarks(dir) {
   const manager = new LockManager({ owner: 'bench' })
+  const unmetered = new LockManager({ owner: 'bench', metrics: false })
   const files = {
     async: tempFile(dir, 'async.json'),
     plAsync: tempFile(dir, 'pl-async.json'),
     sync: tempFile(dir, 'sync.json'),
+    unmetered: tempFile(dir, 'unmetered.json'),
     plSync: tempFile(dir, 'pl-sync.json'),
     dropIn: tempFile(dir, 'dropin.json'),
   }
@@ -57,6 +59,9 @@ async function microBenchmarks(dir) {
     .add('lockwright acquireSync+releaseSync', () => {
       manager.acquireSync(files.sync).releaseSync()
     })
+    .add('lockwright acquireSync+releaseSync (metrics: false)', () => {
+      unmetered.acquireSync(files.unmetered).releaseSync()
+    })
     .add('proper-lockfile lockSync+release', () => {
       properLockfile.lockSync(files.plSync)()
     })
@@ -71,10 +76,26 @@ async function microBenchmarks(dir) {
   return result
 }
 
+/**
+ * The shared counter of the contended run, rewritten in place through one descriptor.
+ * `writeFileSync` would truncate it, and ext4 flushes a truncated file to disk at
+ * close: the critical section would then time the disk, for both libraries alike.
+ */
+const COUNTER_WIDTH = 16
+
+function readCounter(fd) {
+  const buffer = Buffer.alloc(COUNTER_WIDTH)
+  return Number(buffer.toString('utf8', 0, fs.readSync(fd, buffer, 0, COUNTER_WIDTH, 0)))
+}
+
+function writeCounter(fd, value) {
+  fs.writeSync(fd, String(value).padStart(COUNTER_WIDTH, '0'), 0)
+}
+
 /** N processes each run locked increments for a fixed time; returns ops/s and waits. */
 async function contended(dir, kind, processes = 4) {
   const file = tempFile(dir, `contended-${kind}.json`)
-  fs.writeFileSync(file, '0')
+  fs.writeFileSync(file, '0'.repeat(COUNTER_WIDTH))
   const children = Array.from({ length: processes }, () => fork(__filename, ['contender', kind, file, String(CONTENDED_MS)]))
   const reports = []
   for (const child of children) child.on('message', (m) => reports.push(m))
@@ -90,6 +111,7 @@ async function contender(kind, file, ms) {
   const manager = new LockManager({ owner: 'contender' })
   // proper-lockfile at its tightest: retry every millisecond, forever.
   const retries = { forever: true, minTimeout: 1, maxTimeout: 1, factor: 1 }
+  const counter = fs.openSync(file, 'r+')
   const waits = []
   let ops = 0
   const end = Date.now() + ms
@@ -99,7 +121,7 @@ async function contender(kind, file, ms) {
       ? await manager.acquire(file, { timeout: Infinity }).then((lock) => () => lock.release())
       : await properLockfile.lock(file, { retries })
     waits.push(performance.now() - asked)
-    fs.writeFileSync(file, String(Number(fs.readFileSync(file, 'utf8')) + 1))
+    writeCounter(counter, readCounter(counter) + 1)
     ops++
     await release()
   }
@@ -184,7 +206,8 @@ async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lockwright-bench-'))
   console.log(`lockwright benchmarks on ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, node ${process.version}${QUICK ? ' (quick)' : ''}\n`)
   const micro = await microBenchmarks(dir)
-  const floorNs = native.benchmarkFlockFloor(tempFile(dir, 'floor.lock'), QUICK ? 10_000 : 200_000)
+  const floorDir = fs.mkdtempSync(path.join(dir, 'floors-'))
+  const floors = native.benchmarkFloors(floorDir, QUICK ? 2_000 : 20_000)
   const contendedLw = await contended(dir, 'lockwright')
   const contendedPl = await contended(dir, 'proper-lockfile')
   const handoffLw = await handoff(dir, 'lockwright')
@@ -207,7 +230,12 @@ async function main() {
     console.log(row([name, ours.toFixed(0), theirs.toFixed(0), `${r.toFixed(1)}x`, `${target}x`, r >= target ? 'yes' : 'NO'], widths))
   }
   console.log()
-  console.log(`floor: a bare flock lock+unlock pair from Rust: ${floorNs.toFixed(0)} ns`)
+  const us = (ns) => (ns / 1000).toFixed(1)
+  const perCycleUs = (name) => 1e6 / m(name)
+  const metered = perCycleUs('lockwright acquireSync+releaseSync')
+  const unmetered = perCycleUs('lockwright acquireSync+releaseSync (metrics: false)')
+  console.log(`floors, timed in Rust: flock lock+unlock ${us(floors.flockPair)} us; mkdir+rmdir ${us(floors.mkdirRmdir)} us; engine acquire+release ${us(floors.engineCycle)} us (kernel), ${us(floors.engineMkdirCycle)} us (mkdir)`)
+  console.log(`where a sync cycle goes: ${metered.toFixed(1)} us from JavaScript, of which the engine ${us(floors.engineCycle)} us; metrics recording ${((metered - unmetered) * 1000).toFixed(0)} ns (${metered.toFixed(1)} us with, ${unmetered.toFixed(1)} us without)`)
   console.log(`contended waits: lockwright p50 ${contendedLw.waitP50Ms.toFixed(3)} ms, p99 ${contendedLw.waitP99Ms.toFixed(3)} ms; proper-lockfile p50 ${contendedPl.waitP50Ms.toFixed(3)} ms, p99 ${contendedPl.waitP99Ms.toFixed(3)} ms`)
   console.log(`cross-process handoff: lockwright p50 ${handoffLw.p50Us.toFixed(0)} us, p99 ${handoffLw.p99Us.toFixed(0)} us (target p50 <= 100 us: ${handoffLw.p50Us <= 100 ? 'yes' : 'NO'}); proper-lockfile p50 ${handoffPl.p50Us.toFixed(0)} us, p99 ${handoffPl.p99Us.toFixed(0)} us`)
   const h = scaled.heldAtOnce
@@ -219,7 +247,7 @@ async function main() {
     date: new Date().toISOString(),
     machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, node: process.version, quick: QUICK },
     micro,
-    floorNs,
+    floorsNs: floors,
     contended: { lockwright: contendedLw, properLockfile: contendedPl },
     handoff: { lockwright: handoffLw, properLockfile: handoffPl },
     scale: scaled,

@@ -5,6 +5,7 @@
 //! exit handling) on top of these.
 
 mod atomic_write_task;
+mod bench_floors;
 pub mod engine;
 mod js_args;
 mod js_error;
@@ -223,6 +224,7 @@ impl NativeLockManager {
                     stale_ms: js_args::optional_millis(options, "stale")?
                         .unwrap_or(defaults.stale_ms),
                     heartbeat_ms: js_args::optional_millis(options, "heartbeat")?,
+                    metrics: js_args::optional_bool(options, "metrics")?.unwrap_or(true),
                     mkdir,
                     ..defaults
                 })?,
@@ -512,22 +514,27 @@ pub fn write_file_atomic_sync(
         .map_err(|e| js_error::to_js(&env, e))
 }
 
-/// For `npm run bench`: nanoseconds per bare `flock` lock + unlock pair on an open
-/// file, the floor any file lock built on the kernel's stands on.
+/// Nanoseconds per iteration of each floor, for `npm run bench`.
+#[napi(object)]
+pub struct BenchmarkFloors {
+    pub flock_pair: f64,
+    pub mkdir_rmdir: f64,
+    pub engine_cycle: f64,
+    pub engine_mkdir_cycle: f64,
+}
+
+/// For `npm run bench`: the kernel primitives and one engine cycle, timed in Rust in
+/// the directory `dir` (see `bench_floors.rs`).
 #[napi(catch_unwind)]
-pub fn benchmark_flock_floor(path: String, iterations: u32) -> napi::Result<f64> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)?;
-    let started = std::time::Instant::now();
-    for _ in 0..iterations {
-        file.lock()?;
-        file.unlock()?;
-    }
-    Ok(started.elapsed().as_nanos() as f64 / f64::from(iterations.max(1)))
+pub fn benchmark_floors(env: Env, dir: String, iterations: u32) -> napi::Result<BenchmarkFloors> {
+    let floors = bench_floors::measure(std::path::Path::new(&dir), iterations)
+        .map_err(|e| js_error::to_js(&env, e))?;
+    Ok(BenchmarkFloors {
+        flock_pair: floors.flock_pair,
+        mkdir_rmdir: floors.mkdir_rmdir,
+        engine_cycle: floors.engine_cycle,
+        engine_mkdir_cycle: floors.engine_mkdir_cycle,
+    })
 }
 
 fn read_write_request(

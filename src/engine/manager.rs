@@ -73,6 +73,8 @@ pub struct ManagerOptions {
     pub heartbeat_ms: Option<u64>,
     /// Kernel locks, or proper-lockfile's mkdir protocol (whose `stale` is set here).
     pub mkdir: bool,
+    /// Record counts and wait/hold times (on unless turned off).
+    pub metrics: bool,
 }
 
 impl ManagerOptions {
@@ -84,6 +86,7 @@ impl ManagerOptions {
             stale_ms: DEFAULT_STALE_MS,
             heartbeat_ms: None,
             mkdir: false,
+            metrics: true,
         }
     }
 }
@@ -182,7 +185,7 @@ impl LockManager {
                     Strategy::Kernel
                 },
                 held: Mutex::default(),
-                metrics: Metrics::default(),
+                metrics: Metrics::new(options.metrics),
                 on_compromised: Mutex::new(None),
                 closing: CancellationToken::new(),
             }),

@@ -74,17 +74,31 @@ impl Recorded {
     }
 }
 
-pub struct Metrics(Mutex<Recorded>);
+pub struct Metrics {
+    recorded: Mutex<Recorded>,
+    /// `metrics: false` turns recording off; snapshots then stay at zero.
+    enabled: bool,
+}
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics(Mutex::new(Recorded::new()))
+        Metrics::new(true)
     }
 }
 
 impl Metrics {
+    pub fn new(enabled: bool) -> Self {
+        Metrics {
+            recorded: Mutex::new(Recorded::new()),
+            enabled,
+        }
+    }
+
     pub fn record(&self, event: Event) {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.enabled {
+            return;
+        }
+        let mut m = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
         match event {
             Event::Acquired { waited } => {
                 m.acquisitions += 1;
@@ -103,7 +117,7 @@ impl Metrics {
     }
 
     pub fn snapshot(&self, held_now: usize) -> MetricsSnapshot {
-        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let m = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
         MetricsSnapshot {
             acquisitions: m.acquisitions,
             releases: m.releases,
@@ -119,7 +133,7 @@ impl Metrics {
     }
 
     pub fn reset(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Recorded::new();
+        *self.recorded.lock().unwrap_or_else(|p| p.into_inner()) = Recorded::new();
     }
 }
 

@@ -1,0 +1,71 @@
+//! Floors for `npm run bench`, timed in Rust so that no JavaScript or binding cost is
+//! in them: what the kernel's primitives cost on this machine, and what one engine
+//! acquire/release cycle costs before any call crosses into Node.
+
+use std::fs::{self, OpenOptions};
+use std::path::Path;
+use std::time::Instant;
+
+use crate::engine::{AcquireOptions, LockManager, ManagerOptions, Result};
+
+/// Nanoseconds per iteration of each floor.
+pub struct Floors {
+    /// A bare `flock` lock + unlock pair on an open file.
+    pub flock_pair: f64,
+    /// A bare `mkdir` + `rmdir` pair: proper-lockfile's protocol without anything else.
+    pub mkdir_rmdir: f64,
+    /// One engine acquire + release, kernel strategy.
+    pub engine_cycle: f64,
+    /// One engine acquire + release, mkdir strategy.
+    pub engine_mkdir_cycle: f64,
+}
+
+pub fn measure(dir: &Path, iterations: u32) -> Result<Floors> {
+    let iterations = iterations.max(1);
+    let per = |started: Instant| started.elapsed().as_nanos() as f64 / f64::from(iterations);
+    let io = |e: std::io::Error| crate::engine::LockError::from_io(&e, "benchmark", dir);
+
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("floor.lock"))
+        .map_err(io)?;
+    let started = Instant::now();
+    for _ in 0..iterations {
+        file.lock().map_err(io)?;
+        file.unlock().map_err(io)?;
+    }
+    let flock_pair = per(started);
+
+    let lock_dir = dir.join("floor.dir.lock");
+    let started = Instant::now();
+    for _ in 0..iterations {
+        fs::create_dir(&lock_dir).map_err(io)?;
+        fs::remove_dir(&lock_dir).map_err(io)?;
+    }
+    let mkdir_rmdir = per(started);
+
+    let cycle = |mkdir: bool, name: &str| -> Result<f64> {
+        let manager = LockManager::new(ManagerOptions {
+            mkdir,
+            heartbeat_ms: Some(0),
+            ..ManagerOptions::new("bench-floor")
+        })?;
+        let target = dir.join(name).to_string_lossy().into_owned();
+        let options = AcquireOptions::default();
+        let started = Instant::now();
+        for _ in 0..iterations {
+            let grant = manager.acquire_blocking(&target, &options)?;
+            manager.release(grant.id, crate::engine::code::RELEASED)?;
+        }
+        Ok(per(started))
+    };
+    Ok(Floors {
+        flock_pair,
+        mkdir_rmdir,
+        engine_cycle: cycle(false, "floor-engine.json")?,
+        engine_mkdir_cycle: cycle(true, "floor-engine-mkdir.json")?,
+    })
+}
