@@ -63,6 +63,13 @@ export declare class WaitCanceller {
 }
 
 /**
+ * Test hook, not API: panics on purpose, in engine work of this call (`'call'`) or
+ * inside a wait settled in the background (`'wait'`), so the suite can prove that a
+ * Rust panic reaches JavaScript as an `EPANIC` error and never aborts Node.
+ */
+export declare function __panicForTest(place: string): void | Promise<never>
+
+/**
  * For `npm run bench`: the kernel primitives and one engine cycle, timed in Rust in
  * the directory `dir` (see `bench_floors.rs`).
  */

@@ -837,6 +837,7 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.NativeLockManager = nativeBinding.NativeLockManager
 module.exports.WaitCanceller = nativeBinding.WaitCanceller
+module.exports.__panicForTest = nativeBinding.__panicForTest
 module.exports.benchmarkFloors = nativeBinding.benchmarkFloors
 module.exports.writeFileAtomic = nativeBinding.writeFileAtomic
 module.exports.writeFileAtomicSync = nativeBinding.writeFileAtomicSync

@@ -9,7 +9,7 @@ const { once } = require('node:events')
 const { join } = require('node:path')
 const { Worker } = require('node:worker_threads')
 const { LockManager } = require('../lockwright.js')
-const { tempDir } = require('./helpers.js')
+const { tempDir, runScript } = require('./helpers.js')
 
 const workerScript = join(__dirname, 'fixtures', 'worker-thread.js')
 
@@ -69,6 +69,17 @@ test('a directory without write permission is EACCES for an unprivileged user', 
   await once(child, 'exit')
   assert.deepEqual(JSON.parse(out), { code: 'EACCES', path: join(dir, 'state.json.lock') })
   assert.deepEqual(fs.readdirSync(dir), [])
+})
+
+test('a Rust panic is an EPANIC error, in a call or in a wait, and Node keeps running', async (t) => {
+  const run = await runScript('panic.js', [tempDir(t)])
+  assert.equal(run.code, 0, run.stderr)
+  const report = JSON.parse(run.stdout)
+  assert.equal(report.errors.call.code, 'EPANIC')
+  assert.match(report.errors.call.message, /deliberate panic in a call/)
+  assert.equal(report.errors.wait.code, 'EPANIC')
+  assert.match(report.errors.wait.message, /deliberate panic in a wait/)
+  assert.equal(report.lockedAfter, true)
 })
 
 test('a lock path of the wrong kind is a typed error for each strategy', async (t) => {

@@ -199,7 +199,7 @@ pub struct NativeLockManager {
 
 #[napi]
 impl NativeLockManager {
-    #[napi(constructor)]
+    #[napi(constructor, catch_unwind)]
     pub fn new(env: Env, options: Option<Unknown>) -> napi::Result<Self> {
         let build = || -> engine::Result<Self> {
             let options = js_args::options(options, "options")?;
@@ -230,7 +230,7 @@ impl NativeLockManager {
                 })?,
             })
         };
-        build().map_err(|e| js_error::to_js(&env, e))
+        guarded(&env, build)
     }
 
     #[napi(getter)]
@@ -238,7 +238,7 @@ impl NativeLockManager {
         self.engine.owner().to_string()
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn held_count(&self) -> u32 {
         self.engine.held_count() as u32
     }
@@ -256,30 +256,13 @@ impl NativeLockManager {
     ) -> napi::Result<Either<NativeGrant, Object<'env>>> {
         let request = read_request(path, options).map_err(|e| js_error::to_js(env, e))?;
         let cancel = canceller.map(|c| c.token.clone()).unwrap_or_default();
-        match self.engine.acquire(&request.0, &request.1, cancel) {
+        match guarded(env, || {
+            Ok(self.engine.acquire(&request.0, &request.1, cancel))
+        })? {
             Acquisition::Ready(result) => result
                 .map(|g| Either::A(g.into()))
                 .map_err(|e| js_error::to_js(env, e)),
-            Acquisition::Waiting(wait) => {
-                let (deferred, promise) = env.create_deferred()?;
-                engine::waiting::runtime().spawn(async move {
-                    // The wait runs as its own task so that a panic in it settles the
-                    // promise with an error instead of leaving it pending forever.
-                    let result = tokio::spawn(wait).await.unwrap_or_else(|panic| {
-                        Err(LockError::new(
-                            "EPANIC",
-                            format!("lockwright: internal error while waiting: {panic}"),
-                            None,
-                        ))
-                    });
-                    deferred.resolve(move |env| {
-                        result
-                            .map(NativeGrant::from)
-                            .map_err(|e| js_error::to_js(&env, e))
-                    });
-                });
-                Ok(Either::B(promise))
-            }
+            Acquisition::Waiting(wait) => settle_in_background(env, wait).map(Either::B),
         }
     }
 
@@ -293,10 +276,11 @@ impl NativeLockManager {
     ) -> napi::Result<NativeGrant> {
         let (target, options) =
             read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
-        self.engine
-            .acquire_blocking(&target, &options)
-            .map(Into::into)
-            .map_err(|e| js_error::to_js(&env, e))
+        guarded(&env, || {
+            self.engine
+                .acquire_blocking(&target, &options)
+                .map(Into::into)
+        })
     }
 
     /// One attempt: the grant, or `null` when the lock is held.
@@ -309,10 +293,11 @@ impl NativeLockManager {
     ) -> napi::Result<Option<NativeGrant>> {
         let (target, options) =
             read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
-        self.engine
-            .try_acquire(&target, &options)
-            .map(|g| g.map(Into::into))
-            .map_err(|e| js_error::to_js(&env, e))
+        guarded(&env, || {
+            self.engine
+                .try_acquire(&target, &options)
+                .map(|g| g.map(Into::into))
+        })
     }
 
     /// Releases a grant. `missingCode` is thrown when this manager does not hold it.
@@ -323,9 +308,7 @@ impl NativeLockManager {
         } else {
             code::NOT_ACQUIRED
         };
-        self.engine
-            .release(id as u64, missing)
-            .map_err(|e| js_error::to_js(&env, e))
+        guarded(&env, || self.engine.release(id as u64, missing))
     }
 
     /// Releases every grant this manager holds on `path`; returns how many.
@@ -337,13 +320,14 @@ impl NativeLockManager {
         lockfile_path: Option<String>,
     ) -> napi::Result<u32> {
         let target = js_args::string(&path, "path").map_err(|e| js_error::to_js(&env, e))?;
-        self.engine
-            .release_path(&target, lockfile_path.as_deref())
-            .map(|n| n as u32)
-            .map_err(|e| js_error::to_js(&env, e))
+        guarded(&env, || {
+            self.engine
+                .release_path(&target, lockfile_path.as_deref())
+                .map(|n| n as u32)
+        })
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn is_held(&self, id: u32) -> bool {
         self.engine.is_held(id as u64)
     }
@@ -359,13 +343,14 @@ impl NativeLockManager {
     ) -> napi::Result<String> {
         let (target, options) =
             read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
-        self.engine
-            .resolve(&target, options.lockfile_path.as_deref())
-            .map(|(_, lockfile)| lockfile.to_string_lossy().into_owned())
-            .map_err(|e| js_error::to_js(&env, e))
+        guarded(&env, || {
+            self.engine
+                .resolve(&target, options.lockfile_path.as_deref())
+                .map(|(_, lockfile)| lockfile.to_string_lossy().into_owned())
+        })
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn held(&self) -> Vec<NativeGrant> {
         self.engine
             .held_grants()
@@ -388,35 +373,35 @@ impl NativeLockManager {
     ) -> napi::Result<NativeStatus> {
         let (target, options) =
             read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
-        self.engine
-            .status(&target, options.lockfile_path.as_deref())
-            .map(Into::into)
-            .map_err(|e| js_error::to_js(&env, e))
+        guarded(&env, || {
+            self.engine
+                .status(&target, options.lockfile_path.as_deref())
+                .map(Into::into)
+        })
     }
 
     #[napi(catch_unwind)]
     pub fn list(&self, env: Env, dir: Option<Unknown>) -> napi::Result<Vec<NativeStatus>> {
         let dir = optional_dir(dir).map_err(|e| js_error::to_js(&env, e))?;
-        self.engine
-            .list(dir.as_deref())
-            .map(|l| l.into_iter().map(Into::into).collect())
-            .map_err(|e| js_error::to_js(&env, e))
+        guarded(&env, || {
+            self.engine
+                .list(dir.as_deref())
+                .map(|l| l.into_iter().map(Into::into).collect())
+        })
     }
 
     #[napi(catch_unwind)]
     pub fn cleanup(&self, env: Env, dir: Option<Unknown>) -> napi::Result<NativeCleanup> {
         let dir = optional_dir(dir).map_err(|e| js_error::to_js(&env, e))?;
-        self.engine
-            .cleanup(dir.as_deref())
-            .map(|r| NativeCleanup {
-                removed: r
-                    .removed
-                    .iter()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .collect(),
-                kept: r.kept as u32,
-            })
-            .map_err(|e| js_error::to_js(&env, e))
+        let report = guarded(&env, || self.engine.cleanup(dir.as_deref()))?;
+        Ok(NativeCleanup {
+            removed: report
+                .removed
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect(),
+            kept: report.kept as u32,
+        })
     }
 
     /// Breaks a lock nobody alive holds; returns whether anything was removed.
@@ -430,17 +415,18 @@ impl NativeLockManager {
     ) -> napi::Result<bool> {
         let (target, options) =
             read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
-        self.engine
-            .force_release(&target, options.lockfile_path.as_deref(), force)
-            .map_err(|e| js_error::to_js(&env, e))
+        guarded(&env, || {
+            self.engine
+                .force_release(&target, options.lockfile_path.as_deref(), force)
+        })
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn metrics(&self) -> NativeMetrics {
         self.engine.metrics().into()
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn reset_metrics(&self) {
         self.engine.reset_metrics();
     }
@@ -470,13 +456,13 @@ impl NativeLockManager {
     }
 
     /// Releases everything held, keeping the manager usable (process exit).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn release_all(&self) -> u32 {
         self.engine.release_all() as u32
     }
 
     /// Ends pending waits and releases everything; later acquires fail.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn close(&self) -> u32 {
         self.engine.close() as u32
     }
@@ -510,8 +496,76 @@ pub fn write_file_atomic_sync(
 ) -> napi::Result<()> {
     let (path, options) =
         read_write_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
-    engine::atomic_file::write_file_atomic(&path, &data, options)
-        .map_err(|e| js_error::to_js(&env, e))
+    guarded(&env, || {
+        engine::atomic_file::write_file_atomic(&path, &data, options)
+    })
+}
+
+/// A Promise that `wait`, run on the wait runtime, settles. The wait runs as its own
+/// task so that a panic in it settles the promise with `EPANIC` instead of leaving it
+/// pending forever.
+fn settle_in_background<'env>(
+    env: &'env Env,
+    wait: impl std::future::Future<Output = engine::Result<LockGrant>> + Send + 'static,
+) -> napi::Result<Object<'env>> {
+    let (deferred, promise) = env.create_deferred()?;
+    engine::waiting::runtime().spawn(async move {
+        let result = tokio::spawn(wait).await.unwrap_or_else(|panic| {
+            Err(LockError::new(
+                code::PANIC,
+                format!("lockwright: internal error while waiting: {panic}"),
+                None,
+            ))
+        });
+        deferred.resolve(move |env| {
+            result
+                .map(NativeGrant::from)
+                .map_err(|e| js_error::to_js(&env, e))
+        });
+    });
+    Ok(promise)
+}
+
+/// Runs engine work for a binding call. A panic inside (a bug in lockwright) comes
+/// out as an `EPANIC` error; unwinding into Node would abort the process. Every
+/// method also has napi's `catch_unwind`, for the conversions around this.
+fn guarded<T>(env: &Env, work: impl FnOnce() -> engine::Result<T>) -> napi::Result<T> {
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(LockError::new(
+                code::PANIC,
+                format!("lockwright: internal error: {message}"),
+                None,
+            ))
+        });
+    outcome.map_err(|e| js_error::to_js(env, e))
+}
+
+/// Test hook, not API: panics on purpose, in engine work of this call (`'call'`) or
+/// inside a wait settled in the background (`'wait'`), so the suite can prove that a
+/// Rust panic reaches JavaScript as an `EPANIC` error and never aborts Node.
+#[napi(
+    catch_unwind,
+    js_name = "__panicForTest",
+    ts_return_type = "void | Promise<never>"
+)]
+pub fn panic_for_test<'env>(
+    env: &'env Env,
+    place: String,
+) -> napi::Result<Either<(), Object<'env>>> {
+    if place == "wait" {
+        let wait = async { panic!("deliberate panic in a wait, for the test suite") };
+        return settle_in_background(env, wait).map(Either::B);
+    }
+    guarded(env, || -> engine::Result<()> {
+        panic!("deliberate panic in a call, for the test suite")
+    })
+    .map(Either::A)
 }
 
 /// Nanoseconds per iteration of each floor, for `npm run bench`.
@@ -527,8 +581,9 @@ pub struct BenchmarkFloors {
 /// the directory `dir` (see `bench_floors.rs`).
 #[napi(catch_unwind)]
 pub fn benchmark_floors(env: Env, dir: String, iterations: u32) -> napi::Result<BenchmarkFloors> {
-    let floors = bench_floors::measure(std::path::Path::new(&dir), iterations)
-        .map_err(|e| js_error::to_js(&env, e))?;
+    let floors = guarded(&env, || {
+        bench_floors::measure(std::path::Path::new(&dir), iterations)
+    })?;
     Ok(BenchmarkFloors {
         flock_pair: floors.flock_pair,
         mkdir_rmdir: floors.mkdir_rmdir,

@@ -16,6 +16,8 @@ pub mod code {
     pub const INVALID: &str = "EINVAL";
     pub const DEADLOCK: &str = "EDEADLK";
     pub const COMPROMISED: &str = "ECOMPROMISED";
+    /// A bug in lockwright (a Rust panic), reported instead of aborting Node.
+    pub const PANIC: &str = "EPANIC";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
