@@ -63,11 +63,18 @@ export declare class WaitCanceller {
 }
 
 /**
- * Test hook, not API: panics on purpose, in engine work of this call (`'call'`) or
- * inside a wait settled in the background (`'wait'`), so the suite can prove that a
- * Rust panic reaches JavaScript as an `EPANIC` error and never aborts Node.
+ * Test hook, not API: panics on purpose, in engine work of this call (`'call'`),
+ * inside a wait on the wait runtime (`'wait'`) or inside a wait on this JS thread
+ * (`'js-thread-wait'`), so the suite can prove that a Rust panic reaches JavaScript
+ * as an `EPANIC` error and never aborts Node.
  */
 export declare function __panicForTest(place: string): void | Promise<never>
+
+/**
+ * Test hook, not API: whether contended acquires on this thread wait on the JS thread
+ * itself (see `js_thread_wait.rs`) rather than on the wait runtime.
+ */
+export declare function __waitsOnJsThread(): boolean
 
 /**
  * For `npm run bench`: the kernel primitives and one engine cycle, timed in Rust in

@@ -838,6 +838,7 @@ module.exports = nativeBinding
 module.exports.NativeLockManager = nativeBinding.NativeLockManager
 module.exports.WaitCanceller = nativeBinding.WaitCanceller
 module.exports.__panicForTest = nativeBinding.__panicForTest
+module.exports.__waitsOnJsThread = nativeBinding.__waitsOnJsThread
 module.exports.benchmarkFloors = nativeBinding.benchmarkFloors
 module.exports.writeFileAtomic = nativeBinding.writeFileAtomic
 module.exports.writeFileAtomicSync = nativeBinding.writeFileAtomicSync

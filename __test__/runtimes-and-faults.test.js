@@ -35,6 +35,44 @@ test('a worker terminated while holding a lock releases it', async (t) => {
   await lock.release()
 })
 
+test('contended waits run on the waiting JS thread itself, in the main thread and in workers', { skip: process.platform !== 'linux' }, async (t) => {
+  const file = join(tempDir(t), 'state.json')
+  const holder = new LockManager({ owner: 'holder' })
+  let held = await holder.acquire(file)
+  // The main thread: another manager's acquire waits here.
+  const waiter = new LockManager({ owner: 'waiter' })
+  const waiting = waiter.acquire(file, { timeout: 10_000 })
+  await held.release()
+  await (await waiting).release()
+  assert.equal(require('../index.js').__waitsOnJsThread(), true)
+  // A worker: its own event loop, its own waits.
+  held = await holder.acquire(file)
+  const worker = new Worker(workerScript, { workerData: { name: 'waiter', task: 'wait', file } })
+  const [state] = await once(worker, 'message')
+  assert.equal(state, 'waiting')
+  await held.release()
+  const [granted] = await once(worker, 'message')
+  assert.deepEqual(granted, { granted: true, onJsThread: true })
+  await worker.terminate()
+})
+
+test('a worker terminated while waiting takes its wait with it', async (t) => {
+  const file = join(tempDir(t), 'state.json')
+  const holder = new LockManager({ owner: 'holder' })
+  const held = await holder.acquire(file)
+  const worker = new Worker(workerScript, { workerData: { name: 'waiter', task: 'wait', file } })
+  const [state] = await once(worker, 'message')
+  assert.equal(state, 'waiting')
+  await worker.terminate()
+  await held.release()
+  // Nobody took the lock on the dead worker's behalf, and waits here still work.
+  const again = holder.tryAcquire(file)
+  assert.ok(again, 'the lock is free')
+  const waiting = new LockManager({ owner: 'waiter' }).acquire(file, { timeout: 10_000 })
+  await again.release()
+  await (await waiting).release()
+})
+
 test('running out of file descriptors is a typed EMFILE, and the process recovers', { skip: process.platform === 'win32' }, async (t) => {
   const dir = tempDir(t)
   const child = spawn('sh', ['-c', `ulimit -n 64 && exec "${process.execPath}" "${join(__dirname, 'fixtures', 'fd-exhaustion.js')}" "${dir}"`], { stdio: ['ignore', 'pipe', 'inherit'] })
@@ -79,6 +117,7 @@ test('a Rust panic is an EPANIC error, in a call or in a wait, and Node keeps ru
   assert.match(report.errors.call.message, /deliberate panic in a call/)
   assert.equal(report.errors.wait.code, 'EPANIC')
   assert.match(report.errors.wait.message, /deliberate panic in a wait/)
+  if (process.platform === 'linux') assert.equal(report.errors.jsThreadWait.code, 'EPANIC')
   assert.equal(report.lockedAfter, true)
 })
 

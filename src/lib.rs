@@ -9,6 +9,8 @@ mod bench_floors;
 pub mod engine;
 mod js_args;
 mod js_error;
+#[cfg(target_os = "linux")]
+mod js_thread_wait;
 
 use napi::bindgen_prelude::{AsyncTask, Buffer, ClassInstance, Either, Env, Object, Unknown};
 use napi_derive::napi;
@@ -256,12 +258,20 @@ impl NativeLockManager {
     ) -> napi::Result<Either<NativeGrant, Object<'env>>> {
         let request = read_request(path, options).map_err(|e| js_error::to_js(env, e))?;
         let cancel = canceller.map(|c| c.token.clone()).unwrap_or_default();
-        match guarded(env, || {
-            Ok(self.engine.acquire(&request.0, &request.1, cancel))
-        })? {
+        let events = js_thread_events(env);
+        let on_js_thread = events.is_some();
+        let acquisition = guarded(env, || {
+            Ok(self
+                .engine
+                .acquire_woken_by(&request.0, &request.1, cancel, events))
+        })?;
+        match acquisition {
             Acquisition::Ready(result) => result
                 .map(|g| Either::A(g.into()))
                 .map_err(|e| js_error::to_js(env, e)),
+            Acquisition::Waiting(wait) if on_js_thread => {
+                spawn_on_js_thread(env, wait).map(Either::B)
+            }
             Acquisition::Waiting(wait) => settle_in_background(env, wait).map(Either::B),
         }
     }
@@ -501,6 +511,33 @@ pub fn write_file_atomic_sync(
     })
 }
 
+/// The release events that wake waits on this JS thread itself, if it can have them.
+#[cfg(target_os = "linux")]
+fn js_thread_events(env: &Env) -> Option<std::sync::Arc<engine::release_events::ReleaseEvents>> {
+    js_thread_wait::events(env)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn js_thread_events(_env: &Env) -> Option<std::sync::Arc<engine::release_events::ReleaseEvents>> {
+    None
+}
+
+#[cfg(target_os = "linux")]
+fn spawn_on_js_thread<'env>(
+    env: &'env Env,
+    wait: engine::manager::PendingGrant,
+) -> napi::Result<Object<'env>> {
+    js_thread_wait::spawn(env, wait)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn spawn_on_js_thread<'env>(
+    env: &'env Env,
+    wait: engine::manager::PendingGrant,
+) -> napi::Result<Object<'env>> {
+    settle_in_background(env, wait)
+}
+
 /// A Promise that `wait`, run on the wait runtime, settles. The wait runs as its own
 /// task so that a panic in it settles the promise with `EPANIC` instead of leaving it
 /// pending forever.
@@ -546,9 +583,10 @@ fn guarded<T>(env: &Env, work: impl FnOnce() -> engine::Result<T>) -> napi::Resu
     outcome.map_err(|e| js_error::to_js(env, e))
 }
 
-/// Test hook, not API: panics on purpose, in engine work of this call (`'call'`) or
-/// inside a wait settled in the background (`'wait'`), so the suite can prove that a
-/// Rust panic reaches JavaScript as an `EPANIC` error and never aborts Node.
+/// Test hook, not API: panics on purpose, in engine work of this call (`'call'`),
+/// inside a wait on the wait runtime (`'wait'`) or inside a wait on this JS thread
+/// (`'js-thread-wait'`), so the suite can prove that a Rust panic reaches JavaScript
+/// as an `EPANIC` error and never aborts Node.
 #[napi(
     catch_unwind,
     js_name = "__panicForTest",
@@ -558,14 +596,25 @@ pub fn panic_for_test<'env>(
     env: &'env Env,
     place: String,
 ) -> napi::Result<Either<(), Object<'env>>> {
-    if place == "wait" {
-        let wait = async { panic!("deliberate panic in a wait, for the test suite") };
-        return settle_in_background(env, wait).map(Either::B);
+    let wait = Box::pin(async { panic!("deliberate panic in a wait, for the test suite") });
+    match place.as_str() {
+        "wait" => return settle_in_background(env, wait).map(Either::B),
+        "js-thread-wait" if js_thread_events(env).is_some() => {
+            return spawn_on_js_thread(env, wait).map(Either::B)
+        }
+        _ => {}
     }
     guarded(env, || -> engine::Result<()> {
         panic!("deliberate panic in a call, for the test suite")
     })
     .map(Either::A)
+}
+
+/// Test hook, not API: whether contended acquires on this thread wait on the JS thread
+/// itself (see `js_thread_wait.rs`) rather than on the wait runtime.
+#[napi(js_name = "__waitsOnJsThread")]
+pub fn waits_on_js_thread(env: Env) -> bool {
+    js_thread_events(&env).is_some()
 }
 
 /// Nanoseconds per iteration of each floor, for `npm run bench`.

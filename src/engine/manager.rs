@@ -18,6 +18,7 @@ use super::kernel_lock::{read_holders, Claimant};
 use super::lock_path::{lockfile_for, validate_path};
 use super::metrics::{Event, Metrics, MetricsSnapshot};
 use super::owner_record::{now_ms, LockMode, OwnerRecord, ProcessIdentity};
+use super::release_events::ReleaseEvents;
 use super::strategy::{HeldLock, Strategy};
 use super::waiting::{runtime, turn_for, wait_for_lock};
 
@@ -127,6 +128,15 @@ pub type PendingGrant = Pin<Box<dyn Future<Output = Result<LockGrant>> + Send>>;
 pub enum Acquisition {
     Ready(Result<LockGrant>),
     Waiting(PendingGrant),
+}
+
+/// A contended acquire, as its wait needs it.
+struct Request {
+    target: PathBuf,
+    lockfile: PathBuf,
+    mode: LockMode,
+    wait: Wait,
+    asked: Instant,
 }
 
 struct Held {
@@ -273,6 +283,19 @@ impl LockManager {
         options: &AcquireOptions,
         cancel: CancellationToken,
     ) -> Acquisition {
+        self.acquire_woken_by(target, options, cancel, None)
+    }
+
+    /// `acquire` whose wait is woken by `events` (default: the process's instance, read
+    /// on the wait runtime). The binding passes the JS thread's own instance, so a
+    /// release wakes that thread directly.
+    pub fn acquire_woken_by(
+        &self,
+        target: &str,
+        options: &AcquireOptions,
+        cancel: CancellationToken,
+        events: Option<Arc<ReleaseEvents>>,
+    ) -> Acquisition {
         let (target, lockfile) = match self.resolve(target, options.lockfile_path.as_deref()) {
             Ok(paths) => paths,
             Err(e) => return Acquisition::Ready(Err(e)),
@@ -292,12 +315,15 @@ impl LockManager {
             return Acquisition::Ready(Err(locked_error(&target, &lockfile)));
         }
         Acquisition::Waiting(Box::pin(self.clone().wait(
-            target,
-            lockfile,
-            options.mode,
-            wait,
+            Request {
+                target,
+                lockfile,
+                mode: options.mode,
+                wait,
+                asked,
+            },
             cancel,
-            asked,
+            events.unwrap_or_else(ReleaseEvents::global),
         )))
     }
 
@@ -312,19 +338,23 @@ impl LockManager {
 
     async fn wait(
         self,
-        target: PathBuf,
-        lockfile: PathBuf,
-        mode: LockMode,
-        wait: Wait,
+        request: Request,
         cancel: CancellationToken,
-        asked: Instant,
+        events: Arc<ReleaseEvents>,
     ) -> Result<LockGrant> {
+        let Request {
+            target,
+            lockfile,
+            mode,
+            wait,
+            asked,
+        } = request;
         let turn = turn_for(&lockfile);
         let contender = match self.inner.strategy.contender(lockfile.clone(), mode) {
             Ok(contender) => contender,
             Err(e) => return Err(e),
         };
-        let attempt = wait_for_lock(turn, contender, self.inner.claimant.clone());
+        let attempt = wait_for_lock(turn, contender, self.inner.claimant.clone(), events);
         let deadline = async {
             match wait {
                 Wait::For(duration) => tokio::time::sleep(duration).await,

@@ -6,6 +6,10 @@
 //! removal of a lock directory. Waiters then retry their non-blocking lock at once. Elsewhere the `notify` crate's watcher does the same
 //! with whatever events its platform reports.
 //!
+//! Node's JS thread can read an instance of its own (`ReleaseEvents::polled`): the
+//! binding then watches its descriptor on the JS thread's event loop, so a release
+//! wakes that thread directly instead of this runtime's thread and then that one.
+//!
 //! A watcher cannot see everything (another host on a network filesystem, a crashed
 //! holder whose close event beat its lock's removal), so waiters also retry on a slow
 //! safety-net tick.
@@ -30,6 +34,7 @@ pub struct ReleaseEvents {
 
 /// A waiter's interest in one path; the watch goes away with the last subscription.
 pub struct Subscription {
+    events: Arc<ReleaseEvents>,
     path: PathBuf,
     pub wake: Arc<Notify>,
 }
@@ -49,20 +54,48 @@ fn deliver<'a>(table: &Table, paths: impl IntoIterator<Item = &'a Path>) {
 }
 
 impl ReleaseEvents {
-    pub fn global() -> &'static ReleaseEvents {
-        static EVENTS: OnceLock<ReleaseEvents> = OnceLock::new();
-        EVENTS.get_or_init(|| {
+    /// The process's instance, read on the wait runtime.
+    pub fn global() -> Arc<ReleaseEvents> {
+        static EVENTS: OnceLock<Arc<ReleaseEvents>> = OnceLock::new();
+        let events = EVENTS.get_or_init(|| {
             let watched: Table = Arc::default();
             // Without a watcher (no inotify instances left, say) waiters still make
             // progress on the safety-net tick.
-            ReleaseEvents {
+            Arc::new(ReleaseEvents {
                 backend: backend::Backend::start(Arc::clone(&watched)),
                 watched,
-            }
-        })
+            })
+        });
+        Arc::clone(events)
     }
 
-    pub fn subscribe(&self, path: &Path) -> Subscription {
+    /// An instance nobody reads: the caller watches `fd()` for readability and calls
+    /// `drain()`, on whatever thread should wake.
+    #[cfg(target_os = "linux")]
+    pub fn polled() -> Option<Arc<ReleaseEvents>> {
+        let watched: Table = Arc::default();
+        Some(Arc::new(ReleaseEvents {
+            backend: Some(backend::Backend::start_polled(Arc::clone(&watched))?),
+            watched,
+        }))
+    }
+
+    /// The descriptor of a `polled()` instance.
+    #[cfg(target_os = "linux")]
+    pub fn fd(&self) -> Option<std::os::fd::RawFd> {
+        self.backend.as_ref().and_then(backend::Backend::polled_fd)
+    }
+
+    /// Reads what a `polled()` instance has queued and wakes those waiters, on the
+    /// calling thread. Never blocks.
+    #[cfg(target_os = "linux")]
+    pub fn drain(&self) {
+        if let Some(backend) = &self.backend {
+            backend.drain(&self.watched);
+        }
+    }
+
+    pub fn subscribe(self: &Arc<Self>, path: &Path) -> Subscription {
         let mut table = lock_table(&self.watched);
         let entry = table.entry(path.to_path_buf()).or_insert_with(|| Watched {
             subscribers: 0,
@@ -76,6 +109,7 @@ impl ReleaseEvents {
             self.sync_watch(path, false);
         }
         Subscription {
+            events: Arc::clone(self),
             path: path.to_path_buf(),
             wake,
         }
@@ -111,7 +145,7 @@ impl ReleaseEvents {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        ReleaseEvents::global().unsubscribe(&self.path);
+        self.events.unsubscribe(&self.path);
     }
 }
 
@@ -145,9 +179,56 @@ mod backend {
     pub struct Backend {
         state: Mutex<Watching>,
         paths: std::sync::Arc<Mutex<HashMap<WatchDescriptor, Vec<PathBuf>>>>,
+        /// The instance itself when its owner reads it (`ReleaseEvents::polled`).
+        polled: Option<Mutex<Inotify>>,
     }
 
     impl Backend {
+        pub fn start_polled(_table: Table) -> Option<Backend> {
+            let inotify = Inotify::init().ok()?; // non-blocking, close-on-exec
+            Some(Backend {
+                state: Mutex::new(Watching {
+                    watches: inotify.watches(),
+                    by_path: HashMap::new(),
+                }),
+                paths: Default::default(),
+                polled: Some(Mutex::new(inotify)),
+            })
+        }
+
+        pub fn polled_fd(&self) -> Option<std::os::fd::RawFd> {
+            use std::os::fd::AsRawFd;
+            let inotify = self.polled.as_ref()?;
+            Some(
+                inotify
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_raw_fd(),
+            )
+        }
+
+        pub fn drain(&self, table: &Table) {
+            let Some(inotify) = &self.polled else {
+                return;
+            };
+            let mut inotify = inotify.lock().unwrap_or_else(|p| p.into_inner());
+            let mut buffer = [0u8; 4096];
+            // Until the queue is empty (`WouldBlock`) or the instance fails.
+            while let Ok(events) = inotify.read_events(&mut buffer) {
+                let mut named = Vec::new();
+                {
+                    let paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+                    for event in events {
+                        named.extend(paths.get(&event.wd).into_iter().flatten().cloned());
+                    }
+                }
+                if named.is_empty() {
+                    continue;
+                }
+                deliver(table, named.iter().map(PathBuf::as_path));
+            }
+        }
+
         pub fn start(table: Table) -> Option<Backend> {
             let inotify = Inotify::init().ok()?;
             let watches = inotify.watches();
@@ -175,6 +256,7 @@ mod backend {
                     by_path: HashMap::new(),
                 }),
                 paths,
+                polled: None,
             })
         }
 

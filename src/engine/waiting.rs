@@ -66,9 +66,9 @@ pub async fn wait_for_lock(
     turn: Turn,
     mut contender: Box<dyn Contend>,
     claimant: Claimant,
+    events: Arc<ReleaseEvents>,
 ) -> Result<Box<dyn HeldLock>> {
     let _turn: OwnedMutexGuard<()> = turn.lock_owned().await;
-    let events = ReleaseEvents::global();
     let paths = contender.wake_paths();
     let subscriptions: Vec<_> = paths.iter().map(|p| events.subscribe(p)).collect();
     let mut generation = contender.generation();

@@ -1,0 +1,331 @@
+//! Contended `acquire`s of a Node thread, waited on that thread itself (Linux).
+//!
+//! On the wait runtime a release wakes the runtime's thread, which takes the lock and
+//! then wakes the JS thread to resolve the promise: two wake-ups, each tens to
+//! hundreds of microseconds on a busy machine, with the lock held meanwhile by a
+//! thread that cannot use it (so other processes queue behind a wake-up). Here the JS
+//! thread's event loop watches an inotify instance of its own (a libuv poll handle),
+//! and the waits are polled on that thread: a release wakes it once, and the lock is
+//! taken by the thread that will use it. Timers and cancellation still come from the
+//! wait runtime; they wake the JS thread through a libuv async handle.
+//!
+//! libuv is reached through the symbols Node exports, looked up at run time. Where
+//! they are missing (a runtime without libuv) or anything fails to start, waits run
+//! on the wait runtime as before.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{c_int, c_void, CStr};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
+
+use napi::bindgen_prelude::{Env, Object};
+use napi::JsDeferred;
+
+use crate::engine::release_events::ReleaseEvents;
+use crate::engine::waiting::runtime;
+use crate::engine::{code, LockError};
+use crate::{js_error, NativeGrant};
+
+use crate::engine::manager::PendingGrant;
+type Resolve = Box<dyn FnOnce(Env) -> napi::Result<NativeGrant> + Send>;
+
+/// The libuv calls this needs, from the running process.
+struct Uv {
+    handle_size: unsafe extern "C" fn(c_int) -> usize,
+    poll_init: unsafe extern "C" fn(*mut c_void, *mut c_void, c_int) -> c_int,
+    poll_start: unsafe extern "C" fn(*mut c_void, c_int, PollCallback) -> c_int,
+    poll_stop: unsafe extern "C" fn(*mut c_void) -> c_int,
+    async_init: unsafe extern "C" fn(*mut c_void, *mut c_void, AsyncCallback) -> c_int,
+    async_send: unsafe extern "C" fn(*mut c_void) -> c_int,
+    unref: unsafe extern "C" fn(*mut c_void),
+    close: unsafe extern "C" fn(*mut c_void, Option<CloseCallback>),
+}
+
+type PollCallback = unsafe extern "C" fn(*mut c_void, c_int, c_int);
+type AsyncCallback = unsafe extern "C" fn(*mut c_void);
+type CloseCallback = unsafe extern "C" fn(*mut c_void);
+
+// libuv's `uv_handle_type` and `uv_poll_event` values, stable since libuv 1.0.
+const UV_ASYNC: c_int = 1;
+const UV_POLL: c_int = 8;
+const UV_READABLE: c_int = 1;
+
+fn uv() -> Option<&'static Uv> {
+    static UV: OnceLock<Option<Uv>> = OnceLock::new();
+    UV.get_or_init(|| {
+        // SAFETY: each field's type spells out the C signature of the libuv function
+        // it is looked up by.
+        unsafe {
+            Some(Uv {
+                handle_size: symbol(c"uv_handle_size")?,
+                poll_init: symbol(c"uv_poll_init")?,
+                poll_start: symbol(c"uv_poll_start")?,
+                poll_stop: symbol(c"uv_poll_stop")?,
+                async_init: symbol(c"uv_async_init")?,
+                async_send: symbol(c"uv_async_send")?,
+                unref: symbol(c"uv_unref")?,
+                close: symbol(c"uv_close")?,
+            })
+        }
+    })
+    .as_ref()
+}
+
+/// The function `name` of the running process, as a function pointer of type `F`.
+///
+/// # Safety
+/// `F` must be the pointer type of that function's C signature.
+unsafe fn symbol<F: Copy>(name: &CStr) -> Option<F> {
+    assert_eq!(size_of::<F>(), size_of::<*mut c_void>());
+    let symbol = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
+    (!symbol.is_null()).then(|| std::mem::transmute_copy::<*mut c_void, F>(&symbol))
+}
+
+/// A libuv handle's memory, zeroed, sized as this libuv says.
+fn new_handle(uv: &Uv, kind: c_int) -> *mut c_void {
+    // SAFETY: plain allocation; freed by `free_handle` once libuv has closed it.
+    unsafe { libc::calloc(1, (uv.handle_size)(kind)) }
+}
+
+unsafe extern "C" fn free_handle(handle: *mut c_void) {
+    libc::free(handle);
+}
+
+/// What other threads touch: the woken waits, and the async handle that wakes the JS
+/// thread (`None` once the thread's environment is gone).
+struct Shared {
+    woken: Mutex<Vec<u64>>,
+    wake_js: Mutex<Option<Handle>>,
+}
+
+#[derive(Clone, Copy)]
+struct Handle(*mut c_void);
+
+// SAFETY: `uv_async_send` is the one libuv call made on this pointer off the JS
+// thread, and libuv documents it as thread-safe; the mutex orders it with the close.
+unsafe impl Send for Handle {}
+
+struct WaitWaker {
+    id: u64,
+    shared: Arc<Shared>,
+}
+
+impl Wake for WaitWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        lock(&self.shared.woken).push(self.id);
+        if let (Some(handle), Some(uv)) = (*lock(&self.shared.wake_js), uv()) {
+            // SAFETY: the handle is open while it is in `wake_js`.
+            unsafe { (uv.async_send)(handle.0) };
+        }
+    }
+}
+
+struct Waiting {
+    wait: PendingGrant,
+    deferred: JsDeferred<NativeGrant, Resolve>,
+}
+
+/// One JS thread's waits and its two libuv handles.
+struct Waits {
+    events: Arc<ReleaseEvents>,
+    shared: Arc<Shared>,
+    waiting: HashMap<u64, Waiting>,
+    next_id: u64,
+    poll: *mut c_void,
+    wake_js: *mut c_void,
+}
+
+enum Slot {
+    Untried,
+    Unavailable,
+    Running(Waits),
+}
+
+thread_local! {
+    static WAITS: RefCell<Slot> = const { RefCell::new(Slot::Untried) };
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The release events this thread's waits are woken by, starting them on first use;
+/// `None` when waits here must run on the wait runtime instead.
+pub fn events(env: &Env) -> Option<Arc<ReleaseEvents>> {
+    WAITS.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if let Slot::Untried = *slot {
+            *slot = match start(env) {
+                Some(waits) => Slot::Running(waits),
+                None => Slot::Unavailable,
+            };
+        }
+        match &*slot {
+            Slot::Running(waits) => Some(Arc::clone(&waits.events)),
+            _ => None,
+        }
+    })
+}
+
+/// Runs `wait` on this thread; the returned promise settles with its outcome. Call
+/// only after `events` returned `Some` on this thread.
+pub fn spawn<'env>(env: &'env Env, wait: PendingGrant) -> napi::Result<Object<'env>> {
+    let (deferred, promise) = env.create_deferred::<NativeGrant, Resolve>()?;
+    WAITS.with(|slot| match &mut *slot.borrow_mut() {
+        Slot::Running(waits) => {
+            let id = waits.next_id;
+            waits.next_id += 1;
+            waits.waiting.insert(id, Waiting { wait, deferred });
+            // First poll on the next turn of the loop, like any wake-up.
+            WaitWaker {
+                id,
+                shared: Arc::clone(&waits.shared),
+            }
+            .into_waker()
+            .wake();
+        }
+        _ => deferred.reject(napi::Error::from_reason(
+            "lockwright: no JS-thread waits here",
+        )),
+    });
+    Ok(promise)
+}
+
+impl WaitWaker {
+    fn into_waker(self) -> Waker {
+        Waker::from(Arc::new(self))
+    }
+}
+
+fn start(env: &Env) -> Option<Waits> {
+    let uv = uv()?;
+    let events = ReleaseEvents::polled()?;
+    let fd = events.fd()?;
+    let uv_loop = env.get_uv_event_loop().ok()?.cast::<c_void>();
+    let poll = new_handle(uv, UV_POLL);
+    let wake_js = new_handle(uv, UV_ASYNC);
+    // SAFETY: fresh zeroed handles of the sizes libuv asked for, on this thread's loop.
+    let started = unsafe {
+        (uv.poll_init)(uv_loop, poll, fd) == 0
+            && (uv.async_init)(uv_loop, wake_js, on_woken) == 0
+            && (uv.poll_start)(poll, UV_READABLE, on_readable) == 0
+    };
+    if !started {
+        // Not worth untangling which step failed: leak two small blocks, fall back.
+        return None;
+    }
+    // SAFETY: both handles are initialised. Unreferenced: a pending wait's promise is
+    // what keeps the process alive, not our handles.
+    unsafe {
+        (uv.unref)(poll);
+        (uv.unref)(wake_js);
+    }
+    env.add_env_cleanup_hook((), |()| stop()).ok()?;
+    Some(Waits {
+        events,
+        shared: Arc::new(Shared {
+            woken: Mutex::new(Vec::new()),
+            wake_js: Mutex::new(Some(Handle(wake_js))),
+        }),
+        waiting: HashMap::new(),
+        next_id: 1,
+        poll,
+        wake_js,
+    })
+}
+
+/// The thread's environment is going away: close the handles, drop the waits (their
+/// promises go with the environment).
+fn stop() {
+    let Some(uv) = uv() else {
+        return;
+    };
+    WAITS.with(|slot| {
+        let previous = std::mem::replace(&mut *slot.borrow_mut(), Slot::Unavailable);
+        if let Slot::Running(waits) = previous {
+            *lock(&waits.shared.wake_js) = None;
+            // SAFETY: open handles of this thread's loop; freed in their close callbacks.
+            unsafe {
+                (uv.poll_stop)(waits.poll);
+                (uv.close)(waits.poll, Some(free_handle));
+                (uv.close)(waits.wake_js, Some(free_handle));
+            }
+        }
+    });
+}
+
+unsafe extern "C" fn on_readable(_handle: *mut c_void, _status: c_int, _events: c_int) {
+    run(true);
+}
+
+unsafe extern "C" fn on_woken(_handle: *mut c_void) {
+    run(false);
+}
+
+/// Reads the release events (when the inotify descriptor is readable) and polls every
+/// woken wait. A libuv callback must not unwind, so a panic in a wait settles that
+/// wait with `EPANIC`.
+fn run(readable: bool) {
+    WAITS.with(|slot| {
+        let Ok(mut slot) = slot.try_borrow_mut() else {
+            return;
+        };
+        let Slot::Running(waits) = &mut *slot else {
+            return;
+        };
+        // Timers inside the waits belong to the wait runtime.
+        let _runtime = runtime().enter();
+        if readable {
+            let events = Arc::clone(&waits.events);
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| events.drain()));
+        }
+        loop {
+            let woken = std::mem::take(&mut *lock(&waits.shared.woken));
+            if woken.is_empty() {
+                return;
+            }
+            for id in woken {
+                waits.poll_one(id);
+            }
+        }
+    });
+}
+
+impl Waits {
+    fn poll_one(&mut self, id: u64) {
+        let Some(waiting) = self.waiting.get_mut(&id) else {
+            return; // settled already; a late wake-up
+        };
+        let waker = WaitWaker {
+            id,
+            shared: Arc::clone(&self.shared),
+        }
+        .into_waker();
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            waiting.wait.as_mut().poll(&mut Context::from_waker(&waker))
+        }));
+        let outcome = match polled {
+            Ok(Poll::Pending) => return,
+            Ok(Poll::Ready(outcome)) => outcome,
+            Err(_) => Err(LockError::new(
+                code::PANIC,
+                "lockwright: internal error while waiting",
+                None,
+            )),
+        };
+        let Some(done) = self.waiting.remove(&id) else {
+            return;
+        };
+        done.deferred.resolve(Box::new(move |env| {
+            outcome
+                .map(NativeGrant::from)
+                .map_err(|e| js_error::to_js(&env, e))
+        }));
+    }
+}
