@@ -23,8 +23,11 @@ export declare class NativeLockManager {
   acquireSync(path: unknown, options?: unknown | undefined | null): NativeGrant
   /** One attempt: the grant, or `null` when the lock is held. */
   tryAcquire(path: unknown, options?: unknown | undefined | null): NativeGrant | null
-  /** Releases a grant. `missingCode` is thrown when this manager does not hold it. */
-  release(id: number, missingCode: string): void
+  /**
+   * Releases a grant; returns how many this manager still holds. `missingCode` is
+   * thrown when this manager does not hold it.
+   */
+  release(id: number, missingCode: string): number
   /** Releases every grant this manager holds on `path`; returns how many. */
   releasePath(path: unknown, lockfilePath?: string | undefined | null): number
   isHeld(id: number): boolean

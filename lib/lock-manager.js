@@ -242,16 +242,17 @@ class LockManager extends EventEmitter {
   }
 
   _releaseGrant(id, missingCode) {
+    let stillHeld
     try {
-      this._native.release(id, missingCode)
+      stillHeld = this._native.release(id, missingCode)
       this.#log(`release #${id}`)
     } finally {
-      this._afterRelease()
+      this._afterRelease(stillHeld)
     }
   }
 
-  _afterRelease() {
-    if (this._native.heldCount === 0) exitRelease.idle(this)
+  _afterRelease(stillHeld = this._native.heldCount) {
+    if (stillHeld === 0) exitRelease.idle(this)
   }
 
   _releaseAllOnExit() {

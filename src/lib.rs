@@ -310,15 +310,17 @@ impl NativeLockManager {
         })
     }
 
-    /// Releases a grant. `missingCode` is thrown when this manager does not hold it.
+    /// Releases a grant; returns how many this manager still holds. `missingCode` is
+    /// thrown when this manager does not hold it.
     #[napi(catch_unwind)]
-    pub fn release(&self, env: Env, id: u32, missing_code: String) -> napi::Result<()> {
+    pub fn release(&self, env: Env, id: u32, missing_code: String) -> napi::Result<u32> {
         let missing = if missing_code == code::RELEASED {
             code::RELEASED
         } else {
             code::NOT_ACQUIRED
         };
-        guarded(&env, || self.engine.release(id as u64, missing))
+        guarded(&env, || self.engine.release(id as u64, missing))?;
+        Ok(self.engine.held_count() as u32)
     }
 
     /// Releases every grant this manager holds on `path`; returns how many.
