@@ -187,14 +187,20 @@ function scale(dir) {
   for (let i = 0; i < 10_000; i++) manager.acquireSync(cycleFile).releaseSync() // warm up
   global.gc?.()
   const { rss: rssStart, heapUsed: heapStart } = process.memoryUsage()
+  // RSS at each quarter: V8 and malloc grow their pools early on, so a leak shows as
+  // growth that goes on, not as the first step.
+  const rssQuartersMB = []
   started = performance.now()
-  for (let i = 0; i < CYCLES; i++) manager.acquireSync(cycleFile).releaseSync()
+  for (let quarter = 0; quarter < 4; quarter++) {
+    for (let i = 0; i < CYCLES / 4; i++) manager.acquireSync(cycleFile).releaseSync()
+    rssQuartersMB.push(process.memoryUsage().rss / 2 ** 20)
+  }
   const cyclesMs = performance.now() - started
   global.gc?.()
   const { rss: rssEnd, heapUsed: heapEnd } = process.memoryUsage()
   return {
     heldAtOnce: { locks: HELD_AT_ONCE, ms: heldMs, fileDescriptors: fdsHeld, fdsPerLock: fdsHeld / HELD_AT_ONCE, rssBytesPerLock: rssHeld / HELD_AT_ONCE },
-    cycles: { count: CYCLES, ms: cyclesMs, usPerCycle: (cyclesMs * 1000) / CYCLES, rssStartMB: rssStart / 2 ** 20, rssEndMB: rssEnd / 2 ** 20, heapStartMB: heapStart / 2 ** 20, heapEndMB: heapEnd / 2 ** 20 },
+    cycles: { count: CYCLES, ms: cyclesMs, usPerCycle: (cyclesMs * 1000) / CYCLES, rssStartMB: rssStart / 2 ** 20, rssQuartersMB, rssEndMB: rssEnd / 2 ** 20, heapStartMB: heapStart / 2 ** 20, heapEndMB: heapEnd / 2 ** 20 },
   }
 }
 
@@ -241,7 +247,7 @@ async function main() {
   const h = scaled.heldAtOnce
   console.log(`${h.locks} locks held at once: ${h.ms.toFixed(0)} ms to take, ${h.fdsPerLock.toFixed(1)} file descriptors and ${(h.rssBytesPerLock / 1024).toFixed(1)} KiB RSS per lock`)
   const c = scaled.cycles
-  console.log(`${c.count} acquireSync/releaseSync cycles: ${c.usPerCycle.toFixed(1)} us each; RSS ${c.rssStartMB.toFixed(1)} MB before, ${c.rssEndMB.toFixed(1)} MB after; JS heap ${c.heapStartMB.toFixed(1)} MB before, ${c.heapEndMB.toFixed(1)} MB after`)
+  console.log(`${c.count} acquireSync/releaseSync cycles: ${c.usPerCycle.toFixed(1)} us each; RSS ${c.rssStartMB.toFixed(1)} MB before, ${c.rssQuartersMB.map((mb) => mb.toFixed(1)).join(' / ')} MB at each quarter; JS heap ${c.heapStartMB.toFixed(1)} MB before, ${c.heapEndMB.toFixed(1)} MB after`)
 
   const results = {
     date: new Date().toISOString(),
