@@ -210,23 +210,37 @@ fn start(env: &Env) -> Option<Waits> {
     let uv_loop = env.get_uv_event_loop().ok()?.cast::<c_void>();
     let poll = new_handle(uv, UV_POLL);
     let wake_js = new_handle(uv, UV_ASYNC);
-    // SAFETY: fresh zeroed handles of the sizes libuv asked for, on this thread's loop.
-    let started = unsafe {
-        (uv.poll_init)(uv_loop, poll, fd) == 0
-            && (uv.async_init)(uv_loop, wake_js, on_woken) == 0
-            && (uv.poll_start)(poll, UV_READABLE, on_readable) == 0
-    };
-    if !started {
-        // Not worth untangling which step failed: leak two small blocks, fall back.
+    if poll.is_null() || wake_js.is_null() {
+        // SAFETY: free(NULL) is a no-op; neither handle was given to libuv.
+        unsafe {
+            libc::free(poll);
+            libc::free(wake_js);
+        }
         return None;
     }
-    // SAFETY: both handles are initialised. Unreferenced: a pending wait's promise is
-    // what keeps the process alive, not our handles.
+    // SAFETY: fresh zeroed handles of the sizes libuv asked for, on this thread's loop.
+    // A handle libuv initialised is closed (and then freed) if a later step fails.
     unsafe {
+        if (uv.poll_init)(uv_loop, poll, fd) != 0 {
+            libc::free(poll);
+            libc::free(wake_js);
+            return None;
+        }
+        if (uv.async_init)(uv_loop, wake_js, on_woken) != 0 {
+            (uv.close)(poll, Some(free_handle));
+            libc::free(wake_js);
+            return None;
+        }
+        let hooked = env.add_env_cleanup_hook((), |()| stop()).is_ok();
+        if !hooked || (uv.poll_start)(poll, UV_READABLE, on_readable) != 0 {
+            (uv.close)(poll, Some(free_handle));
+            (uv.close)(wake_js, Some(free_handle));
+            return None;
+        }
+        // Unreferenced: a pending wait's promise keeps the process alive, not these.
         (uv.unref)(poll);
         (uv.unref)(wake_js);
     }
-    env.add_env_cleanup_hook((), |()| stop()).ok()?;
     Some(Waits {
         events,
         shared: Arc::new(Shared {
@@ -261,11 +275,12 @@ fn stop() {
 }
 
 unsafe extern "C" fn on_readable(_handle: *mut c_void, _status: c_int, _events: c_int) {
-    run(true);
+    // Unwinding into libuv would abort the process.
+    let _ = std::panic::catch_unwind(|| run(true));
 }
 
 unsafe extern "C" fn on_woken(_handle: *mut c_void) {
-    run(false);
+    let _ = std::panic::catch_unwind(|| run(false));
 }
 
 /// Reads the release events (when the inotify descriptor is readable) and polls every
