@@ -126,7 +126,7 @@ const KNOWN_ERRNO_NAMES: &[&str] = &[
     "EFBIG",
 ];
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

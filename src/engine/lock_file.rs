@@ -18,8 +18,6 @@ use std::sync::{Mutex, OnceLock};
 /// Elsewhere the watchers report closes, so a release must close.
 #[cfg(target_os = "linux")]
 pub const IDLE_LIMIT: usize = 256;
-#[cfg(not(target_os = "linux"))]
-pub const IDLE_LIMIT: usize = 0;
 
 /// An open lock file and the identity (device, inode) it had when opened.
 #[derive(Debug)]
@@ -47,10 +45,8 @@ impl LockFile {
     }
 
     /// Keeps this (unlocked) file open for the next acquire of `path`.
+    #[cfg(target_os = "linux")]
     pub fn keep_idle(self, path: &Path) {
-        if IDLE_LIMIT == 0 {
-            return;
-        }
         let mut idle = idle();
         if idle.len() >= IDLE_LIMIT && !idle.contains_key(path) {
             // Any one will do: an idle file only saves an open.
@@ -60,6 +56,10 @@ impl LockFile {
         }
         idle.insert(path.to_path_buf(), self);
     }
+
+    /// Elsewhere the file closes here: its close is what wakes waiters.
+    #[cfg(not(target_os = "linux"))]
+    pub fn keep_idle(self, _path: &Path) {}
 
     /// Whether `path` still names this file. A lock on a file that was removed or
     /// replaced excludes nobody, since newcomers open whatever the path names now.
@@ -257,12 +257,12 @@ fn write_all_at_start(mut file: &File, content: &[u8]) -> io::Result<()> {
     file.write_all(content)
 }
 
-#[cfg(test)]
+// Idle files are kept on Linux only.
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use std::fs;
 
-    #[cfg(target_os = "linux")]
     #[test]
     fn an_idle_file_is_reused_until_its_path_names_another() {
         let dir = tempfile::tempdir().unwrap();
@@ -276,7 +276,6 @@ mod tests {
         assert!(!idle.is_at(&path), "a re-created file is another file");
     }
 
-    #[cfg(target_os = "linux")]
     #[test]
     fn the_idle_set_is_bounded() {
         let dir = tempfile::tempdir().unwrap();
