@@ -118,6 +118,20 @@ test('a second release is ERELEASED; release by id, path and close', async (t) =
   await assert.rejects(manager.acquire(join(dir, 'g')), { code: 'ABORT_ERR' })
 })
 
+test('close() ends a pending wait, which then never takes the lock', async (t) => {
+  const file = join(tempDir(t), 'a')
+  const holder = new LockManager({ owner: 'holder' })
+  const held = await holder.acquire(file)
+  const closing = new LockManager({ owner: 'closing' })
+  const waiting = closing.acquire(file, { timeout: Infinity })
+  await closing.close()
+  await assert.rejects(waiting, { code: 'ABORT_ERR', message: /closed while waiting/ })
+  await held.release()
+  const next = holder.tryAcquire(file)
+  assert.ok(next, 'the closed manager took nothing')
+  await next.release()
+})
+
 test('Symbol.asyncDispose releases, and is harmless after a manual release', async (t) => {
   const file = join(tempDir(t), 'a')
   const manager = new LockManager()
