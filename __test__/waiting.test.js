@@ -7,7 +7,7 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const { join } = require('node:path')
 const { LockManager } = require('../lockwright.js')
-const { tempDir, spawnAgent } = require('./helpers.js')
+const { tempDir, spawnAgent, runScript } = require('./helpers.js')
 
 function threadCount() {
   return fs.readdirSync('/proc/self/task').length
@@ -68,3 +68,18 @@ test('a timed-out or aborted wait leaves no watch, queue or lock behind', async 
   assert.ok(lock)
   await lock.release()
 })
+
+for (const where of ['the JS thread', 'the wait runtime']) {
+  test(`waits on ${where} end every way: granted, timed out, aborted, closed`, async (t) => {
+    const asBun = where === 'the wait runtime'
+    const run = await runScript('wait-scenarios.js', [tempDir(t), ...(asBun ? ['as-bun'] : [])])
+    assert.equal(run.code, 0, run.stderr)
+    assert.deepEqual(JSON.parse(run.stdout), {
+      granted: 'granted',
+      timeout: 'ETIMEOUT',
+      abort: 'ABORT_ERR',
+      close: 'ABORT_ERR',
+      onJsThread: process.platform === 'linux' && !asBun,
+    })
+  })
+}

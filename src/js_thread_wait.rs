@@ -9,9 +9,9 @@
 //! taken by the thread that will use it. Timers and cancellation still come from the
 //! wait runtime; they wake the JS thread through a libuv async handle.
 //!
-//! libuv is reached through the symbols Node exports, looked up at run time. Where
-//! they are missing (a runtime without libuv) or anything fails to start, waits run
-//! on the wait runtime as before.
+//! libuv is reached through the symbols Node exports, looked up at run time. Under
+//! Bun or Deno, where they are missing, or where anything fails to start, waits run
+//! on the wait runtime instead.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,7 +20,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 
-use napi::bindgen_prelude::{Env, Object};
+use napi::bindgen_prelude::{Env, JsObjectValue, Object};
 use napi::JsDeferred;
 
 use crate::engine::release_events::ReleaseEvents;
@@ -204,6 +204,13 @@ impl WaitWaker {
 }
 
 fn start(env: &Env) -> Option<Waits> {
+    // Bun and Deno answer to some libuv names with stubs that abort: Node only.
+    let global = env.get_global().ok()?;
+    for other_runtime in ["Bun", "Deno"] {
+        if global.has_named_property(other_runtime).unwrap_or(true) {
+            return None;
+        }
+    }
     let uv = uv()?;
     let events = ReleaseEvents::polled()?;
     let fd = events.fd()?;
