@@ -70,12 +70,14 @@ test('a timed-out or aborted wait leaves no watch, queue or lock behind', async 
 })
 
 for (const where of ['the JS thread', 'the wait runtime']) {
-  test(`waits on ${where} end every way: granted, timed out, aborted, closed`, async (t) => {
+  test(`waits on ${where} end every way (granted, timed out, aborted, closed) and keep their place`, async (t) => {
     const asBun = where === 'the wait runtime'
     const run = await runScript('wait-scenarios.js', [tempDir(t), ...(asBun ? ['as-bun'] : [])])
     assert.equal(run.code, 0, run.stderr)
     assert.deepEqual(JSON.parse(run.stdout), {
       granted: 'granted',
+      jumpedTheQueue: false,
+      firstInLine: 'granted',
       timeout: 'ETIMEOUT',
       abort: 'ABORT_ERR',
       close: 'ABORT_ERR',

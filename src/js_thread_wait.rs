@@ -139,6 +139,9 @@ struct Waits {
     next_id: u64,
     poll: *mut c_void,
     wake_js: *mut c_void,
+    /// libuv reported an error on the poll handle and stopped it: waits already here
+    /// go on (timers and the safety tick still wake them), new ones go elsewhere.
+    failed: bool,
 }
 
 enum Slot {
@@ -155,19 +158,20 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The release events this thread's waits are woken by, starting them on first use;
-/// `None` when waits here must run on the wait runtime instead.
+/// The release events this thread's waits are woken by, starting them on the first
+/// wait; `None` when waits here must run on the wait runtime instead.
 pub fn events(env: &Env) -> Option<Arc<ReleaseEvents>> {
     WAITS.with(|slot| {
         let mut slot = slot.borrow_mut();
         if let Slot::Untried = *slot {
-            *slot = match start(env) {
-                Some(waits) => Slot::Running(waits),
-                None => Slot::Unavailable,
-            };
+            match start(env) {
+                Ok(waits) => *slot = Slot::Running(waits),
+                Err(Unstarted::Never) => *slot = Slot::Unavailable,
+                Err(Unstarted::NotNow) => return None, // out of resources: next wait retries
+            }
         }
         match &*slot {
-            Slot::Running(waits) => Some(Arc::clone(&waits.events)),
+            Slot::Running(waits) if !waits.failed => Some(Arc::clone(&waits.events)),
             _ => None,
         }
     })
@@ -182,13 +186,10 @@ pub fn spawn<'env>(env: &'env Env, wait: PendingGrant) -> napi::Result<Object<'e
             let id = waits.next_id;
             waits.next_id += 1;
             waits.waiting.insert(id, Waiting { wait, deferred });
-            // First poll on the next turn of the loop, like any wake-up.
-            WaitWaker {
-                id,
-                shared: Arc::clone(&waits.shared),
-            }
-            .into_waker()
-            .wake();
+            // Polled now, not on the next turn of the loop: the first poll takes this
+            // wait's place in the process's queue for the file and starts its timeout.
+            let _runtime = runtime().enter();
+            waits.poll_one(id);
         }
         _ => deferred.reject(napi::Error::from_reason(
             "lockwright: no JS-thread waits here",
@@ -203,18 +204,27 @@ impl WaitWaker {
     }
 }
 
-fn start(env: &Env) -> Option<Waits> {
+/// Why a thread has no JS-thread waits.
+enum Unstarted {
+    /// Not Node, or no libuv: it never will.
+    Never,
+    /// Out of something (inotify instances, memory): a later wait tries again.
+    NotNow,
+}
+
+fn start(env: &Env) -> Result<Waits, Unstarted> {
+    use Unstarted::{Never, NotNow};
     // Bun and Deno answer to some libuv names with stubs that abort: Node only.
-    let global = env.get_global().ok()?;
+    let global = env.get_global().map_err(|_| Never)?;
     for other_runtime in ["Bun", "Deno"] {
         if global.has_named_property(other_runtime).unwrap_or(true) {
-            return None;
+            return Err(Never);
         }
     }
-    let uv = uv()?;
-    let events = ReleaseEvents::polled()?;
-    let fd = events.fd()?;
-    let uv_loop = env.get_uv_event_loop().ok()?.cast::<c_void>();
+    let uv = uv().ok_or(Never)?;
+    let uv_loop = env.get_uv_event_loop().map_err(|_| Never)?.cast::<c_void>();
+    let events = ReleaseEvents::polled().ok_or(NotNow)?;
+    let fd = events.fd().ok_or(NotNow)?;
     let poll = new_handle(uv, UV_POLL);
     let wake_js = new_handle(uv, UV_ASYNC);
     if poll.is_null() || wake_js.is_null() {
@@ -223,7 +233,7 @@ fn start(env: &Env) -> Option<Waits> {
             libc::free(poll);
             libc::free(wake_js);
         }
-        return None;
+        return Err(NotNow);
     }
     // SAFETY: fresh zeroed handles of the sizes libuv asked for, on this thread's loop.
     // A handle libuv initialised is closed (and then freed) if a later step fails.
@@ -231,24 +241,24 @@ fn start(env: &Env) -> Option<Waits> {
         if (uv.poll_init)(uv_loop, poll, fd) != 0 {
             libc::free(poll);
             libc::free(wake_js);
-            return None;
+            return Err(NotNow);
         }
         if (uv.async_init)(uv_loop, wake_js, on_woken) != 0 {
             (uv.close)(poll, Some(free_handle));
             libc::free(wake_js);
-            return None;
+            return Err(NotNow);
         }
         let hooked = env.add_env_cleanup_hook((), |()| stop()).is_ok();
         if !hooked || (uv.poll_start)(poll, UV_READABLE, on_readable) != 0 {
             (uv.close)(poll, Some(free_handle));
             (uv.close)(wake_js, Some(free_handle));
-            return None;
+            return Err(NotNow);
         }
         // Unreferenced: a pending wait's promise keeps the process alive, not these.
         (uv.unref)(poll);
         (uv.unref)(wake_js);
     }
-    Some(Waits {
+    Ok(Waits {
         events,
         shared: Arc::new(Shared {
             woken: Mutex::new(Vec::new()),
@@ -258,12 +268,18 @@ fn start(env: &Env) -> Option<Waits> {
         next_id: 1,
         poll,
         wake_js,
+        failed: false,
     })
 }
 
 /// The thread's environment is going away: close the handles, drop the waits (their
 /// promises go with the environment).
 fn stop() {
+    // Called from napi's cleanup, which must not unwind either.
+    let _ = std::panic::catch_unwind(stop_now);
+}
+
+fn stop_now() {
     let Some(uv) = uv() else {
         return;
     };
@@ -281,9 +297,21 @@ fn stop() {
     });
 }
 
-unsafe extern "C" fn on_readable(_handle: *mut c_void, _status: c_int, _events: c_int) {
+unsafe extern "C" fn on_readable(_handle: *mut c_void, status: c_int, _events: c_int) {
     // Unwinding into libuv would abort the process.
-    let _ = std::panic::catch_unwind(|| run(true));
+    let _ = std::panic::catch_unwind(|| {
+        if status < 0 {
+            // libuv has stopped the handle after an error; see `Waits::failed`.
+            WAITS.with(|slot| {
+                if let Ok(mut slot) = slot.try_borrow_mut() {
+                    if let Slot::Running(waits) = &mut *slot {
+                        waits.failed = true;
+                    }
+                }
+            });
+        }
+        run(status >= 0);
+    });
 }
 
 unsafe extern "C" fn on_woken(_handle: *mut c_void) {

@@ -258,18 +258,21 @@ impl NativeLockManager {
     ) -> napi::Result<Either<NativeGrant, Object<'env>>> {
         let request = read_request(path, options).map_err(|e| js_error::to_js(env, e))?;
         let cancel = canceller.map(|c| c.token.clone()).unwrap_or_default();
-        let events = js_thread_events(env);
-        let on_js_thread = events.is_some();
+        let on_js_thread = std::cell::Cell::new(false);
         let acquisition = guarded(env, || {
             Ok(self
                 .engine
-                .acquire_woken_by(&request.0, &request.1, cancel, events))
+                .acquire_woken_by(&request.0, &request.1, cancel, || {
+                    let events = js_thread_events(env);
+                    on_js_thread.set(events.is_some());
+                    events
+                }))
         })?;
         match acquisition {
             Acquisition::Ready(result) => result
                 .map(|g| Either::A(g.into()))
                 .map_err(|e| js_error::to_js(env, e)),
-            Acquisition::Waiting(wait) if on_js_thread => {
+            Acquisition::Waiting(wait) if on_js_thread.get() => {
                 spawn_on_js_thread(env, wait).map(Either::B)
             }
             Acquisition::Waiting(wait) => settle_in_background(env, wait).map(Either::B),

@@ -254,7 +254,7 @@ impl Contender {
                 continue;
             }
             let lock_file = self.main.take().expect("opened above");
-            self.writer_waiting = None;
+            self.leave_writer_gate();
             return self.grant(lock_file, claimant, lock_id).map(Some);
         }
         Ok(None)
@@ -296,10 +296,11 @@ impl Contender {
     }
 
     /// Readers defer to a writer that holds the writer-waiting file. No such file
-    /// means no writer has ever waited here.
+    /// means no writer has ever waited here. Opened read-only: closing a file opened
+    /// for writing is an event waiters watch, and a reader would wake itself.
     fn writer_is_waiting(&self) -> Result<bool> {
         let gate_path = self.writer_waiting_path();
-        let gate = match open_no_follow(&gate_path, false) {
+        let gate = match open_read_only(&gate_path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(LockError::from_io(&e, "open", &gate_path)),
@@ -311,23 +312,56 @@ impl Contender {
         }
     }
 
-    /// Best effort: failing to announce only costs fairness, never exclusion.
+    /// Best effort: failing to announce only costs fairness, never exclusion. The
+    /// file is created once, holding one byte for `leave_writer_gate` to read, and is
+    /// otherwise opened read-only so that a failed announcement wakes nobody.
     fn announce_writer(&mut self) {
         if self.writer_waiting.is_some() {
             return;
         }
         let gate_path = self.writer_waiting_path();
-        if let Ok(gate) = open_no_follow(&gate_path, true) {
+        let gate = open_read_only(&gate_path).or_else(|e| {
+            if e.kind() != io::ErrorKind::NotFound {
+                return Err(e);
+            }
+            create_writer_gate(&gate_path)?;
+            open_read_only(&gate_path)
+        });
+        if let Ok(gate) = gate {
             if gate.try_lock().is_ok() {
                 self.writer_waiting = Some(gate);
             }
         }
     }
+
+    /// Lets go of the writer-waiting file and wakes the readers held back by it: a
+    /// read is the event they watch for (a read-only close is not).
+    fn leave_writer_gate(&mut self) {
+        if let Some(gate) = self.writer_waiting.take() {
+            let _ = gate.unlock();
+            wake_waiters(&gate);
+        }
+    }
+}
+
+/// Creates the writer-waiting file with its one byte; losing a race to create it is
+/// fine, the winner wrote the same.
+fn create_writer_gate(path: &Path) -> io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    no_follow(&mut options);
+    match options.open(path) {
+        Ok(mut file) => file.write_all(b"w"),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 impl Drop for Contender {
     /// A file left here lost its attempt and holds no lock: keep it for the next one.
+    /// A writer that gives up lets the readers behind it go.
     fn drop(&mut self) {
+        self.leave_writer_gate();
         if let Some(lock_file) = self.main.take() {
             lock_file.keep_idle(&self.path);
         }
@@ -716,6 +750,70 @@ mod tests {
             tokio::time::timeout(std::time::Duration::from_secs(10), wake).await
         });
         assert!(woken.is_ok(), "no event reported the release");
+    }
+
+    /// A reader held back by a waiting writer must not wake itself with its own
+    /// checks (it once did, spinning a CPU), and must be woken when the writer gives up.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn readers_behind_a_waiting_writer_wake_only_when_it_leaves() {
+        use super::super::release_events::ReleaseEvents;
+        use futures_util::FutureExt;
+        let dir = tempfile::tempdir().unwrap();
+        let holder = contender(dir.path(), LockMode::Exclusive)
+            .try_acquire(&claimant("h"), "h".into(), false)
+            .unwrap()
+            .unwrap();
+        let mut writer = contender(dir.path(), LockMode::Exclusive);
+        assert!(writer
+            .try_acquire(&claimant("w"), "w".into(), true)
+            .unwrap()
+            .is_none());
+        let events = ReleaseEvents::polled().expect("an inotify instance");
+        let mut reader = contender(dir.path(), LockMode::Shared);
+        let subscriptions: Vec<_> = reader
+            .wake_paths()
+            .iter()
+            .map(|p| events.subscribe(p))
+            .collect();
+        // Waiters register before they look, as the wait loop does.
+        let listen = || {
+            let mut wakes: Vec<_> = subscriptions
+                .iter()
+                .map(|s| Box::pin(s.wake.notified()))
+                .collect();
+            for wake in &mut wakes {
+                wake.as_mut().enable();
+            }
+            wakes
+        };
+        let woken = |wakes: Vec<_>| {
+            events.drain();
+            wakes
+                .into_iter()
+                .any(|w: std::pin::Pin<Box<tokio::sync::futures::Notified>>| {
+                    w.now_or_never().is_some()
+                })
+        };
+        let wakes = listen();
+        for _ in 0..3 {
+            assert!(reader
+                .try_acquire(&claimant("r"), "r".into(), true)
+                .unwrap()
+                .is_none());
+        }
+        // A second writer failing to announce itself is no event either.
+        let mut second = contender(dir.path(), LockMode::Exclusive);
+        assert!(second
+            .try_acquire(&claimant("w2"), "w2".into(), true)
+            .unwrap()
+            .is_none());
+        drop(second);
+        assert!(!woken(wakes), "a failed attempt woke the waiters");
+        let wakes = listen();
+        drop(writer); // gives up
+        assert!(woken(wakes), "the writer left without waking anyone");
+        drop(holder);
     }
 
     #[cfg(unix)]

@@ -10,6 +10,7 @@ use std::sync::Weak;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{code, LockError, Result};
@@ -20,7 +21,7 @@ use super::metrics::{Event, Metrics, MetricsSnapshot};
 use super::owner_record::{now_ms, LockMode, OwnerRecord, ProcessIdentity};
 use super::release_events::ReleaseEvents;
 use super::strategy::{HeldLock, Strategy};
-use super::waiting::{runtime, turn_for, wait_for_lock};
+use super::waiting::{runtime, turn_for, wait_for_lock, Turn};
 
 /// Used when neither the manager nor the call sets `timeout`.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
@@ -137,6 +138,9 @@ struct Request {
     mode: LockMode,
     wait: Wait,
     asked: Instant,
+    /// The process's queue for the lock file, and our place in it if it was free.
+    turn: Turn,
+    place: Option<OwnedMutexGuard<()>>,
 }
 
 struct Held {
@@ -283,18 +287,19 @@ impl LockManager {
         options: &AcquireOptions,
         cancel: CancellationToken,
     ) -> Acquisition {
-        self.acquire_woken_by(target, options, cancel, None)
+        self.acquire_woken_by(target, options, cancel, || None)
     }
 
-    /// `acquire` whose wait is woken by `events` (default: the process's instance, read
-    /// on the wait runtime). The binding passes the JS thread's own instance, so a
-    /// release wakes that thread directly.
+    /// `acquire` whose wait is woken by the events `events()` gives, asked for only
+    /// when the acquire must wait (`None`: the process's instance, read on the wait
+    /// runtime). The binding gives the JS thread's own instance, so a release wakes
+    /// that thread directly.
     pub fn acquire_woken_by(
         &self,
         target: &str,
         options: &AcquireOptions,
         cancel: CancellationToken,
-        events: Option<Arc<ReleaseEvents>>,
+        events: impl FnOnce() -> Option<Arc<ReleaseEvents>>,
     ) -> Acquisition {
         let (target, lockfile) = match self.resolve(target, options.lockfile_path.as_deref()) {
             Ok(paths) => paths,
@@ -314,6 +319,10 @@ impl LockManager {
         if wait == Wait::Once {
             return Acquisition::Ready(Err(locked_error(&target, &lockfile)));
         }
+        // Take this wait's place in the process's queue for the file now, not when the
+        // wait is first polled: a later attempt in this process must not jump it.
+        let turn = turn_for(&lockfile);
+        let place = Arc::clone(&turn).try_lock_owned().ok();
         Acquisition::Waiting(Box::pin(self.clone().wait(
             Request {
                 target,
@@ -321,9 +330,11 @@ impl LockManager {
                 mode: options.mode,
                 wait,
                 asked,
+                turn,
+                place,
             },
             cancel,
-            events.unwrap_or_else(ReleaseEvents::global),
+            events().unwrap_or_else(ReleaseEvents::global),
         )))
     }
 
@@ -348,16 +359,25 @@ impl LockManager {
             mode,
             wait,
             asked,
+            turn,
+            place,
         } = request;
-        let turn = turn_for(&lockfile);
         let contender = match self.inner.strategy.contender(lockfile.clone(), mode) {
             Ok(contender) => contender,
             Err(e) => return Err(e),
         };
-        let attempt = wait_for_lock(turn, contender, self.inner.claimant.clone(), events);
+        let attempt = wait_for_lock(
+            (turn, place),
+            contender,
+            self.inner.claimant.clone(),
+            events,
+        );
+        // Counted from the call, however late the wait is first polled.
         let deadline = async {
             match wait {
-                Wait::For(duration) => tokio::time::sleep(duration).await,
+                Wait::For(duration) => {
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(asked + duration)).await
+                }
                 Wait::Once | Wait::Forever => std::future::pending().await,
             }
         };

@@ -63,12 +63,16 @@ pub fn turn_for(lockfile: &Path) -> Turn {
 /// caller bounds it with a deadline and cancellation by dropping the future; every
 /// attempt is a single non-blocking call, so a dropped wait never holds anything.
 pub async fn wait_for_lock(
-    turn: Turn,
+    (turn, place): (Turn, Option<OwnedMutexGuard<()>>),
     mut contender: Box<dyn Contend>,
     claimant: Claimant,
     events: Arc<ReleaseEvents>,
 ) -> Result<Box<dyn HeldLock>> {
-    let _turn: OwnedMutexGuard<()> = turn.lock_owned().await;
+    // Our place in line: taken already if the queue was free, else waited for.
+    let _turn: OwnedMutexGuard<()> = match place {
+        Some(place) => place,
+        None => turn.lock_owned().await,
+    };
     let paths = contender.wake_paths();
     let subscriptions: Vec<_> = paths.iter().map(|p| events.subscribe(p)).collect();
     let mut generation = contender.generation();
