@@ -597,6 +597,20 @@ mod tests {
         Contender::new(dir.join("t.lock"), mode)
     }
 
+    /// One attempt by a new contender named `name`.
+    fn attempt(dir: &Path, mode: LockMode, name: &str, will_wait: bool) -> Option<KernelLock> {
+        contender(dir, mode)
+            .try_acquire(&claimant(name), name.into(), will_wait)
+            .unwrap()
+    }
+
+    /// Another attempt by a contender that waits.
+    fn retry(contender: &mut Contender, name: &str) -> Option<KernelLock> {
+        contender
+            .try_acquire(&claimant(name), name.into(), true)
+            .unwrap()
+    }
+
     #[test]
     fn exclusive_excludes_and_tokens_increase_across_releases() {
         let dir = tempfile::tempdir().unwrap();
@@ -628,14 +642,8 @@ mod tests {
     #[test]
     fn readers_share_and_record_themselves() {
         let dir = tempfile::tempdir().unwrap();
-        let a = contender(dir.path(), LockMode::Shared)
-            .try_acquire(&claimant("ra"), "ra".into(), false)
-            .unwrap()
-            .unwrap();
-        let b = contender(dir.path(), LockMode::Shared)
-            .try_acquire(&claimant("rb"), "rb".into(), false)
-            .unwrap()
-            .unwrap();
+        let a = attempt(dir.path(), LockMode::Shared, "ra", false).unwrap();
+        let b = attempt(dir.path(), LockMode::Shared, "rb", false).unwrap();
         let mut names: Vec<_> = read_holders(&dir.path().join("t.lock"))
             .into_iter()
             .map(|r| r.process)
@@ -650,82 +658,42 @@ mod tests {
     #[test]
     fn a_waiting_writer_holds_back_new_readers() {
         let dir = tempfile::tempdir().unwrap();
-        let reader = contender(dir.path(), LockMode::Shared)
-            .try_acquire(&claimant("r"), "r".into(), false)
-            .unwrap()
-            .unwrap();
+        let reader = attempt(dir.path(), LockMode::Shared, "r", false).unwrap();
         let mut writer = contender(dir.path(), LockMode::Exclusive);
-        assert!(writer
-            .try_acquire(&claimant("w"), "w".into(), true)
-            .unwrap()
-            .is_none());
-        assert!(contender(dir.path(), LockMode::Shared)
-            .try_acquire(&claimant("r2"), "r2".into(), false)
-            .unwrap()
-            .is_none());
+        assert!(retry(&mut writer, "w").is_none());
+        assert!(attempt(dir.path(), LockMode::Shared, "r2", false).is_none());
         drop(reader);
-        let granted = writer
-            .try_acquire(&claimant("w"), "w".into(), true)
-            .unwrap()
-            .unwrap();
+        let granted = retry(&mut writer, "w").unwrap();
         drop(granted);
-        assert!(contender(dir.path(), LockMode::Shared)
-            .try_acquire(&claimant("r3"), "r3".into(), false)
-            .unwrap()
-            .is_some());
+        assert!(attempt(dir.path(), LockMode::Shared, "r3", false).is_some());
     }
 
     #[test]
     fn a_deleted_lock_file_is_not_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let mut waiter = contender(dir.path(), LockMode::Exclusive);
-        let holder = contender(dir.path(), LockMode::Exclusive)
-            .try_acquire(&claimant("h"), "h".into(), false)
-            .unwrap()
-            .unwrap();
-        assert!(waiter
-            .try_acquire(&claimant("w"), "w".into(), true)
-            .unwrap()
-            .is_none());
+        let holder = attempt(dir.path(), LockMode::Exclusive, "h", false).unwrap();
+        assert!(retry(&mut waiter, "w").is_none());
         // Someone removes the held file and a newcomer creates and locks a fresh one.
         fs::remove_file(dir.path().join("t.lock")).unwrap();
-        let newcomer = contender(dir.path(), LockMode::Exclusive)
-            .try_acquire(&claimant("n"), "n".into(), false)
-            .unwrap()
-            .unwrap();
+        let newcomer = attempt(dir.path(), LockMode::Exclusive, "n", false).unwrap();
         drop(holder);
         // The waiter's old inode is free now, but it must not count as holding.
-        assert!(waiter
-            .try_acquire(&claimant("w"), "w".into(), true)
-            .unwrap()
-            .is_none());
+        assert!(retry(&mut waiter, "w").is_none());
         drop(newcomer);
-        assert!(waiter
-            .try_acquire(&claimant("w"), "w".into(), true)
-            .unwrap()
-            .is_some());
+        assert!(retry(&mut waiter, "w").is_some());
     }
 
     #[test]
     fn a_lock_file_removed_while_idle_is_not_reused() {
         let dir = tempfile::tempdir().unwrap();
         // Released: the file stays open in this process's idle set.
-        drop(
-            contender(dir.path(), LockMode::Exclusive)
-                .try_acquire(&claimant("a"), "a".into(), false)
-                .unwrap()
-                .unwrap(),
-        );
+        drop(attempt(dir.path(), LockMode::Exclusive, "a", false).unwrap());
         fs::remove_file(dir.path().join("t.lock")).unwrap();
-        let holder = contender(dir.path(), LockMode::Exclusive)
-            .try_acquire(&claimant("b"), "b".into(), false)
-            .unwrap()
+        let holder = attempt(dir.path(), LockMode::Exclusive, "b", false)
             .expect("granted on a fresh file, not the removed one");
         assert!(dir.path().join("t.lock").exists());
-        assert!(contender(dir.path(), LockMode::Exclusive)
-            .try_acquire(&claimant("c"), "c".into(), false)
-            .unwrap()
-            .is_none());
+        assert!(attempt(dir.path(), LockMode::Exclusive, "c", false).is_none());
         drop(holder);
     }
 
@@ -738,10 +706,7 @@ mod tests {
         use super::super::waiting::runtime;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.lock");
-        let holder = contender(dir.path(), LockMode::Exclusive)
-            .try_acquire(&claimant("h"), "h".into(), false)
-            .unwrap()
-            .unwrap();
+        let holder = attempt(dir.path(), LockMode::Exclusive, "h", false).unwrap();
         let subscription = ReleaseEvents::global().subscribe(&path);
         let mut wake = Box::pin(subscription.wake.notified());
         wake.as_mut().enable();
@@ -760,15 +725,9 @@ mod tests {
         use super::super::release_events::ReleaseEvents;
         use futures_util::FutureExt;
         let dir = tempfile::tempdir().unwrap();
-        let holder = contender(dir.path(), LockMode::Exclusive)
-            .try_acquire(&claimant("h"), "h".into(), false)
-            .unwrap()
-            .unwrap();
+        let holder = attempt(dir.path(), LockMode::Exclusive, "h", false).unwrap();
         let mut writer = contender(dir.path(), LockMode::Exclusive);
-        assert!(writer
-            .try_acquire(&claimant("w"), "w".into(), true)
-            .unwrap()
-            .is_none());
+        assert!(retry(&mut writer, "w").is_none());
         let events = ReleaseEvents::polled().expect("an inotify instance");
         let mut reader = contender(dir.path(), LockMode::Shared);
         let subscriptions: Vec<_> = reader
@@ -777,16 +736,7 @@ mod tests {
             .map(|p| events.subscribe(p))
             .collect();
         // Waiters register before they look, as the wait loop does.
-        let listen = || {
-            let mut wakes: Vec<_> = subscriptions
-                .iter()
-                .map(|s| Box::pin(s.wake.notified()))
-                .collect();
-            for wake in &mut wakes {
-                wake.as_mut().enable();
-            }
-            wakes
-        };
+        let listen = || super::super::release_events::listen(&subscriptions);
         let woken = |wakes: Vec<_>| {
             events.drain();
             wakes
@@ -797,17 +747,11 @@ mod tests {
         };
         let wakes = listen();
         for _ in 0..3 {
-            assert!(reader
-                .try_acquire(&claimant("r"), "r".into(), true)
-                .unwrap()
-                .is_none());
+            assert!(retry(&mut reader, "r").is_none());
         }
         // A second writer failing to announce itself is no event either.
         let mut second = contender(dir.path(), LockMode::Exclusive);
-        assert!(second
-            .try_acquire(&claimant("w2"), "w2".into(), true)
-            .unwrap()
-            .is_none());
+        assert!(retry(&mut second, "w2").is_none());
         drop(second);
         assert!(!woken(wakes), "a failed attempt woke the waiters");
         let wakes = listen();

@@ -18,6 +18,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use std::pin::Pin;
+
+use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
 struct Watched {
@@ -141,6 +144,19 @@ impl ReleaseEvents {
             self.sync_watch(path, false);
         }
     }
+}
+
+/// The next wake-up of each subscription, registered now: a release after this call
+/// wakes the caller even if it happens before the caller awaits.
+pub fn listen(subscriptions: &[Subscription]) -> Vec<Pin<Box<Notified<'_>>>> {
+    let mut wakes: Vec<_> = subscriptions
+        .iter()
+        .map(|s| Box::pin(s.wake.notified()))
+        .collect();
+    for wake in &mut wakes {
+        wake.as_mut().enable();
+    }
+    wakes
 }
 
 impl Drop for Subscription {

@@ -16,7 +16,7 @@ use tokio::sync::{Mutex as FifoMutex, OwnedMutexGuard};
 use super::error::Result;
 use super::kernel_lock::Claimant;
 use super::owner_record::ProcessIdentity;
-use super::release_events::ReleaseEvents;
+use super::release_events::{listen, ReleaseEvents};
 use super::strategy::{Contend, HeldLock};
 
 /// Retry interval for releases no event reports: a holder on another host of a
@@ -77,15 +77,9 @@ pub async fn wait_for_lock(
     let subscriptions: Vec<_> = paths.iter().map(|p| events.subscribe(p)).collect();
     let mut generation = contender.generation();
     loop {
-        let mut wakes: Vec<_> = subscriptions
-            .iter()
-            .map(|s| Box::pin(s.wake.notified()))
-            .collect();
         // Registered before the attempt, so a release between the attempt and the
         // await still wakes us.
-        for wake in &mut wakes {
-            wake.as_mut().enable();
-        }
+        let wakes = listen(&subscriptions);
         if let Some(lock) =
             contender.try_acquire(&claimant, ProcessIdentity::get().next_lock_id(), true)?
         {
