@@ -2,6 +2,8 @@
 import { LockManager, readJson, updateJson, writeFileAtomic, writeFileAtomicSync, type LockMetrics } from 'lockwright'
 async function main() {
   const m = new LockManager({ owner: 'x', stale: 5000, debug: true })
+  const quiet = new LockManager({ strategy: 'mkdir', metrics: false })
+  await quiet.close()
   await using lock = await m.acquire('a.json', { mode: 'shared', timeout: 100 })
   const t: number = lock.token
   const metrics: LockMetrics = m.metrics()
