@@ -7,7 +7,9 @@
 //!   locked by that holder, so a record whose lock can be taken is litter.
 //! - `<lockfile>.writer-waiting`: held exclusively by a writer while it waits. Readers
 //!   that find it held wait too, so a stream of readers cannot starve a writer
-//!   (Linux `flock` alone grants new shared locks while a writer waits).
+//!   (Linux `flock` alone grants new shared locks while a writer waits). It holds one
+//!   byte and is only ever opened read-only after its creation: the writer that leaves
+//!   it reads that byte to wake the readers, and nobody else makes an event on it.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Write};
