@@ -186,8 +186,8 @@ pub fn spawn<'env>(env: &'env Env, wait: PendingGrant) -> napi::Result<Object<'e
             let id = waits.next_id;
             waits.next_id += 1;
             waits.waiting.insert(id, Waiting { wait, deferred });
-            // Polled now, not on the next turn of the loop: the first poll takes this
-            // wait's place in the process's queue for the file and starts its timeout.
+            // Polled now, not on the next turn of the loop: it watches for the release
+            // and starts its timer before this call returns.
             let _runtime = runtime().enter();
             waits.poll_one(id);
         }
