@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use napi::bindgen_prelude::{Env, Task};
 
 use crate::engine::atomic_file::{write_file_atomic, AtomicWriteOptions};
-use crate::engine::{code, LockError};
+use crate::engine::LockError;
 use crate::js_error;
 
 pub struct AtomicWriteTask {
@@ -22,15 +22,9 @@ impl Task for AtomicWriteTask {
 
     fn compute(&mut self) -> napi::Result<()> {
         // On a threadpool thread a panic would abort Node: it becomes `EPANIC` instead.
-        let written =
-            std::panic::catch_unwind(|| write_file_atomic(&self.path, &self.data, self.options))
-                .unwrap_or_else(|_| {
-                    Err(LockError::new(
-                        code::PANIC,
-                        "lockwright: internal error while writing",
-                        Some(&self.path),
-                    ))
-                });
+        let written = LockError::catch_panic("writing", || {
+            write_file_atomic(&self.path, &self.data, self.options)
+        });
         written.map_err(|e| {
             let reason = e.message.clone();
             self.failure = Some(e);

@@ -25,7 +25,7 @@ use napi::JsDeferred;
 
 use crate::engine::release_events::ReleaseEvents;
 use crate::engine::waiting::runtime;
-use crate::engine::{code, LockError};
+use crate::engine::LockError;
 use crate::{js_error, NativeGrant};
 
 use crate::engine::manager::PendingGrant;
@@ -363,11 +363,7 @@ impl Waits {
         let outcome = match polled {
             Ok(Poll::Pending) => return,
             Ok(Poll::Ready(outcome)) => outcome,
-            Err(_) => Err(LockError::new(
-                code::PANIC,
-                "lockwright: internal error while waiting",
-                None,
-            )),
+            Err(payload) => Err(LockError::panicked("waiting", payload.as_ref())),
         };
         let Some(done) = self.waiting.remove(&id) else {
             return;

@@ -256,17 +256,15 @@ impl NativeLockManager {
         options: Option<Unknown>,
         canceller: Option<ClassInstance<WaitCanceller>>,
     ) -> napi::Result<Either<NativeGrant, Object<'env>>> {
-        let request = read_request(path, options).map_err(|e| js_error::to_js(env, e))?;
         let cancel = canceller.map(|c| c.token.clone()).unwrap_or_default();
         let on_js_thread = std::cell::Cell::new(false);
         let acquisition = guarded(env, || {
-            Ok(self
-                .engine
-                .acquire_woken_by(&request.0, &request.1, cancel, || {
-                    let events = js_thread_events(env);
-                    on_js_thread.set(events.is_some());
-                    events
-                }))
+            let (target, options) = read_request(path, options)?;
+            Ok(self.engine.acquire_woken_by(&target, &options, cancel, || {
+                let events = js_thread_events(env);
+                on_js_thread.set(events.is_some());
+                events
+            }))
         })?;
         match acquisition {
             Acquisition::Ready(result) => result
@@ -287,9 +285,8 @@ impl NativeLockManager {
         path: Unknown,
         options: Option<Unknown>,
     ) -> napi::Result<NativeGrant> {
-        let (target, options) =
-            read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
         guarded(&env, || {
+            let (target, options) = read_request(path, options)?;
             self.engine
                 .acquire_blocking(&target, &options)
                 .map(Into::into)
@@ -304,9 +301,8 @@ impl NativeLockManager {
         path: Unknown,
         options: Option<Unknown>,
     ) -> napi::Result<Option<NativeGrant>> {
-        let (target, options) =
-            read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
         guarded(&env, || {
+            let (target, options) = read_request(path, options)?;
             self.engine
                 .try_acquire(&target, &options)
                 .map(|g| g.map(Into::into))
@@ -334,8 +330,8 @@ impl NativeLockManager {
         path: Unknown,
         lockfile_path: Option<String>,
     ) -> napi::Result<u32> {
-        let target = js_args::string(&path, "path").map_err(|e| js_error::to_js(&env, e))?;
         guarded(&env, || {
+            let target = js_args::string(&path, "path")?;
             self.engine
                 .release_path(&target, lockfile_path.as_deref())
                 .map(|n| n as u32)
@@ -356,9 +352,8 @@ impl NativeLockManager {
         path: Unknown,
         options: Option<Unknown>,
     ) -> napi::Result<String> {
-        let (target, options) =
-            read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
         guarded(&env, || {
+            let (target, options) = read_request(path, options)?;
             self.engine
                 .resolve(&target, options.lockfile_path.as_deref())
                 .map(|(_, lockfile)| lockfile.to_string_lossy().into_owned())
@@ -386,9 +381,8 @@ impl NativeLockManager {
         path: Unknown,
         options: Option<Unknown>,
     ) -> napi::Result<NativeStatus> {
-        let (target, options) =
-            read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
         guarded(&env, || {
+            let (target, options) = read_request(path, options)?;
             self.engine
                 .status(&target, options.lockfile_path.as_deref())
                 .map(Into::into)
@@ -397,8 +391,8 @@ impl NativeLockManager {
 
     #[napi(catch_unwind)]
     pub fn list(&self, env: Env, dir: Option<Unknown>) -> napi::Result<Vec<NativeStatus>> {
-        let dir = optional_dir(dir).map_err(|e| js_error::to_js(&env, e))?;
         guarded(&env, || {
+            let dir = optional_dir(dir)?;
             self.engine
                 .list(dir.as_deref())
                 .map(|l| l.into_iter().map(Into::into).collect())
@@ -407,8 +401,7 @@ impl NativeLockManager {
 
     #[napi(catch_unwind)]
     pub fn cleanup(&self, env: Env, dir: Option<Unknown>) -> napi::Result<NativeCleanup> {
-        let dir = optional_dir(dir).map_err(|e| js_error::to_js(&env, e))?;
-        let report = guarded(&env, || self.engine.cleanup(dir.as_deref()))?;
+        let report = guarded(&env, || self.engine.cleanup(optional_dir(dir)?.as_deref()))?;
         Ok(NativeCleanup {
             removed: report
                 .removed
@@ -428,9 +421,8 @@ impl NativeLockManager {
         options: Option<Unknown>,
         force: bool,
     ) -> napi::Result<bool> {
-        let (target, options) =
-            read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
         guarded(&env, || {
+            let (target, options) = read_request(path, options)?;
             self.engine
                 .force_release(&target, options.lockfile_path.as_deref(), force)
         })
@@ -552,12 +544,12 @@ fn settle_in_background<'env>(
 ) -> napi::Result<Object<'env>> {
     let (deferred, promise) = env.create_deferred()?;
     engine::waiting::runtime().spawn(async move {
-        let result = tokio::spawn(wait).await.unwrap_or_else(|panic| {
-            Err(LockError::new(
-                code::PANIC,
-                format!("lockwright: internal error while waiting: {panic}"),
-                None,
-            ))
+        let result = tokio::spawn(wait).await.unwrap_or_else(|failed| {
+            Err(match failed.try_into_panic() {
+                Ok(payload) => LockError::panicked("waiting", payload.as_ref()),
+                // Cancelled: only the runtime's own shutdown does that.
+                Err(_) => LockError::new(code::ABORTED, "The wait was cancelled", None),
+            })
         });
         deferred.resolve(move |env| {
             result
@@ -572,20 +564,7 @@ fn settle_in_background<'env>(
 /// out as an `EPANIC` error; unwinding into Node would abort the process. Every
 /// method also has napi's `catch_unwind`, for the conversions around this.
 fn guarded<T>(env: &Env, work: impl FnOnce() -> engine::Result<T>) -> napi::Result<T> {
-    let outcome =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(LockError::new(
-                code::PANIC,
-                format!("lockwright: internal error: {message}"),
-                None,
-            ))
-        });
-    outcome.map_err(|e| js_error::to_js(env, e))
+    LockError::catch_panic("running a call", work).map_err(|e| js_error::to_js(env, e))
 }
 
 /// Test hook, not API: panics on purpose, in engine work of this call (`'call'`),

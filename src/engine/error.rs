@@ -55,6 +55,27 @@ impl LockError {
         )
     }
 
+    /// `EPANIC`: a bug in lockwright panicked while `doing` something. The panic's
+    /// own message is kept when it has one.
+    pub fn panicked(doing: &str, payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        LockError::new(
+            code::PANIC,
+            format!("lockwright: internal error while {doing}: {message}"),
+            None,
+        )
+    }
+
+    /// Runs `work`, turning a panic inside it into `panicked`.
+    pub fn catch_panic<T>(doing: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+            .unwrap_or_else(|payload| Err(LockError::panicked(doing, payload.as_ref())))
+    }
+
     pub fn is(&self, code: &str) -> bool {
         self.code == code
     }

@@ -175,9 +175,14 @@ pub fn still_at_path(file: &File, path: &Path) -> bool {
 /// Wakes this file's waiters in other processes after an unlock. On Linux they watch
 /// for reads as well as closes (inotify has no event for an unlock), and a one-byte
 /// read is the cheapest event a descriptor that stays open can make.
+#[cfg(target_os = "linux")]
 pub fn wake_waiters(file: &File) {
     let _ = read_at(file, &mut [0u8; 1], 0);
 }
+
+/// Elsewhere no watcher reports reads: the close that follows is the event.
+#[cfg(not(target_os = "linux"))]
+pub fn wake_waiters(_file: &File) {}
 
 pub fn open_no_follow(path: &Path, create: bool) -> io::Result<File> {
     let mut options = OpenOptions::new();

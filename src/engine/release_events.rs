@@ -78,7 +78,7 @@ impl ReleaseEvents {
     pub fn polled() -> Option<Arc<ReleaseEvents>> {
         let watched: Table = Arc::default();
         Some(Arc::new(ReleaseEvents {
-            backend: Some(backend::Backend::start_polled(Arc::clone(&watched))?),
+            backend: Some(backend::Backend::start_polled()?),
             watched,
         }))
     }
@@ -200,7 +200,7 @@ mod backend {
     }
 
     impl Backend {
-        pub fn start_polled(_table: Table) -> Option<Backend> {
+        pub fn start_polled() -> Option<Backend> {
             let inotify = Inotify::init().ok()?; // non-blocking, close-on-exec
             Some(Backend {
                 state: Mutex::new(Watching {
