@@ -61,19 +61,33 @@ pub fn optional_string(options: Option<&Object>, key: &str) -> Result<Option<Str
     field(options, key)?.map(|v| string(&v, key)).transpose()
 }
 
-pub fn optional_number(options: Option<&Object>, key: &str) -> Result<Option<f64>> {
+/// The option `key` if it is set, checked to be of `expected` type (`what` names it).
+fn optional_of<'env>(
+    options: Option<&Object<'env>>,
+    key: &str,
+    expected: ValueType,
+    what: &str,
+) -> Result<Option<Unknown<'env>>> {
     let Some(options) = options else {
         return Ok(None);
     };
     let Some(value) = field(options, key)? else {
         return Ok(None);
     };
-    if kind(&value) != ValueType::Number {
+    if kind(&value) != expected {
         return Err(LockError::invalid(format!(
-            "{key} must be a number, got {}",
+            "{key} must be {what}, got {}",
             describe(&value)
         )));
     }
+    Ok(Some(value))
+}
+
+pub fn optional_number(options: Option<&Object>, key: &str) -> Result<Option<f64>> {
+    let Some(value) = optional_of(options, key, ValueType::Number, "a number")? else {
+        return Ok(None);
+    };
+    // SAFETY: checked to be a number above.
     unsafe { value.cast::<f64>() }
         .map(Some)
         .map_err(|e| LockError::invalid(e.reason))
@@ -110,18 +124,10 @@ pub fn optional_millis(options: Option<&Object>, key: &str) -> Result<Option<u64
 }
 
 pub fn optional_bool(options: Option<&Object>, key: &str) -> Result<Option<bool>> {
-    let Some(options) = options else {
+    let Some(value) = optional_of(options, key, ValueType::Boolean, "a boolean")? else {
         return Ok(None);
     };
-    let Some(value) = field(options, key)? else {
-        return Ok(None);
-    };
-    if kind(&value) != ValueType::Boolean {
-        return Err(LockError::invalid(format!(
-            "{key} must be a boolean, got {}",
-            describe(&value)
-        )));
-    }
+    // SAFETY: checked to be a boolean above.
     unsafe { value.cast::<bool>() }
         .map(Some)
         .map_err(|e| LockError::invalid(e.reason))
