@@ -14,20 +14,22 @@ export declare class NativeLockManager {
   get owner(): string
   get heldCount(): number
   /**
-   * Resolves to a grant, or settles at once: returns the grant itself when the lock
-   * was free, throws for bad input or `timeout: 0` on a held lock, and otherwise
-   * returns a Promise that the wait settles.
+   * Resolves to a grant, or settles at once: returns `makeGrant`'s grant when the
+   * lock was free, throws for bad input or `timeout: 0` on a held lock, and
+   * otherwise returns a Promise that the wait settles with a `NativeGrant`.
    */
-  acquire(path: unknown, options?: unknown | undefined | null, canceller?: WaitCanceller | undefined | null): NativeGrant | Promise<NativeGrant>
+  acquire(path: unknown, options: unknown, canceller: WaitCanceller | undefined | null, makeGrant: (id: number, token: number, acquiredAt: number, lockId: string, path: string, lockfilePath: string, shared: boolean) => NativeGrant): NativeGrant | Promise<NativeGrant>
   /** Blocks the calling thread up to the timeout. */
-  acquireSync(path: unknown, options?: unknown | undefined | null): NativeGrant
+  acquireSync(path: unknown, options: unknown, makeGrant: (id: number, token: number, acquiredAt: number, lockId: string, path: string, lockfilePath: string, shared: boolean) => NativeGrant): NativeGrant
   /** One attempt: the grant, or `null` when the lock is held. */
-  tryAcquire(path: unknown, options?: unknown | undefined | null): NativeGrant | null
+  tryAcquire(path: unknown, options: unknown, makeGrant: (id: number, token: number, acquiredAt: number, lockId: string, path: string, lockfilePath: string, shared: boolean) => NativeGrant): NativeGrant | null
   /**
-   * Releases a grant; returns how many this manager still holds. `missingCode` is
-   * thrown when this manager does not hold it.
+   * Releases a grant; returns how many this manager still holds. When this manager
+   * does not hold it, throws `ERELEASED` if `byLock` (a `Lock` releasing itself),
+   * else `ENOTACQUIRED`. A flag, not the code: a string argument would cost a
+   * copy and an allocation on every release.
    */
-  release(id: number, missingCode: string): number
+  release(id: number, byLock: boolean): number
   /** Releases every grant this manager holds on `path`; returns how many. */
   releasePath(path: unknown, lockfilePath?: string | undefined | null): number
   isHeld(id: number): boolean

@@ -251,3 +251,29 @@ test('two managers in one process exclude each other like two processes', async 
   await lock.release()
   await (await waiting).release()
 })
+
+test('a lock granted at once and one granted after a wait describe themselves alike', async (t) => {
+  // The addon builds the two differently (a plain-values call, a native object).
+  const file = join(tempDir(t), 'tasks.json')
+  const manager = new LockManager()
+  const describe = (lock) => Object.fromEntries(Object.entries(lock.toJSON()).map(([k, v]) => [k, typeof v]))
+  const atOnce = await manager.acquire(file, { mode: 'shared' })
+  const sync = manager.tryAcquire(file, { mode: 'shared' })
+  const waited = manager.acquire(file)
+  atOnce.releaseSync()
+  sync.releaseSync()
+  const afterWait = await waited
+  assert.equal(manager.metrics().contended, 1)
+  for (const lock of [atOnce, sync, afterWait]) {
+    assert.deepEqual(describe(lock), {
+      path: 'string', lockfilePath: 'string', mode: 'string', id: 'string', token: 'number', acquiredAt: 'number',
+    })
+    assert.equal(lock.path, file)
+    assert.equal(lock.lockfilePath, `${file}.lock`)
+    assert.ok(Math.abs(lock.acquiredAt - Date.now()) < 60_000)
+  }
+  assert.deepEqual([atOnce.mode, sync.mode, afterWait.mode], ['shared', 'shared', 'exclusive'])
+  assert.ok(afterWait.token > 0)
+  afterWait.releaseSync()
+  assert.equal(manager._native.heldCount, 0)
+})

@@ -41,6 +41,14 @@ function debugSink(debug) {
   return null
 }
 
+/**
+ * A granted lock as plain data, built for the addon: one call with plain values is
+ * cheaper than the addon building an object with named properties itself.
+ */
+function makeGrant(id, token, acquiredAt, lockId, path, lockfilePath, shared) {
+  return { id, path, lockfilePath, mode: shared ? 'shared' : 'exclusive', token, lockId, acquiredAt }
+}
+
 class LockManager extends EventEmitter {
   /** Locks held in the current async context, by lock file: what `withLock` re-enters. */
   #context = new AsyncLocalStorage()
@@ -77,7 +85,7 @@ class LockManager extends EventEmitter {
   async acquire(path, options) {
     const signal = checkSignal(options?.signal, path)
     const canceller = signal ? new native.WaitCanceller() : undefined
-    const granted = this._native.acquire(path, options, canceller)
+    const granted = this._native.acquire(path, options, canceller, makeGrant)
     // Not `instanceof Promise`: under Jest's vm contexts the addon's promise comes from
     // another realm, whose Promise is not this one.
     if (typeof granted.then !== 'function') return this._adopt(granted)
@@ -96,13 +104,13 @@ class LockManager extends EventEmitter {
 
   /** The lock if it is free now, else `null`; never waits. */
   tryAcquire(path, options) {
-    const grant = this._native.tryAcquire(path, options)
+    const grant = this._native.tryAcquire(path, options, makeGrant)
     return grant === null ? null : this._adopt(grant)
   }
 
   /** Waits on this thread, up to `timeout`. */
   acquireSync(path, options) {
-    return this._adopt(this._native.acquireSync(path, options))
+    return this._adopt(this._native.acquireSync(path, options, makeGrant))
   }
 
   /**
@@ -155,7 +163,7 @@ class LockManager extends EventEmitter {
   async release(target) {
     if (target instanceof Lock) return target.release()
     const held = typeof target === 'string' ? this._native.held().find((g) => g.lockId === target) : undefined
-    if (held) return this._releaseGrant(held.id, 'ENOTACQUIRED')
+    if (held) return this._releaseGrant(held.id, false)
     if (typeof target !== 'string') throw lockError('EINVAL', 'release takes a Lock, a lock id or a path')
     this._native.releasePath(target)
     this._afterRelease()
@@ -237,15 +245,16 @@ class LockManager extends EventEmitter {
 
   _adopt(grant) {
     exitRelease.holding(this)
-    this.#log(`acquire ${grant.mode} ${grant.path} token=${grant.token}`)
+    if (this.#debug) this.#log(`acquire ${grant.mode} ${grant.path} token=${grant.token}`)
     return new Lock(this, grant)
   }
 
-  _releaseGrant(id, missingCode) {
+  /** `byLock`: a `Lock` releasing itself, so a grant already gone is ERELEASED. */
+  _releaseGrant(id, byLock) {
     let stillHeld
     try {
-      stillHeld = this._native.release(id, missingCode)
-      this.#log(`release #${id}`)
+      stillHeld = this._native.release(id, byLock)
+      if (this.#debug) this.#log(`release #${id}`)
     } finally {
       this._afterRelease(stillHeld)
     }

@@ -51,7 +51,7 @@ class Lock {
   }
 
   releaseSync() {
-    this.#manager._releaseGrant(this.#grant.id, 'ERELEASED')
+    this.#manager._releaseGrant(this.#grant.id, true)
     this.#released = true
   }
 

@@ -12,7 +12,9 @@ mod js_error;
 #[cfg(target_os = "linux")]
 mod js_thread_wait;
 
-use napi::bindgen_prelude::{AsyncTask, Buffer, ClassInstance, Either, Env, Object, Unknown};
+use napi::bindgen_prelude::{
+    AsyncTask, Buffer, ClassInstance, Either, Env, FnArgs, Object, Unknown,
+};
 use napi_derive::napi;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +40,29 @@ pub struct NativeGrant {
     pub lock_id: String,
     /// Milliseconds since the epoch when the lock was granted.
     pub acquired_at: f64,
+}
+
+/// What `makeGrant` (from `lockwright.js`) takes: id, token, acquiredAt, lockId, path,
+/// lockfilePath and whether the grant is shared.
+type GrantParts = FnArgs<(u32, f64, f64, String, String, String, bool)>;
+
+/// Builds an immediate grant with `makeGrant`. One call with plain values costs about
+/// a third of a native object with seven named properties (napi defines each name
+/// anew), and this is on every uncontended acquire. Waits, which are slow anyway,
+/// still resolve to a `NativeGrant`.
+fn grant_value<'env>(
+    make_grant: &Function<'env, GrantParts, Unknown<'env>>,
+    grant: LockGrant,
+) -> napi::Result<Unknown<'env>> {
+    make_grant.call(FnArgs::from((
+        grant.id as u32,
+        grant.token as f64,
+        grant.acquired_at as f64,
+        grant.lock_id,
+        grant.target.to_string_lossy().into_owned(),
+        grant.lockfile.to_string_lossy().into_owned(),
+        grant.mode == engine::LockMode::Shared,
+    )))
 }
 
 impl From<LockGrant> for NativeGrant {
@@ -245,17 +270,22 @@ impl NativeLockManager {
         self.engine.held_count() as u32
     }
 
-    /// Resolves to a grant, or settles at once: returns the grant itself when the lock
-    /// was free, throws for bad input or `timeout: 0` on a held lock, and otherwise
-    /// returns a Promise that the wait settles.
-    #[napi(catch_unwind, ts_return_type = "NativeGrant | Promise<NativeGrant>")]
+    /// Resolves to a grant, or settles at once: returns `makeGrant`'s grant when the
+    /// lock was free, throws for bad input or `timeout: 0` on a held lock, and
+    /// otherwise returns a Promise that the wait settles with a `NativeGrant`.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "path: unknown, options: unknown, canceller: WaitCanceller | undefined | null, makeGrant: (id: number, token: number, acquiredAt: number, lockId: string, path: string, lockfilePath: string, shared: boolean) => NativeGrant",
+        ts_return_type = "NativeGrant | Promise<NativeGrant>"
+    )]
     pub fn acquire<'env>(
         &self,
         env: &'env Env,
         path: Unknown,
         options: Option<Unknown>,
         canceller: Option<ClassInstance<WaitCanceller>>,
-    ) -> napi::Result<Either<NativeGrant, Object<'env>>> {
+        make_grant: Function<'env, GrantParts, Unknown<'env>>,
+    ) -> napi::Result<Either<Unknown<'env>, Object<'env>>> {
         let cancel = canceller.map(|c| c.token.clone()).unwrap_or_default();
         let on_js_thread = std::cell::Cell::new(false);
         let acquisition = guarded(env, || {
@@ -267,9 +297,10 @@ impl NativeLockManager {
             }))
         })?;
         match acquisition {
-            Acquisition::Ready(result) => result
-                .map(|g| Either::A(g.into()))
-                .map_err(|e| js_error::to_js(env, e)),
+            Acquisition::Ready(result) => {
+                let grant = result.map_err(|e| js_error::to_js(env, e))?;
+                grant_value(&make_grant, grant).map(Either::A)
+            }
             Acquisition::Waiting(wait) if on_js_thread.get() => {
                 spawn_on_js_thread(env, wait).map(Either::B)
             }
@@ -278,42 +309,52 @@ impl NativeLockManager {
     }
 
     /// Blocks the calling thread up to the timeout.
-    #[napi(catch_unwind)]
-    pub fn acquire_sync(
+    #[napi(
+        catch_unwind,
+        ts_args_type = "path: unknown, options: unknown, makeGrant: (id: number, token: number, acquiredAt: number, lockId: string, path: string, lockfilePath: string, shared: boolean) => NativeGrant",
+        ts_return_type = "NativeGrant"
+    )]
+    pub fn acquire_sync<'env>(
         &self,
         env: Env,
         path: Unknown,
         options: Option<Unknown>,
-    ) -> napi::Result<NativeGrant> {
-        guarded(&env, || {
+        make_grant: Function<'env, GrantParts, Unknown<'env>>,
+    ) -> napi::Result<Unknown<'env>> {
+        let grant = guarded(&env, || {
             let (target, options) = read_request(path, options)?;
-            self.engine
-                .acquire_blocking(&target, &options)
-                .map(Into::into)
-        })
+            self.engine.acquire_blocking(&target, &options)
+        })?;
+        grant_value(&make_grant, grant)
     }
 
     /// One attempt: the grant, or `null` when the lock is held.
-    #[napi(catch_unwind)]
-    pub fn try_acquire(
+    #[napi(
+        catch_unwind,
+        ts_args_type = "path: unknown, options: unknown, makeGrant: (id: number, token: number, acquiredAt: number, lockId: string, path: string, lockfilePath: string, shared: boolean) => NativeGrant",
+        ts_return_type = "NativeGrant | null"
+    )]
+    pub fn try_acquire<'env>(
         &self,
         env: Env,
         path: Unknown,
         options: Option<Unknown>,
-    ) -> napi::Result<Option<NativeGrant>> {
-        guarded(&env, || {
+        make_grant: Function<'env, GrantParts, Unknown<'env>>,
+    ) -> napi::Result<Option<Unknown<'env>>> {
+        let grant = guarded(&env, || {
             let (target, options) = read_request(path, options)?;
-            self.engine
-                .try_acquire(&target, &options)
-                .map(|g| g.map(Into::into))
-        })
+            self.engine.try_acquire(&target, &options)
+        })?;
+        grant.map(|g| grant_value(&make_grant, g)).transpose()
     }
 
-    /// Releases a grant; returns how many this manager still holds. `missingCode` is
-    /// thrown when this manager does not hold it.
+    /// Releases a grant; returns how many this manager still holds. When this manager
+    /// does not hold it, throws `ERELEASED` if `byLock` (a `Lock` releasing itself),
+    /// else `ENOTACQUIRED`. A flag, not the code: a string argument would cost a
+    /// copy and an allocation on every release.
     #[napi(catch_unwind)]
-    pub fn release(&self, env: Env, id: u32, missing_code: String) -> napi::Result<u32> {
-        let missing = if missing_code == code::RELEASED {
+    pub fn release(&self, env: Env, id: u32, by_lock: bool) -> napi::Result<u32> {
+        let missing = if by_lock {
             code::RELEASED
         } else {
             code::NOT_ACQUIRED

@@ -8,9 +8,10 @@
 //! `rm`); whoever takes an idle file checks that it is still the one at its path.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
 /// How many released lock files stay open. Only on Linux: waiters there also wake on
@@ -41,20 +42,20 @@ impl LockFile {
 
     /// A released lock file of `path` kept open by this process, if there is one.
     pub fn take_idle(path: &Path) -> Option<LockFile> {
-        idle().remove(path)
+        idle().remove(path.as_os_str())
     }
 
     /// Keeps this (unlocked) file open for the next acquire of `path`.
     #[cfg(target_os = "linux")]
     pub fn keep_idle(self, path: &Path) {
         let mut idle = idle();
-        if idle.len() >= IDLE_LIMIT && !idle.contains_key(path) {
+        if idle.len() >= IDLE_LIMIT && !idle.contains_key(path.as_os_str()) {
             // Any one will do: an idle file only saves an open.
             if let Some(evicted) = idle.keys().next().cloned() {
                 idle.remove(&evicted);
             }
         }
-        idle.insert(path.to_path_buf(), self);
+        idle.insert(path.as_os_str().to_owned(), self);
     }
 
     /// Elsewhere the file closes here: its close is what wakes waiters.
@@ -76,8 +77,10 @@ pub fn close_idle() -> usize {
     count
 }
 
-fn idle() -> std::sync::MutexGuard<'static, HashMap<PathBuf, LockFile>> {
-    static IDLE: OnceLock<Mutex<HashMap<PathBuf, LockFile>>> = OnceLock::new();
+/// Keyed by the path's bytes: hashing a `Path` walks its components, which costs more
+/// than the map lookup itself, and lock file paths arrive normalised.
+fn idle() -> std::sync::MutexGuard<'static, HashMap<OsString, LockFile>> {
+    static IDLE: OnceLock<Mutex<HashMap<OsString, LockFile>>> = OnceLock::new();
     IDLE.get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner())

@@ -5,7 +5,8 @@
 //! libuv's threadpool (which Node's own `fs` calls need).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -40,13 +41,14 @@ pub type Turn = Arc<FifoMutex<()>>;
 
 /// The in-process queue for one lock file. tokio's mutex grants in request order,
 /// which is what makes waiters in one process first-come first-served.
+/// Keyed by the path's bytes, as the idle files are: lock file paths arrive normalised.
 pub fn turn_for(lockfile: &Path) -> Turn {
-    static TURNS: OnceLock<Mutex<HashMap<PathBuf, Weak<FifoMutex<()>>>>> = OnceLock::new();
+    static TURNS: OnceLock<Mutex<HashMap<OsString, Weak<FifoMutex<()>>>>> = OnceLock::new();
     let mut turns = TURNS
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    if let Some(turn) = turns.get(lockfile).and_then(Weak::upgrade) {
+    if let Some(turn) = turns.get(lockfile.as_os_str()).and_then(Weak::upgrade) {
         return turn;
     }
     // Forget queues nobody uses any more before adding one, so the map stays as
@@ -55,7 +57,7 @@ pub fn turn_for(lockfile: &Path) -> Turn {
         turns.retain(|_, turn| turn.strong_count() > 0);
     }
     let turn = Arc::new(FifoMutex::new(()));
-    turns.insert(lockfile.to_path_buf(), Arc::downgrade(&turn));
+    turns.insert(lockfile.as_os_str().to_owned(), Arc::downgrade(&turn));
     turn
 }
 
