@@ -48,10 +48,10 @@ export declare class NativeLockManager {
   metrics(): NativeMetrics
   resetMetrics(): void
   /**
-   * `callback([lockId, code, message])` runs on the JS thread when the heartbeat
-   * finds a held lock lost. It does not keep the process alive.
+   * `callback([lockId, code, message, path])` runs on the JS thread when the
+   * heartbeat finds a held lock lost. It does not keep the process alive.
    */
-  onCompromised(callback: (lost: [lockId: string, code: string, message: string]) => void): void
+  onCompromised(callback: (lost: [lockId: string, code: string, message: string, path: string]) => void): void
   /** Releases everything held, keeping the manager usable (process exit). */
   releaseAll(): number
   /** Ends pending waits and releases everything; later acquires fail. */
@@ -112,7 +112,10 @@ export interface NativeDistribution {
 
 /** A granted lock, as plain data; `lockwright.js` wraps it in a `Lock`. */
 export interface NativeGrant {
-  /** Process-unique number that `release` takes. */
+  /**
+   * Process-unique number that `release` takes. A double, not a u32: a busy
+   * process passes 2^32 grants in hours, and doubles are exact to 2^53.
+   */
   id: number
   path: string
   lockfilePath: string

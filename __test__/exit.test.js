@@ -79,6 +79,19 @@ test('a signal that lands while locks come and go still ends the process', { tim
   }
 })
 
+test('a signal-exit loaded and unloaded again does not make the application\'s handler look alone', async (t) => {
+  const file = join(tempDir(t), 'a')
+  const child = fork(join(__dirname, 'fixtures', 'signal-exit-unloaded.js'), [file], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  t.after(() => child.kill('SIGKILL'))
+  await once(child, 'message')
+  const exited = once(child, 'exit')
+  child.kill('SIGTERM')
+  const [report] = await once(child, 'message')
+  assert.deepEqual(report, { handled: 1, held: true })
+  const [code, endedBy] = await exited
+  assert.deepEqual([code, endedBy], [0, null])
+})
+
 test('with signal-exit loaded too (proper-lockfile does), SIGTERM still ends the process', async (t) => {
   const file = join(tempDir(t), 'a')
   const child = fork(join(__dirname, 'fixtures', 'signal-exit-neighbour.js'), [file], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })

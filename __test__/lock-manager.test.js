@@ -111,6 +111,12 @@ test('a second release is ERELEASED; release by id, path and close', async (t) =
   await manager.release(byLock)
   assert.equal(byLock.released, true)
 
+  // Another manager's Lock, even in this process, is not this manager's to release.
+  const theirs = await new LockManager().acquire(join(dir, 'h'))
+  await assert.rejects(manager.release(theirs), { code: 'ENOTACQUIRED', path: theirs.path })
+  assert.equal(theirs.released, false)
+  await theirs.release()
+
   const a = await manager.acquire(join(dir, 'e'))
   const b = await manager.acquire(join(dir, 'f'), { mode: 'shared' })
   await manager.close()

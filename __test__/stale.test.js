@@ -6,6 +6,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const { join } = require('node:path')
+const { once } = require('node:events')
 const { LockManager } = require('../lockwright.js')
 const { tempDir, spawnAgent, runScript, track, waitFor } = require('./helpers.js')
 
@@ -150,6 +151,7 @@ test('a lock whose file is removed or overwritten is reported compromised, never
 
   await waitFor(() => events.length === 2, { what: 'two compromised events' })
   for (const err of events) assert.equal(err.code, 'ECOMPROMISED')
+  assert.deepEqual(new Set(events.map((e) => e.path)), new Set([removed.lockfilePath, overwritten.lockfilePath]))
   assert.deepEqual(new Set(events.map((e) => e.lockId)), new Set([removed.id, overwritten.id]))
   assert.match(events.find((e) => e.lockId === removed.id).message, /removed or replaced/)
   assert.match(events.find((e) => e.lockId === overwritten.id).message, /overwritten/)
@@ -214,4 +216,35 @@ test('LOCKWRIGHT_DEBUG=1 and the debug option log lock events', async (t) => {
   await manager.cleanupStaleLocks(dir)
   assert.equal(lines.length, 2)
   assert.match(lines[0], /acquire exclusive/)
+})
+
+test('withLock reports a lock lost while fn ran, keeping fn\'s own error as the cause', async (t) => {
+  const dir = tempDir(t)
+  const manager = new LockManager({ heartbeat: 50 })
+  // The compromised event does not keep the process alive; this test waits for it.
+  const keepAlive = setInterval(() => {}, 60_000)
+  t.after(() => clearInterval(keepAlive))
+  const loseLock = async (lock) => {
+    const compromised = once(manager, 'compromised')
+    fs.unlinkSync(lock.lockfilePath)
+    await compromised
+  }
+  const thrown = await manager
+    .withLock(join(dir, 'a'), async (lock) => {
+      await loseLock(lock)
+      throw new Error('boom')
+    })
+    .then(() => assert.fail('withLock resolved'), (err) => err)
+  assert.equal(thrown.code, 'ECOMPROMISED')
+  assert.equal(thrown.cause?.message, 'boom')
+  // fn succeeded, but without the lock at the end: the caller must still hear of it.
+  const returned = await manager
+    .withLock(join(dir, 'b'), async (lock) => {
+      await loseLock(lock)
+      return 'done'
+    })
+    .then(() => assert.fail('withLock resolved'), (err) => err)
+  assert.equal(returned.code, 'ECOMPROMISED')
+  assert.equal(returned.cause, undefined)
+  assert.equal(manager._native.heldCount, 0)
 })

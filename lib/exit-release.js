@@ -32,10 +32,13 @@ function onExit() {
  * signal-exit (used by proper-lockfile, write-file-atomic and many more) adds one
  * listener per signal and, like us, re-raises only when it is alone. Counted as an
  * application listener, the two would each wait for the other and swallow the
- * signal, so its listener is not counted: it re-raises once ours is gone.
+ * signal, so its listeners are not counted: it re-raises once ours is gone. Its
+ * shared emitter (v3 on `process`, v4 on a global symbol) counts the copies whose
+ * listeners are in place; the emitter itself stays after they are removed.
  */
 function signalExitHooks() {
-  return (process.__signal_exit_emitter__ ? 1 : 0) + (globalThis[Symbol.for('signal-exit emitter')] ? 1 : 0)
+  const loaded = (emitter) => (typeof emitter?.count === 'number' ? emitter.count : 0)
+  return loaded(process.__signal_exit_emitter__) + loaded(globalThis[Symbol.for('signal-exit emitter')])
 }
 
 function onSignal(signal) {

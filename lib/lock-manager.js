@@ -49,6 +49,23 @@ function makeGrant(id, token, acquiredAt, lockId, path, lockfilePath, shared) {
   return { id, path, lockfilePath, mode: shared ? 'shared' : 'exclusive', token, lockId, acquiredAt }
 }
 
+const NO_FAILURE = Symbol('no failure')
+
+/**
+ * Releases the lock `withLock` took. A lock lost while `fn` ran fails the release
+ * with ECOMPROMISED, which the caller must see even if `fn` succeeded; if `fn` threw,
+ * its error is kept as the `cause`.
+ */
+function releaseAfter(lock, failure) {
+  if (lock.released) return
+  try {
+    lock.releaseSync()
+  } catch (err) {
+    if (failure !== NO_FAILURE) err.cause = failure
+    throw err
+  }
+}
+
 class LockManager extends EventEmitter {
   /** Locks held in the current async context, by lock file: what `withLock` re-enters. */
   #context = new AsyncLocalStorage()
@@ -68,8 +85,8 @@ class LockManager extends EventEmitter {
     this._native = new native.NativeLockManager({ ...options, owner })
     // A lost lock is reported, never thrown: nothing can catch an error raised from
     // a heartbeat, so throwing would only crash the process.
-    this._native.onCompromised(([lockId, code, message]) => {
-      const err = lockError(code, message)
+    this._native.onCompromised(([lockId, code, message, path]) => {
+      const err = lockError(code, message, path)
       err.lockId = lockId
       this.#log(`compromised ${lockId}: ${message}`)
       onCompromised?.(err)
@@ -122,10 +139,14 @@ class LockManager extends EventEmitter {
     const outer = this.#reentry(path, options)
     if (outer) return await fn(outer)
     const lock = await this.acquire(path, options)
+    let failure = NO_FAILURE
     try {
       return await this.#context.run(this.#withHeld(lock), fn, lock)
+    } catch (err) {
+      failure = err
+      throw err
     } finally {
-      if (!lock.released) lock.releaseSync()
+      releaseAfter(lock, failure)
     }
   }
 
@@ -134,10 +155,14 @@ class LockManager extends EventEmitter {
     const outer = this.#reentry(path, options)
     if (outer) return fn(outer)
     const lock = this.acquireSync(path, options)
+    let failure = NO_FAILURE
     try {
       return this.#context.run(this.#withHeld(lock), fn, lock)
+    } catch (err) {
+      failure = err
+      throw err
     } finally {
-      if (!lock.released) lock.releaseSync()
+      releaseAfter(lock, failure)
     }
   }
 
@@ -161,7 +186,13 @@ class LockManager extends EventEmitter {
 
   /** Releases a `Lock`, a lock id, or every lock this manager holds on a path. */
   async release(target) {
-    if (target instanceof Lock) return target.release()
+    if (target instanceof Lock) {
+      // Another manager's lock is not ours to release, even in this process.
+      if (target._manager !== this) {
+        throw lockError('ENOTACQUIRED', `The lock on ${target.path} is held by another LockManager`, target.path)
+      }
+      return target.release()
+    }
     const held = typeof target === 'string' ? this._native.held().find((g) => g.lockId === target) : undefined
     if (held) return this._releaseGrant(held.id, false)
     if (typeof target !== 'string') throw lockError('EINVAL', 'release takes a Lock, a lock id or a path')

@@ -45,6 +45,11 @@ class Lock {
     return this.#released || !this.#manager._native.isHeld(this.#grant.id)
   }
 
+  /** The manager that granted it. */
+  get _manager() {
+    return this.#manager
+  }
+
   /** The manager's number for this grant. */
   get _grantId() {
     return this.#grant.id

@@ -29,8 +29,9 @@ use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 /// A granted lock, as plain data; `lockwright.js` wraps it in a `Lock`.
 #[napi(object)]
 pub struct NativeGrant {
-    /// Process-unique number that `release` takes.
-    pub id: u32,
+    /// Process-unique number that `release` takes. A double, not a u32: a busy
+    /// process passes 2^32 grants in hours, and doubles are exact to 2^53.
+    pub id: f64,
     pub path: String,
     pub lockfile_path: String,
     pub mode: String,
@@ -44,7 +45,7 @@ pub struct NativeGrant {
 
 /// What `makeGrant` (from `lockwright.js`) takes: id, token, acquiredAt, lockId, path,
 /// lockfilePath and whether the grant is shared.
-type GrantParts = FnArgs<(u32, f64, f64, String, String, String, bool)>;
+type GrantParts = FnArgs<(f64, f64, f64, String, String, String, bool)>;
 
 /// Builds an immediate grant with `makeGrant`. One call with plain values costs about
 /// a third of a native object with seven named properties (napi defines each name
@@ -55,7 +56,7 @@ fn grant_value<'env>(
     grant: LockGrant,
 ) -> napi::Result<Unknown<'env>> {
     make_grant.call(FnArgs::from((
-        grant.id as u32,
+        grant.id as f64,
         grant.token as f64,
         grant.acquired_at as f64,
         grant.lock_id,
@@ -68,7 +69,7 @@ fn grant_value<'env>(
 impl From<LockGrant> for NativeGrant {
     fn from(grant: LockGrant) -> Self {
         NativeGrant {
-            id: grant.id as u32,
+            id: grant.id as f64,
             path: grant.target.to_string_lossy().into_owned(),
             lockfile_path: grant.lockfile.to_string_lossy().into_owned(),
             mode: grant.mode.as_str().to_string(),
@@ -353,13 +354,13 @@ impl NativeLockManager {
     /// else `ENOTACQUIRED`. A flag, not the code: a string argument would cost a
     /// copy and an allocation on every release.
     #[napi(catch_unwind)]
-    pub fn release(&self, env: Env, id: u32, by_lock: bool) -> napi::Result<u32> {
+    pub fn release(&self, env: Env, id: f64, by_lock: bool) -> napi::Result<u32> {
         let missing = if by_lock {
             code::RELEASED
         } else {
             code::NOT_ACQUIRED
         };
-        guarded(&env, || self.engine.release(id as u64, missing))?;
+        guarded(&env, || self.engine.release(grant_id(id), missing))?;
         Ok(self.engine.held_count() as u32)
     }
 
@@ -380,8 +381,8 @@ impl NativeLockManager {
     }
 
     #[napi(catch_unwind)]
-    pub fn is_held(&self, id: u32) -> bool {
-        self.engine.is_held(id as u64)
+    pub fn is_held(&self, id: f64) -> bool {
+        self.engine.is_held(grant_id(id))
     }
 
     /// The lock file an acquire of `path` with `options` would use, after the same
@@ -479,14 +480,14 @@ impl NativeLockManager {
         self.engine.reset_metrics();
     }
 
-    /// `callback([lockId, code, message])` runs on the JS thread when the heartbeat
-    /// finds a held lock lost. It does not keep the process alive.
+    /// `callback([lockId, code, message, path])` runs on the JS thread when the
+    /// heartbeat finds a held lock lost. It does not keep the process alive.
     #[napi(
-        ts_args_type = "callback: (lost: [lockId: string, code: string, message: string]) => void"
+        ts_args_type = "callback: (lost: [lockId: string, code: string, message: string, path: string]) => void"
     )]
     pub fn on_compromised(
         &self,
-        callback: Function<(String, String, String), ()>,
+        callback: Function<(String, String, String, String), ()>,
     ) -> napi::Result<()> {
         let tsfn = callback
             .build_threadsafe_function()
@@ -495,8 +496,14 @@ impl NativeLockManager {
             .build()?;
         self.engine
             .set_on_compromised(Some(Box::new(move |grant, err| {
+                let path = err.path.as_deref().unwrap_or(&grant.lockfile);
                 tsfn.call(
-                    (grant.lock_id.clone(), err.code.clone(), err.message.clone()),
+                    (
+                        grant.lock_id.clone(),
+                        err.code.clone(),
+                        err.message.clone(),
+                        path.to_string_lossy().into_owned(),
+                    ),
                     ThreadsafeFunctionCallMode::NonBlocking,
                 );
             })));
@@ -599,6 +606,16 @@ fn settle_in_background<'env>(
         });
     });
     Ok(promise)
+}
+
+/// A grant id from JavaScript. Anything but a whole positive number becomes 0, which
+/// no grant has (they count from 1), so it is simply not held.
+fn grant_id(id: f64) -> u64 {
+    if id.fract() == 0.0 && id >= 1.0 && id < u64::MAX as f64 {
+        id as u64
+    } else {
+        0
+    }
 }
 
 /// Runs engine work for a binding call. A panic inside (a bug in lockwright) comes

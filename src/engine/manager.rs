@@ -168,6 +168,7 @@ pub struct LockManager {
     inner: Arc<Inner>,
 }
 
+/// Grant ids count from 1: the binding maps ids it cannot read to 0, held by nobody.
 static NEXT_GRANT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl LockManager {
