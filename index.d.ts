@@ -42,7 +42,8 @@ export declare class NativeLockManager {
   get stale(): number
   status(path: unknown, options?: unknown | undefined | null): NativeStatus
   list(dir?: unknown | undefined | null): Array<NativeStatus>
-  cleanup(dir?: unknown | undefined | null): NativeCleanup
+  /** Removes what dead holders left; with `dryRun`, only lists what it would remove. */
+  cleanup(dir?: unknown | undefined | null, dryRun?: boolean | undefined | null): NativeCleanup
   /** Breaks a lock nobody alive holds; returns whether anything was removed. */
   forceRelease(path: unknown, options: unknown | undefined | null, force: boolean): boolean
   metrics(): NativeMetrics

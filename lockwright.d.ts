@@ -14,7 +14,10 @@ export type LockErrorCode =
   | 'ERELEASED'
   | 'ENOTACQUIRED'
   | 'EDEADLK'
+  | 'ECOMPROMISED'
+  | 'EJSONPARSE'
   | 'EINVAL'
+  | 'EPANIC'
   | 'ENOENT'
   | 'EACCES'
   | 'ENAMETOOLONG'
@@ -137,7 +140,8 @@ export declare class LockManager extends EventEmitter {
   /** The status of every lock file in `dir` (default: lockDir). */
   list(dir?: string): LockStatus[]
   /** Removes dead holders' lock files, corrupted ones and dead readers' records in `dir` (default: lockDir). */
-  cleanupStaleLocks(dir?: string): Promise<{ removed: string[]; kept: number }>
+  /** With `dryRun: true`, `removed` lists what it would remove, and nothing is removed. */
+  cleanupStaleLocks(dir?: string, options?: { dryRun?: boolean }): Promise<{ removed: string[]; kept: number }>
   /** Removes a dead holder's leftovers; ELOCKED if a live process holds the kernel lock, even with force. */
   forceRelease(path: string, options?: { force?: boolean; lockfilePath?: string }): Promise<boolean>
   /** Reads a JSON file under a shared lock (or the lock this context holds); undefined if missing. */

@@ -28,6 +28,21 @@ test('with: runs the command holding the lock, exits with its code, releases aft
   assert.equal(new LockManager().status(file).locked, false)
 })
 
+test('with: the owner label defaults to the command\'s file name; a command that cannot start exits 127', async (t) => {
+  const dir = tempDir(t)
+  const file = join(dir, 'state.json')
+  const script = join(dir, 'update-state.sh')
+  // The script asks, as another process would, who holds the lock.
+  fs.writeFileSync(script, `#!/bin/sh\n"${process.execPath}" -e 'process.stdout.write(new (require(${JSON.stringify(join(__dirname, '..'))}).LockManager)().status(${JSON.stringify(file)}).owners[0].process)'\n`, { mode: 0o755 })
+  const run = await cli(['with', file, '--', script])
+  assert.equal(run.code, 0, run.stderr)
+  assert.equal(run.stdout, 'update-state.sh')
+  const missing = await cli(['with', file, '--', join(dir, 'no-such-command')])
+  assert.equal(missing.code, 127)
+  assert.match(missing.stderr, /cannot run .*no-such-command/)
+  assert.equal(new LockManager().status(file).locked, false)
+})
+
 test('with: --timeout 0 on a held lock exits 3; a timeout exits 4; --shared holders overlap', async (t) => {
   const file = join(tempDir(t), 'state.json')
   const holder = spawnAgent(t, { owner: 'holder' })
@@ -63,10 +78,16 @@ test('status and cleanup report and sweep a directory; release --force breaks a 
   const dir = tempDir(t)
   const live = spawnAgent(t, { owner: 'mcp-server' })
   const dead = spawnAgent(t, { owner: 'crashed' })
+  const [liveReader, deadReader] = [spawnAgent(t, { owner: 'reader' }), spawnAgent(t, { owner: 'dead-reader' })]
   await live.call('acquire', { path: join(dir, 'a.json') })
   await dead.call('acquire', { path: join(dir, 'b.json') })
-  dead.child.kill('SIGKILL')
-  await dead.exited
+  // c.json stays held (shared) by a live reader; a dead reader's record lies beside it.
+  await liveReader.call('acquire', { path: join(dir, 'c.json'), options: { mode: 'shared' } })
+  await deadReader.call('acquire', { path: join(dir, 'c.json'), options: { mode: 'shared' } })
+  for (const agent of [dead, deadReader]) {
+    agent.child.kill('SIGKILL')
+    await agent.exited
+  }
 
   let run = await cli(['status', dir])
   assert.equal(run.code, 0, run.stderr)
@@ -78,10 +99,18 @@ test('status and cleanup report and sweep a directory; release --force breaks a 
   assert.match(run.stdout, /lockId=.* token=1 heartbeat=/)
 
   run = await cli(['cleanup', dir, '--dry-run', '--json'])
-  assert.deepEqual(JSON.parse(run.stdout), { wouldRemove: [join(dir, 'b.json.lock')], kept: 1 })
-  assert.ok(fs.existsSync(join(dir, 'b.json.lock')))
+  const dry = JSON.parse(run.stdout)
+  assert.equal(dry.kept, 2)
+  assert.equal(dry.wouldRemove.length, 2)
+  assert.ok(dry.wouldRemove.includes(join(dir, 'b.json.lock')))
+  const deadRecord = dry.wouldRemove.find((p) => p.startsWith(join(dir, 'c.json.lock.readers')))
+  assert.ok(deadRecord, `a dead reader's record in ${dry.wouldRemove}`)
+  for (const path of dry.wouldRemove) assert.ok(fs.existsSync(path), `${path} is still there`)
+  // The real sweep removes exactly what the dry run listed.
   run = await cli(['cleanup', dir])
-  assert.match(run.stdout, /removed .*b\.json\.lock\n1 removed, 1 kept/)
+  assert.equal(run.stdout, [...dry.wouldRemove.map((p) => `removed ${p}`), '2 removed, 2 kept\n'].join('\n'))
+  for (const path of dry.wouldRemove) assert.equal(fs.existsSync(path), false)
+  assert.equal(new LockManager().status(join(dir, 'c.json')).locked, true)
 
   run = await cli(['release', join(dir, 'a.json'), '--force'])
   assert.equal(run.code, 3)

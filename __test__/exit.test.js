@@ -70,9 +70,9 @@ test('a signal that lands while locks come and go still ends the process', { tim
   for (let i = 0; i < 20; i++) {
     const child = fork(join(__dirname, 'fixtures', 'lock-churn.js'), [file], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     t.after(() => child.kill('SIGKILL'))
-    await once(child, 'message')
-    // Land the signal at a different point of the child's acquire/release loop each time.
-    await new Promise((resolve) => setTimeout(resolve, i % 7))
+    // Land the signal at a different point of the child's acquire/release loop each
+    // time: after 1 to 7 of its cycles.
+    for (let cycles = 0; cycles <= i % 7; cycles++) await once(child, 'message')
     child.kill('SIGTERM')
     const [, endedBy] = await once(child, 'exit')
     assert.equal(endedBy, 'SIGTERM')

@@ -8,7 +8,8 @@ const { fork, spawn } = require('node:child_process')
 const { once } = require('node:events')
 const { join } = require('node:path')
 const { LockManager, writeFileAtomic, writeFileAtomicSync, readJson, updateJson } = require('../lockwright.js')
-const { tempDir, spawnAgent, track } = require('./helpers.js')
+const { tempDir, spawnAgent, waitFor } = require('./helpers.js')
+const { writerIsWaiting } = require('./fixtures/writer-waiting.js')
 
 test('writeFileAtomic replaces content, keeps the mode and leaves no temp file', async (t) => {
   const dir = tempDir(t)
@@ -83,14 +84,16 @@ test('a batch of updateJson calls inside one withLock re-enters; other processes
   const file = join(tempDir(t), 'tasks.json')
   const manager = new LockManager({ owner: 'batch' })
   const other = spawnAgent(t)
-  let otherGotIn
+  let otherSaw
   await manager.withLock(file, async () => {
+    // The other process queues first; the whole batch must still run before it.
+    otherSaw = other.call('updateJson', { path: file })
+    await waitFor(() => writerIsWaiting(`${file}.lock`), { what: 'the other process to queue' })
     for (let i = 0; i < 5; i++) await manager.updateJson(file, (d) => ({ n: (d?.n ?? 0) + 1 }))
-    otherGotIn = track(other.call('acquire', { path: file, options: { timeout: 20_000 } }))
     assert.deepEqual(await manager.readJson(file), { n: 5 })
-    assert.equal(otherGotIn.settled, false)
   })
-  await otherGotIn.promise
+  assert.equal(await otherSaw, 5)
+  assert.deepEqual(JSON.parse(fs.readFileSync(file, 'utf8')), { n: 6 })
 })
 
 test('SIGKILL in the middle of updateJson, again and again: the file always parses and never goes back', async (t) => {

@@ -94,8 +94,8 @@ test('a second release is ERELEASED; release by id, path and close', async (t) =
   const lock = await manager.acquire(join(dir, 'a'))
   await lock.release()
   assert.equal(lock.released, true)
-  await assert.rejects(lock.release(), { code: 'ERELEASED' })
-  assert.throws(() => lock.releaseSync(), { code: 'ERELEASED' })
+  await assert.rejects(lock.release(), { code: 'ERELEASED', path: lock.path, message: `The lock on ${lock.path} is already released` })
+  assert.throws(() => lock.releaseSync(), { code: 'ERELEASED', path: lock.path })
 
   const byId = await manager.acquire(join(dir, 'b'))
   await manager.release(byId.id)
@@ -200,9 +200,12 @@ test('acquireSync waits for a release by another process, bounded by its timeout
   const held = await agent.call('acquire', { path: file })
   const manager = new LockManager()
   assert.throws(() => manager.acquireSync(file, { timeout: 50 }), { code: 'ETIMEOUT' })
-  await agent.call('releaseAfter', { lockId: held.id, ms: 100 })
+  await agent.call('releaseWhenWriterWaits', { lockId: held.id })
   const lock = manager.acquireSync(file, { timeout: 20_000 })
   assert.equal(lock.mode, 'exclusive')
+  // Both acquires found the lock held: the second waited, and the first left no trace
+  // (a writer-waiting file it kept would have made the agent release too early).
+  assert.equal(manager.metrics().contended, 2)
   lock.releaseSync()
 })
 

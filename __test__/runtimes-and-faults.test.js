@@ -118,7 +118,7 @@ test('a Rust panic is an EPANIC error, in a call or in a wait, and Node keeps ru
   assert.equal(report.errors.wait.code, 'EPANIC')
   assert.match(report.errors.wait.message, /deliberate panic in a wait/)
   if (process.platform === 'linux') assert.equal(report.errors.jsThreadWait.code, 'EPANIC')
-  assert.equal(report.lockedAfter, true)
+  assert.deepEqual([report.heldAfter, report.releasedAfter], [true, true])
 })
 
 test('a lock path of the wrong kind is a typed error for each strategy', async (t) => {

@@ -3,33 +3,10 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const fs = require('node:fs')
 const { join } = require('node:path')
 const { LockManager } = require('../lockwright.js')
 const { tempDir, spawnAgent, waitFor, track } = require('./helpers.js')
-
-/** True while some writer holds the writer-waiting file, i.e. is queued. */
-function writerIsWaiting(lockfile) {
-  let fd
-  try {
-    fd = fs.openSync(`${lockfile}.writer-waiting`, 'r')
-  } catch {
-    return false
-  }
-  try {
-    // A second manager's tryAcquire is the probe we have from JS: a shared lock on
-    // the announcement file fails while a writer holds it.
-    const probe = new LockManager({ owner: 'probe' }).tryAcquire(`${lockfile}.writer-waiting`, {
-      mode: 'shared',
-      lockfilePath: `${lockfile}.writer-waiting`,
-    })
-    if (probe === null) return true
-    probe.releaseSync()
-    return false
-  } finally {
-    fs.closeSync(fd)
-  }
-}
+const { writerIsWaiting } = require('./fixtures/writer-waiting.js')
 
 test('readers in different processes hold the lock together', async (t) => {
   const file = join(tempDir(t), 'index.json')
@@ -71,14 +48,15 @@ test('a waiting writer holds back new readers, so readers cannot starve it', asy
   await waitFor(() => writerIsWaiting(`${file}.lock`), { what: 'the writer to queue' })
   // The lock is only held shared, yet a new reader is turned away while the writer waits.
   await assert.rejects(b.call('acquire', { path: file, options: { mode: 'shared', timeout: 0 } }), { code: 'ELOCKED' })
-  const lateReader = b.call('acquire', { path: file, options: { mode: 'shared', timeout: 20_000 } })
+  const late = track(b.call('acquire', { path: file, options: { mode: 'shared', timeout: 20_000 } }))
   await a.call('release', { lockId: ra.id })
   const lock = await waiting.promise
   assert.equal(lock.mode, 'exclusive')
-  const late = track(lateReader)
+  // b answers in order: had the late reader got in, that reply would come before this.
+  await b.call('ping')
   assert.equal(late.settled, false)
   await lock.release()
-  assert.equal((await lateReader).mode, 'shared')
+  assert.equal((await late.promise).mode, 'shared')
 })
 
 test('a writer gets in while two processes keep taking turns reading', async (t) => {

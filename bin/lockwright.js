@@ -33,7 +33,8 @@ Runs <cmd> holding the lock on <file>, and releases it when <cmd> ends.
   --timeout <ms>    how long to wait for the lock (default 30000; 0 tries once; Infinity)
   --owner <label>   owner label shown to others (default: the command's name)
 Signals (SIGINT, SIGTERM, SIGHUP) are passed on to <cmd>. Exits with <cmd>'s exit code,
-128 + the signal number if it was killed, 3 if locked with --timeout 0, 4 on timeout.`,
+128 + the signal number if it was killed, 127 if it could not be started, 3 if locked
+with --timeout 0, 4 on timeout.`,
   status: `Usage: lockwright status [file|dir] [--json] [--verbose]
 
 Shows who holds the lock on <file>, or every lock in <dir> (default: --lock-dir or .).
@@ -109,7 +110,7 @@ const commands = {
     const [file] = positionals
     const [cmd, ...cmdArgs] = args.slice(split + 1)
     if (!file || !cmd) throw new UsageError(HELP.with)
-    const manager = managerFor(values, { owner: values.owner ?? cmd })
+    const manager = managerFor(values, { owner: values.owner ?? require('node:path').basename(cmd) })
     const lock = await manager.acquire(file, { mode: values.shared ? 'shared' : 'exclusive', timeout: timeoutOf(values.timeout) })
     const child = spawn(cmd, cmdArgs, { stdio: 'inherit' })
     const forward = (signal) => child.kill(signal)
@@ -143,14 +144,8 @@ const commands = {
     if (values.help) return print(HELP.cleanup)
     const manager = managerFor(values)
     const dir = positionals[0] ?? values['lock-dir'] ?? '.'
-    let report
-    if (values['dry-run']) {
-      const statuses = manager.list(dir)
-      const stale = statuses.filter((s) => s.stale).map((s) => s.lockfilePath)
-      report = { wouldRemove: stale, kept: statuses.length - stale.length }
-    } else {
-      report = await manager.cleanupStaleLocks(dir)
-    }
+    let report = await manager.cleanupStaleLocks(dir, { dryRun: values['dry-run'] === true })
+    if (values['dry-run']) report = { wouldRemove: report.removed, kept: report.kept }
     if (values.json) return print(JSON.stringify(report, null, 2))
     const removed = report.removed ?? report.wouldRemove
     const verb = values['dry-run'] ? 'would remove' : 'removed'

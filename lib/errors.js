@@ -12,4 +12,10 @@ function lockError(code, message, path) {
   return err
 }
 
-module.exports = { lockError }
+/** EINVAL for a bad argument of a request for the lock on `path`, naming that path. */
+function invalidFor(message, path) {
+  if (typeof path !== 'string') return lockError('EINVAL', message)
+  return lockError('EINVAL', `${message}, for the lock on '${path}'`, path)
+}
+
+module.exports = { lockError, invalidFor }

@@ -8,21 +8,22 @@
 const fs = require('node:fs')
 
 const native = require('../index.js')
-const { lockError } = require('./errors.js')
+const { lockError, invalidFor } = require('./errors.js')
 
-function toBuffer(data) {
+function toBuffer(data, path) {
   if (typeof data === 'string') return Buffer.from(data)
   if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength)
-  throw lockError('EINVAL', 'data must be a string, a Buffer or a typed array')
+  const message = 'data must be a string, a Buffer or a typed array'
+  throw typeof path === 'string' ? lockError('EINVAL', `${message}, writing '${path}'`, path) : lockError('EINVAL', message)
 }
 
 /** Temp file, write, fsync, rename, fsync the directory; keeps the file's mode. */
 async function writeFileAtomic(path, data, options) {
-  return native.writeFileAtomic(path, toBuffer(data), options)
+  return native.writeFileAtomic(path, toBuffer(data, path), options)
 }
 
 function writeFileAtomicSync(path, data, options) {
-  native.writeFileAtomicSync(path, toBuffer(data), options)
+  native.writeFileAtomicSync(path, toBuffer(data, path), options)
 }
 
 /** `{ text, data }` of a JSON file; both undefined when it does not exist. */
@@ -55,9 +56,9 @@ async function readJson(manager, path, options) {
  * undefined after changing it in place. Resolves to what was written.
  */
 async function updateJson(manager, path, fn, options) {
-  if (typeof fn !== 'function') throw lockError('EINVAL', 'fn must be a function')
+  if (typeof fn !== 'function') throw invalidFor('fn must be a function', path)
   const { backup = false, space = 2, ...lockOptions } = options ?? {}
-  if (typeof backup !== 'boolean') throw lockError('EINVAL', 'backup must be a boolean')
+  if (typeof backup !== 'boolean') throw invalidFor('backup must be a boolean', path)
   return manager.withLock(
     path,
     async () => {

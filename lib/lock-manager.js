@@ -5,7 +5,7 @@ const { EventEmitter } = require('node:events')
 const { basename } = require('node:path')
 
 const native = require('../index.js')
-const { lockError } = require('./errors.js')
+const { lockError, invalidFor } = require('./errors.js')
 const exitRelease = require('./exit-release.js')
 const jsonFiles = require('./json-files.js')
 const { Lock } = require('./lock.js')
@@ -16,16 +16,16 @@ function defaultOwner() {
   return script ? basename(script) : basename(process.argv0 || 'node')
 }
 
-function checkFunction(fn) {
+function checkFunction(fn, path) {
   if (typeof fn !== 'function') {
-    throw lockError('EINVAL', `fn must be a function, got ${fn === null ? 'null' : typeof fn}`)
+    throw invalidFor(`fn must be a function, got ${fn === null ? 'null' : typeof fn}`, path)
   }
 }
 
 function checkSignal(signal, path) {
   if (signal === undefined || signal === null) return undefined
   if (typeof signal !== 'object' || typeof signal.aborted !== 'boolean' || typeof signal.addEventListener !== 'function') {
-    throw lockError('EINVAL', 'signal must be an AbortSignal')
+    throw invalidFor('signal must be an AbortSignal', path)
   }
   if (signal.aborted) throw lockError('ABORT_ERR', `The wait for the lock on ${path} was aborted`, path)
   return signal
@@ -135,7 +135,7 @@ class LockManager extends EventEmitter {
    * another `withLock` on the same file re-enters instead of deadlocking.
    */
   async withLock(path, fn, options) {
-    checkFunction(fn)
+    checkFunction(fn, path)
     const outer = this.#reentry(path, options)
     if (outer) return await fn(outer)
     const lock = await this.acquire(path, options)
@@ -151,7 +151,7 @@ class LockManager extends EventEmitter {
   }
 
   withLockSync(path, fn, options) {
-    checkFunction(fn)
+    checkFunction(fn, path)
     const outer = this.#reentry(path, options)
     if (outer) return fn(outer)
     const lock = this.acquireSync(path, options)
@@ -214,11 +214,19 @@ class LockManager extends EventEmitter {
 
   /**
    * Removes what dead holders left in `dir` (default: lockDir): lock files whose
-   * holder died, corrupted ones, dead readers' records. Never a held lock.
+   * holder died, corrupted ones, dead readers' records. Never a held lock. With
+   * `dryRun`, makes the same checks and lists what it would remove, removing nothing.
    */
-  async cleanupStaleLocks(dir) {
-    const report = this._native.cleanup(dir)
-    for (const path of report.removed) this.#log(`cleanup removed ${path}`)
+  async cleanupStaleLocks(dir, options) {
+    if (options !== undefined && (options === null || typeof options !== 'object')) {
+      throw lockError('EINVAL', 'options must be an object')
+    }
+    if (options?.dryRun !== undefined && typeof options.dryRun !== 'boolean') {
+      throw lockError('EINVAL', 'dryRun must be a boolean')
+    }
+    const dryRun = options?.dryRun === true
+    const report = this._native.cleanup(dir, dryRun)
+    if (!dryRun) for (const path of report.removed) this.#log(`cleanup removed ${path}`)
     return report
   }
 
@@ -228,10 +236,10 @@ class LockManager extends EventEmitter {
    */
   async forceRelease(path, options) {
     if (options !== undefined && (options === null || typeof options !== 'object')) {
-      throw lockError('EINVAL', 'options must be an object')
+      throw invalidFor('options must be an object', path)
     }
     if (options?.force !== undefined && typeof options.force !== 'boolean') {
-      throw lockError('EINVAL', 'force must be a boolean')
+      throw invalidFor('force must be a boolean', path)
     }
     const removed = this._native.forceRelease(path, options, options?.force === true)
     if (removed) this.#log(`force-release removed the leftovers of ${path}`)

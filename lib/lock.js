@@ -1,5 +1,7 @@
 'use strict'
 
+const { lockError } = require('./errors.js')
+
 /** A held lock. `await using lock = await manager.acquire(path)` releases it at scope end. */
 class Lock {
   #manager
@@ -56,7 +58,13 @@ class Lock {
   }
 
   releaseSync() {
-    this.#manager._releaseGrant(this.#grant.id, true)
+    try {
+      this.#manager._releaseGrant(this.#grant.id, true)
+    } catch (err) {
+      // The manager no longer knows the grant, so only the lock can name its path.
+      if (err.code === 'ERELEASED') throw lockError('ERELEASED', `The lock on ${this.path} is already released`, this.path)
+      throw err
+    }
     this.#released = true
   }
 

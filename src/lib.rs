@@ -441,9 +441,18 @@ impl NativeLockManager {
         })
     }
 
+    /// Removes what dead holders left; with `dryRun`, only lists what it would remove.
     #[napi(catch_unwind)]
-    pub fn cleanup(&self, env: Env, dir: Option<Unknown>) -> napi::Result<NativeCleanup> {
-        let report = guarded(&env, || self.engine.cleanup(optional_dir(dir)?.as_deref()))?;
+    pub fn cleanup(
+        &self,
+        env: Env,
+        dir: Option<Unknown>,
+        dry_run: Option<bool>,
+    ) -> napi::Result<NativeCleanup> {
+        let report = guarded(&env, || {
+            self.engine
+                .cleanup(optional_dir(dir)?.as_deref(), dry_run.unwrap_or(false))
+        })?;
         Ok(NativeCleanup {
             removed: report
                 .removed
@@ -727,14 +736,15 @@ fn read_request(
     options: Option<Unknown>,
 ) -> engine::Result<(String, AcquireOptions)> {
     let target = js_args::string(&path, "path")?;
-    let options = js_args::options(options, "options")?;
-    let options = options.as_ref();
-    Ok((
-        target,
-        AcquireOptions {
+    let read_options = || -> engine::Result<AcquireOptions> {
+        let options = js_args::options(options, "options")?;
+        let options = options.as_ref();
+        Ok(AcquireOptions {
             mode: js_args::optional_mode(options)?.unwrap_or(engine::LockMode::Exclusive),
             timeout: js_args::optional_wait(options, "timeout")?,
             lockfile_path: js_args::optional_string(options, "lockfilePath")?,
-        },
-    ))
+        })
+    };
+    let options = read_options().map_err(|e| e.about(&target))?;
+    Ok((target, options))
 }

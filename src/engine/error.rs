@@ -76,6 +76,16 @@ impl LockError {
             .unwrap_or_else(|payload| Err(LockError::panicked(doing, payload.as_ref())))
     }
 
+    /// Names the lock `path` a request was for, when the error does not name a path
+    /// yet (a bad option, say), so the caller sees which of its locks failed.
+    pub fn about(mut self, path: &str) -> Self {
+        if self.path.is_none() {
+            self.message = format!("{}, for the lock on '{path}'", self.message);
+            self.path = Some(path.into());
+        }
+        self
+    }
+
     pub fn is(&self, code: &str) -> bool {
         self.code == code
     }

@@ -128,13 +128,17 @@ pub struct CleanupReport {
 /// Removes lock files whose holder died (its record is still there but nobody holds
 /// the lock), corrupted ones nobody holds, and dead readers' records. Keeps held
 /// locks and cleanly released lock files, whose fencing token must survive.
-pub fn cleanup(dir: &Path) -> Result<CleanupReport> {
+pub fn cleanup(dir: &Path, dry_run: bool) -> Result<CleanupReport> {
     let mut report = CleanupReport::default();
     for lockfile in lock_files(dir)? {
         report
             .removed
-            .extend(kernel_lock::remove_dead_reader_records(&lockfile));
-        if remove_if_unheld(&lockfile, |left| !matches!(left, Leftover::Released))? {
+            .extend(kernel_lock::remove_dead_reader_records(&lockfile, dry_run));
+        if remove_if_unheld(
+            &lockfile,
+            |left| !matches!(left, Leftover::Released),
+            dry_run,
+        )? {
             report.removed.push(lockfile);
         } else {
             report.kept += 1;
@@ -175,8 +179,8 @@ pub fn force_release(lockfile: &Path, target: &Path, stale_ms: u64) -> Result<bo
             Some(target),
         ));
     }
-    let readers = kernel_lock::remove_dead_reader_records(lockfile);
-    let removed = remove_if_unheld(lockfile, |left| !matches!(left, Leftover::Released))?;
+    let readers = kernel_lock::remove_dead_reader_records(lockfile, false);
+    let removed = remove_if_unheld(lockfile, |left| !matches!(left, Leftover::Released), false)?;
     Ok(removed || !readers.is_empty())
 }
 
@@ -223,11 +227,11 @@ pub fn mkdir_status(dir: &Path, stale_ms: u64) -> Result<LockStatus> {
 }
 
 /// `cleanup` for mkdir locks: removes the stale lock directories in `dir`.
-pub fn mkdir_cleanup(dir: &Path, stale_ms: u64) -> Result<CleanupReport> {
+pub fn mkdir_cleanup(dir: &Path, stale_ms: u64, dry_run: bool) -> Result<CleanupReport> {
     let mut report = CleanupReport::default();
     let lock_dirs = lock_entries(dir, |t| t.is_dir())?;
     for lock_dir in lock_dirs {
-        if mkdir_lock::remove_if_stale(&lock_dir, stale_ms, false)? {
+        if mkdir_lock::remove_if_stale(&lock_dir, stale_ms, false, dry_run)? {
             report.removed.push(lock_dir);
         } else {
             report.kept += 1;
@@ -257,5 +261,5 @@ pub fn mkdir_force_release(dir: &Path, target: &Path, stale_ms: u64, force: bool
             Some(target),
         ));
     }
-    mkdir_lock::remove_if_stale(dir, stale_ms, force)
+    mkdir_lock::remove_if_stale(dir, stale_ms, force, false)
 }

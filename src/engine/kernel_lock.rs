@@ -493,9 +493,11 @@ pub fn classify(content: &[u8]) -> Leftover {
 /// holds. The file is unlinked while we hold its lock and only if it is still the
 /// file at the path, so a process that took it meanwhile keeps it, and one blocked
 /// on the unlinked file finds it gone and re-opens (see `Contender`).
+/// With `dry_run`, makes the same checks and says whether it would remove the file.
 pub fn remove_if_unheld(
     lockfile: &Path,
     should_remove: impl FnOnce(&Leftover) -> bool,
+    dry_run: bool,
 ) -> Result<bool> {
     let mut file = match open_no_follow(lockfile, false) {
         Ok(file) => file,
@@ -513,12 +515,15 @@ pub fn remove_if_unheld(
     if !should_remove(&classify(&content)) || !still_at_path(&file, lockfile) {
         return Ok(false);
     }
-    fs::remove_file(lockfile).map_err(|e| LockError::from_io(&e, "unlink", lockfile))?;
+    if !dry_run {
+        fs::remove_file(lockfile).map_err(|e| LockError::from_io(&e, "unlink", lockfile))?;
+    }
     Ok(true)
 }
 
-/// Reader records whose holder is gone (their lock can be taken): removed, and listed.
-pub fn remove_dead_reader_records(lockfile: &Path) -> Vec<PathBuf> {
+/// Reader records whose holder is gone (their lock can be taken): removed (unless
+/// `dry_run`), and listed.
+pub fn remove_dead_reader_records(lockfile: &Path, dry_run: bool) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let Ok(entries) = fs::read_dir(sibling(lockfile, READERS_DIR_SUFFIX)) else {
         return removed;
@@ -528,7 +533,9 @@ pub fn remove_dead_reader_records(lockfile: &Path) -> Vec<PathBuf> {
         let Ok(file) = open_read_only(&path) else {
             continue;
         };
-        if file.try_lock().is_ok() && still_at_path(&file, &path) && fs::remove_file(&path).is_ok()
+        if file.try_lock().is_ok()
+            && still_at_path(&file, &path)
+            && (dry_run || fs::remove_file(&path).is_ok())
         {
             removed.push(path);
         }

@@ -549,15 +549,18 @@ impl LockManager {
         }
     }
 
-    pub fn cleanup(&self, dir: Option<&str>) -> Result<CleanupReport> {
+    /// Removes what dead holders left in `dir`; with `dry_run`, only lists it.
+    pub fn cleanup(&self, dir: Option<&str>, dry_run: bool) -> Result<CleanupReport> {
         let dir = self.sweep_dir(dir)?;
         let report = match self.inner.strategy {
-            Strategy::Kernel => inspect::cleanup(&dir)?,
-            Strategy::Mkdir { stale_ms } => inspect::mkdir_cleanup(&dir, stale_ms)?,
+            Strategy::Kernel => inspect::cleanup(&dir, dry_run)?,
+            Strategy::Mkdir { stale_ms } => inspect::mkdir_cleanup(&dir, stale_ms, dry_run)?,
         };
-        self.inner
-            .metrics
-            .record(Event::StaleCleaned(report.removed.len() as u64));
+        if !dry_run {
+            self.inner
+                .metrics
+                .record(Event::StaleCleaned(report.removed.len() as u64));
+        }
         Ok(report)
     }
 

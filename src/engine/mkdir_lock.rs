@@ -232,8 +232,9 @@ fn remove_owner_record_of(dir: &Path, id: DirId) {
 }
 
 /// Removes a stale lock directory (any holder's, proper-lockfile's too), or with
-/// `force` any lock directory, under the takeover guard. Returns whether it removed one.
-pub fn remove_if_stale(dir: &Path, stale_ms: u64, force: bool) -> Result<bool> {
+/// `force` any lock directory, under the takeover guard. Returns whether it removed
+/// one; with `dry_run`, whether it would have.
+pub fn remove_if_stale(dir: &Path, stale_ms: u64, force: bool, dry_run: bool) -> Result<bool> {
     let stale = |meta: &fs::Metadata| force || is_stale(dir, meta, stale_ms);
     let Ok(meta) = fs::symlink_metadata(dir) else {
         return Ok(false);
@@ -250,6 +251,9 @@ pub fn remove_if_stale(dir: &Path, stale_ms: u64, force: bool) -> Result<bool> {
     match fs::symlink_metadata(dir) {
         Ok(meta) if dir_id(&meta) == judged && stale(&meta) => {}
         _ => return Ok(false),
+    }
+    if dry_run {
+        return Ok(true);
     }
     remove_owner_record_of(dir, judged);
     match fs::remove_dir(dir) {
