@@ -748,3 +748,18 @@ fn read_request(
     let options = read_options().map_err(|e| e.about(&target))?;
     Ok((target, options))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::grant_id;
+
+    #[test]
+    fn grant_ids_past_u32_survive_and_unreadable_ones_match_nothing() {
+        assert_eq!(grant_id(1.0), 1);
+        assert_eq!(grant_id(2f64.powi(32) + 5.0), (1u64 << 32) + 5);
+        assert_eq!(grant_id(2f64.powi(53)), 1u64 << 53);
+        for unreadable in [0.0, -1.0, 1.5, f64::NAN, f64::INFINITY, 2f64.powi(64)] {
+            assert_eq!(grant_id(unreadable), 0, "{unreadable}");
+        }
+    }
+}
