@@ -97,7 +97,10 @@ export interface BenchmarkFloors {
 }
 
 export interface NativeCleanup {
+  /** Unlinked: empty lock files, dead readers' records, stale lock directories. */
   removed: Array<string>
+  /** Dead holders' records cleared; the lock files stay, keeping their token. */
+  cleared: Array<string>
   kept: number
 }
 

@@ -140,8 +140,12 @@ export declare class LockManager extends EventEmitter {
   /** The status of every lock file in `dir` (default: lockDir). */
   list(dir?: string): LockStatus[]
   /** Removes dead holders' lock files, corrupted ones and dead readers' records in `dir` (default: lockDir). */
-  /** With `dryRun: true`, `removed` lists what it would remove, and nothing is removed. */
-  cleanupStaleLocks(dir?: string, options?: { dryRun?: boolean }): Promise<{ removed: string[]; kept: number }>
+  /**
+   * Clears dead holders' records (the files stay, keeping their fencing token) and
+   * removes empty lock files and dead readers' records. With `dryRun: true`, lists
+   * what it would do and changes nothing.
+   */
+  cleanupStaleLocks(dir?: string, options?: { dryRun?: boolean }): Promise<{ removed: string[]; cleared: string[]; kept: number }>
   /** Removes a dead holder's leftovers; ELOCKED if a live process holds the kernel lock, even with force. */
   forceRelease(path: string, options?: { force?: boolean; lockfilePath?: string }): Promise<boolean>
   /** Reads a JSON file under a shared lock (or the lock this context holds); undefined if missing. */

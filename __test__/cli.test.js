@@ -98,18 +98,20 @@ test('status and cleanup report and sweep a directory; release --force breaks a 
   run = await cli(['status', join(dir, 'a.json'), '--verbose'])
   assert.match(run.stdout, /lockId=.* token=1 heartbeat=/)
 
+  const deadRecord = fs.readFileSync(join(dir, 'b.json.lock'), 'utf8')
   run = await cli(['cleanup', dir, '--dry-run', '--json'])
   const dry = JSON.parse(run.stdout)
   assert.equal(dry.kept, 2)
-  assert.equal(dry.wouldRemove.length, 2)
-  assert.ok(dry.wouldRemove.includes(join(dir, 'b.json.lock')))
-  const deadRecord = dry.wouldRemove.find((p) => p.startsWith(join(dir, 'c.json.lock.readers')))
-  assert.ok(deadRecord, `a dead reader's record in ${dry.wouldRemove}`)
-  for (const path of dry.wouldRemove) assert.ok(fs.existsSync(path), `${path} is still there`)
-  // The real sweep removes exactly what the dry run listed.
+  assert.deepEqual(dry.wouldClear, [join(dir, 'b.json.lock')])
+  assert.equal(dry.wouldRemove.length, 1)
+  assert.ok(dry.wouldRemove[0].startsWith(join(dir, 'c.json.lock.readers')), `a dead reader's record: ${dry.wouldRemove}`)
+  assert.ok(fs.existsSync(dry.wouldRemove[0]))
+  assert.equal(fs.readFileSync(join(dir, 'b.json.lock'), 'utf8'), deadRecord)
+  // The real sweep does exactly what the dry run listed.
   run = await cli(['cleanup', dir])
-  assert.equal(run.stdout, [...dry.wouldRemove.map((p) => `removed ${p}`), '2 removed, 2 kept\n'].join('\n'))
-  for (const path of dry.wouldRemove) assert.equal(fs.existsSync(path), false)
+  assert.equal(run.stdout, [`cleared ${dry.wouldClear[0]}`, `removed ${dry.wouldRemove[0]}`, '1 cleared, 1 removed, 2 kept\n'].join('\n'))
+  assert.equal(fs.existsSync(dry.wouldRemove[0]), false)
+  assert.equal(new LockManager().status(join(dir, 'b.json')).stale, false)
   assert.equal(new LockManager().status(join(dir, 'c.json')).locked, true)
 
   run = await cli(['release', join(dir, 'a.json'), '--force'])

@@ -12,7 +12,7 @@ for (const [file, expected] of [
   ['vectra-index.js', /vectra-style index: 90 of 90 items/],
   ['astrotask-store.js', /Task store is in use by mcp-server \(PID \d+\)/],
   ['flowforge-tasks.js', /100 tasks from 100 concurrent updates, 0 lost, 0 not done/],
-  ['gastown-locks.js', /count 90 of 90, CleanStaleLocks removed 1/],
+  ['gastown-locks.js', /count 90 of 90, CleanStaleLocks cleaned 1/],
   ['aiconfig-memory.sh', /aiconfig-style shell clients: 60 of 60 writes/],
   ['demo.js', /count 400 of 400 expected/],
 ]) {

@@ -246,7 +246,7 @@ test('with strategy "mkdir", list, cleanupStaleLocks and forceRelease work on lo
     [`${dead}.lock`, false, true],
     [`${live}.lock`, true, false],
   ])
-  assert.deepEqual(await manager.cleanupStaleLocks(), { removed: [`${dead}.lock`], kept: 1 })
+  assert.deepEqual(await manager.cleanupStaleLocks(), { removed: [`${dead}.lock`], cleared: [], kept: 1 })
   await assert.rejects(manager.forceRelease(live), { code: 'ELOCKED', message: /pass force: true/ })
   assert.equal(await manager.forceRelease(live, { force: true }), true)
   assert.equal(fs.existsSync(`${live}.lock`), false)

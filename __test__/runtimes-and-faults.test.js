@@ -133,7 +133,8 @@ test('garbage in a lock record does not stop the next holder', async (t) => {
   const file = join(tempDir(t), 'a.json')
   fs.writeFileSync(`${file}.lock`, '\u0000\u0001 not json at all {{{')
   const manager = new LockManager()
-  assert.equal(manager.status(file).stale, true)
+  // Not ours to judge (a sweep leaves it alone), and no obstacle to a grant.
+  assert.deepEqual([manager.status(file).locked, manager.status(file).stale], [false, false])
   const lock = await manager.acquire(file, { timeout: 0 })
   assert.equal(lock.token, 1)
   assert.equal(JSON.parse(fs.readFileSync(`${file}.lock`, 'utf8')).lockId, lock.id)

@@ -42,9 +42,11 @@ Shows who holds the lock on <file>, or every lock in <dir> (default: --lock-dir 
   --verbose    also the lock id, token, user and heartbeat age`,
   cleanup: `Usage: lockwright cleanup [dir] [--dry-run] [--json]
 
-Removes the locks dead holders left in <dir> (default: --lock-dir or .), corrupted lock
-files nobody holds and dead readers' records. Never a held lock.
-  --dry-run    list what would be removed, remove nothing
+Clears the records of holders that died holding a lock in <dir> (default: --lock-dir
+or .), keeping each file with its fencing token; removes empty lock files and dead
+readers' records. Never touches a held lock, or a *.lock file that is not ours
+(Cargo.lock, yarn.lock).
+  --dry-run    list what would be cleared and removed, change nothing
   --json       machine-readable output`,
   release: `Usage: lockwright release <file> --force
 
@@ -144,12 +146,18 @@ const commands = {
     if (values.help) return print(HELP.cleanup)
     const manager = managerFor(values)
     const dir = positionals[0] ?? values['lock-dir'] ?? '.'
-    let report = await manager.cleanupStaleLocks(dir, { dryRun: values['dry-run'] === true })
-    if (values['dry-run']) report = { wouldRemove: report.removed, kept: report.kept }
+    const dryRun = values['dry-run'] === true
+    let report = await manager.cleanupStaleLocks(dir, { dryRun })
+    if (dryRun) report = { wouldClear: report.cleared, wouldRemove: report.removed, kept: report.kept }
     if (values.json) return print(JSON.stringify(report, null, 2))
+    const [clear, remove] = dryRun ? ['would clear', 'would remove'] : ['cleared', 'removed']
+    const cleared = report.cleared ?? report.wouldClear
     const removed = report.removed ?? report.wouldRemove
-    const verb = values['dry-run'] ? 'would remove' : 'removed'
-    return print([...removed.map((p) => `${verb} ${p}`), `${removed.length} ${verb}, ${report.kept} kept`].join('\n'))
+    return print([
+      ...cleared.map((p) => `${clear} ${p}`),
+      ...removed.map((p) => `${remove} ${p}`),
+      `${cleared.length} ${clear}, ${removed.length} ${remove}, ${report.kept} kept`,
+    ].join('\n'))
   },
 
   async release(args) {

@@ -1,7 +1,7 @@
 'use strict'
 // Gas Town-style Go-like helpers on lockwright: WithReadLock / WithWriteLock over a
-// locks directory (.gastown/locks), and CleanStaleLocks() returning how many it
-// removed. Run: node examples/gastown-locks.js
+// locks directory (.gastown/locks), and CleanStaleLocks() returning how many dead
+// holders' locks it cleaned. Run: node examples/gastown-locks.js
 
 const { fork } = require('node:child_process')
 const fs = require('node:fs')
@@ -17,7 +17,10 @@ function gastown(root) {
   return {
     WithReadLock: (file, fn) => locks.withReadLock(path.join(root, file), fn),
     WithWriteLock: (file, fn) => locks.withWriteLock(path.join(root, file), fn),
-    CleanStaleLocks: async () => (await locks.cleanupStaleLocks()).removed.length,
+    CleanStaleLocks: async () => {
+      const { removed, cleared } = await locks.cleanupStaleLocks()
+      return removed.length + cleared.length
+    },
   }
 }
 
@@ -45,7 +48,7 @@ async function main() {
   const g = gastown(root)
   const count = await g.WithReadLock('rigs.json', () => JSON.parse(fs.readFileSync(path.join(root, 'rigs.json'), 'utf8')).count)
   const cleaned = await g.CleanStaleLocks()
-  console.log(`gastown-style locks: count ${count} of 90, CleanStaleLocks removed ${cleaned} (the crashed worker's convoy lock)`)
+  console.log(`gastown-style locks: count ${count} of 90, CleanStaleLocks cleaned ${cleaned} (the crashed worker's convoy lock)`)
   fs.rmSync(root, { recursive: true, force: true })
   if (count !== 90 || cleaned !== 1) process.exit(1)
 }

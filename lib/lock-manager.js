@@ -226,7 +226,10 @@ class LockManager extends EventEmitter {
     }
     const dryRun = options?.dryRun === true
     const report = this._native.cleanup(dir, dryRun)
-    if (!dryRun) for (const path of report.removed) this.#log(`cleanup removed ${path}`)
+    if (!dryRun) {
+      for (const path of report.cleared) this.#log(`cleanup cleared ${path}`)
+      for (const path of report.removed) this.#log(`cleanup removed ${path}`)
+    }
     return report
   }
 
@@ -241,9 +244,9 @@ class LockManager extends EventEmitter {
     if (options?.force !== undefined && typeof options.force !== 'boolean') {
       throw invalidFor('force must be a boolean', path)
     }
-    const removed = this._native.forceRelease(path, options, options?.force === true)
-    if (removed) this.#log(`force-release removed the leftovers of ${path}`)
-    return removed
+    const changed = this._native.forceRelease(path, options, options?.force === true)
+    if (changed) this.#log(`force-release cleared the leftovers of ${path}`)
+    return changed
   }
 
   /** Counts and wait/hold time distributions (ms) since creation or `resetMetrics()`. */

@@ -138,7 +138,10 @@ impl From<LockStatus> for NativeStatus {
 
 #[napi(object)]
 pub struct NativeCleanup {
+    /// Unlinked: empty lock files, dead readers' records, stale lock directories.
     pub removed: Vec<String>,
+    /// Dead holders' records cleared; the lock files stay, keeping their token.
+    pub cleared: Vec<String>,
     pub kept: u32,
 }
 
@@ -453,12 +456,15 @@ impl NativeLockManager {
             self.engine
                 .cleanup(optional_dir(dir)?.as_deref(), dry_run.unwrap_or(false))
         })?;
-        Ok(NativeCleanup {
-            removed: report
-                .removed
+        let strings = |paths: &[std::path::PathBuf]| -> Vec<String> {
+            paths
                 .iter()
                 .map(|p| p.to_string_lossy().into_owned())
-                .collect(),
+                .collect()
+        };
+        Ok(NativeCleanup {
+            removed: strings(&report.removed),
+            cleared: strings(&report.cleared),
             kept: report.kept as u32,
         })
     }

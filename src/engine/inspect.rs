@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::{code, LockError, Result};
 use super::kernel_lock::{
-    self, dead_reader_records, probe, read_holders, remove_if_unheld, Holding, Leftover,
+    self, dead_reader_records, probe, read_holders, sweep_unheld, Holding, Leftover, Swept,
 };
 use super::liveness::{heartbeat_age_ms, holder_alive};
 use super::lock_path::LOCK_SUFFIX;
@@ -26,7 +26,7 @@ pub struct LockStatus {
     pub lockfile: PathBuf,
     pub locked: bool,
     /// Locked by holders that are all dead, or not locked but a dead holder's record
-    /// (or a corrupted one) is left behind: either way `cleanup` has work here.
+    /// (or an empty lock file) is left behind: either way `cleanup` has work here.
     pub stale: bool,
     pub mode: Option<LockMode>,
     pub owners: Vec<OwnerStatus>,
@@ -48,15 +48,15 @@ pub fn status(lockfile: &Path, stale_ms: u64) -> Result<LockStatus> {
                 .into_iter()
                 .map(|r| judge(r, false))
                 .collect();
-            let corrupted = match fs::read(lockfile).map(|c| kernel_lock::classify(&c)) {
+            let empty = match fs::read(lockfile).map(|c| kernel_lock::classify(&c)) {
                 Ok(Leftover::DeadHolder(record)) => {
                     owners.push(judge(record, false));
                     false
                 }
-                Ok(Leftover::Corrupted) => true,
+                Ok(Leftover::Empty) => true,
                 _ => false,
             };
-            let litter = corrupted || !owners.is_empty();
+            let litter = empty || !owners.is_empty();
             (None, owners, litter)
         }
         Holding::Shared | Holding::Exclusive => {
@@ -121,27 +121,26 @@ pub fn list(dir: &Path, stale_ms: u64) -> Result<Vec<LockStatus>> {
 
 #[derive(Debug, Default)]
 pub struct CleanupReport {
+    /// Unlinked: empty lock files, dead readers' records, stale lock directories.
     pub removed: Vec<PathBuf>,
+    /// Dead holders' records rewritten as releases; the files stay, with their token.
+    pub cleared: Vec<PathBuf>,
     pub kept: usize,
 }
 
-/// Removes lock files whose holder died (its record is still there but nobody holds
-/// the lock), corrupted ones nobody holds, and dead readers' records. Keeps held
-/// locks and cleanly released lock files, whose fencing token must survive.
+/// Clears the records of holders that died holding a lock, removes empty lock files
+/// and dead readers' records. Keeps held locks, cleanly released lock files (whose
+/// fencing token must survive), and any `*.lock` file whose content is not ours.
 pub fn cleanup(dir: &Path, dry_run: bool) -> Result<CleanupReport> {
     let mut report = CleanupReport::default();
     for lockfile in lock_files(dir)? {
         report
             .removed
             .extend(kernel_lock::remove_dead_reader_records(&lockfile, dry_run));
-        if remove_if_unheld(
-            &lockfile,
-            |left| !matches!(left, Leftover::Released),
-            dry_run,
-        )? {
-            report.removed.push(lockfile);
-        } else {
-            report.kept += 1;
+        match sweep_unheld(&lockfile, dry_run)? {
+            Swept::Removed => report.removed.push(lockfile),
+            Swept::Cleared => report.cleared.push(lockfile),
+            Swept::Kept => report.kept += 1,
         }
     }
     Ok(report)
@@ -149,7 +148,7 @@ pub fn cleanup(dir: &Path, dry_run: bool) -> Result<CleanupReport> {
 
 /// Breaks one lock. A kernel lock held by a live process cannot be broken by anyone
 /// but that process, `force` or not: we say so rather than pretend. A lock nobody
-/// holds has its leftovers removed. Returns whether anything was removed.
+/// holds has its leftovers swept (see `sweep_unheld`). Returns whether anything changed.
 pub fn force_release(lockfile: &Path, target: &Path, stale_ms: u64) -> Result<bool> {
     let status = status(lockfile, stale_ms)?;
     if status.locked {
@@ -180,8 +179,8 @@ pub fn force_release(lockfile: &Path, target: &Path, stale_ms: u64) -> Result<bo
         ));
     }
     let readers = kernel_lock::remove_dead_reader_records(lockfile, false);
-    let removed = remove_if_unheld(lockfile, |left| !matches!(left, Leftover::Released), false)?;
-    Ok(removed || !readers.is_empty())
+    let swept = sweep_unheld(lockfile, false)?;
+    Ok(swept != Swept::Kept || !readers.is_empty())
 }
 
 /// `status` for proper-lockfile's protocol: the directory exists and is fresh.

@@ -284,7 +284,16 @@ impl Contender {
                 overwrite(&lock_file.file, &json, previous.len()).map_err(io_err)?;
                 None
             }
-            LockMode::Shared => Some(write_reader_record(&self.path, &record.lock_id, &json)?),
+            LockMode::Shared => {
+                // Releases wake waiters with a one-byte read, and reading an empty
+                // file makes no event: a file only readers ever used gets a record.
+                if previous.is_empty() {
+                    let released = serde_json::to_vec(&ReleasedRecord { token: 0 })
+                        .expect("a token serialises");
+                    let _ = overwrite(&lock_file.file, &released, 0);
+                }
+                Some(write_reader_record(&self.path, &record.lock_id, &json)?)
+            }
         };
         let record_len = json.len().max(previous.len());
         Ok(KernelLock {
@@ -475,50 +484,78 @@ pub enum Leftover {
     Released,
     /// A holder's record: it died without releasing.
     DeadHolder(OwnerRecord),
-    /// Empty or not ours to read: a crash mid-write, or garbage.
-    Corrupted,
+    /// Nothing (or only padding): a lock file made but never written.
+    Empty,
+    /// Content that is none of ours: another tool's `*.lock` file (`Cargo.lock`,
+    /// `yarn.lock`) or a record torn by a crash. Never swept: it may be someone's data.
+    Foreign,
 }
 
 pub fn classify(content: &[u8]) -> Leftover {
+    if content.iter().all(u8::is_ascii_whitespace) {
+        return Leftover::Empty;
+    }
     if let Ok(record) = serde_json::from_slice::<OwnerRecord>(content) {
         return Leftover::DeadHolder(record);
     }
     if serde_json::from_slice::<ReleasedRecord>(content).is_ok() {
         return Leftover::Released;
     }
-    Leftover::Corrupted
+    Leftover::Foreign
 }
 
-/// Removes `lockfile` if nobody holds it and `should_remove` agrees with what it
-/// holds. The file is unlinked while we hold its lock and only if it is still the
-/// file at the path, so a process that took it meanwhile keeps it, and one blocked
-/// on the unlinked file finds it gone and re-opens (see `Contender`).
-/// With `dry_run`, makes the same checks and says whether it would remove the file.
-pub fn remove_if_unheld(
-    lockfile: &Path,
-    should_remove: impl FnOnce(&Leftover) -> bool,
-    dry_run: bool,
-) -> Result<bool> {
-    let mut file = match open_no_follow(lockfile, false) {
+/// What a sweep did to one lock file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Swept {
+    /// Held, cleanly released, not ours, or no longer at the path: left alone.
+    Kept,
+    /// Empty and unheld: unlinked.
+    Removed,
+    /// A dead holder's record: rewritten as a release, keeping its fencing token so
+    /// the next grant continues the sequence (a new file would restart it at 1).
+    Cleared,
+}
+
+/// Sweeps `lockfile` if nobody holds it. The work is done while we hold its lock and
+/// only if it is still the file at the path, so a process that took it meanwhile
+/// keeps it, and one blocked on an unlinked file finds it gone and re-opens (see
+/// `Contender`). With `dry_run`, makes the same checks and says what it would do.
+pub fn sweep_unheld(lockfile: &Path, dry_run: bool) -> Result<Swept> {
+    let file = match open_no_follow(lockfile, false) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Swept::Kept),
         Err(e) => return Err(LockError::from_io(&e, "open", lockfile)),
     };
     match file.try_lock() {
         Ok(()) => {}
-        Err(TryLockError::WouldBlock) => return Ok(false),
+        Err(TryLockError::WouldBlock) => return Ok(Swept::Kept),
         Err(TryLockError::Error(e)) => return Err(LockError::from_io(&e, "lock", lockfile)),
     }
-    let mut content = Vec::new();
-    file.read_to_end(&mut content)
-        .map_err(|e| LockError::from_io(&e, "read", lockfile))?;
-    if !should_remove(&classify(&content)) || !still_at_path(&file, lockfile) {
-        return Ok(false);
+    let content = read_whole(&file).map_err(|e| LockError::from_io(&e, "read", lockfile))?;
+    if !still_at_path(&file, lockfile) {
+        return Ok(Swept::Kept);
     }
-    if !dry_run {
-        fs::remove_file(lockfile).map_err(|e| LockError::from_io(&e, "unlink", lockfile))?;
+    match classify(&content) {
+        Leftover::Empty => {
+            if !dry_run {
+                fs::remove_file(lockfile)
+                    .map_err(|e| LockError::from_io(&e, "unlink", lockfile))?;
+            }
+            Ok(Swept::Removed)
+        }
+        Leftover::DeadHolder(record) => {
+            if !dry_run {
+                let released = serde_json::to_vec(&ReleasedRecord {
+                    token: record.token,
+                })
+                .expect("a token serialises");
+                overwrite(&file, &released, content.len())
+                    .map_err(|e| LockError::from_io(&e, "clear", lockfile))?;
+            }
+            Ok(Swept::Cleared)
+        }
+        Leftover::Released | Leftover::Foreign => Ok(Swept::Kept),
     }
-    Ok(true)
 }
 
 /// Reader records whose holder is gone (their lock can be taken): removed (unless
@@ -582,10 +619,16 @@ fn write_reader_record(lockfile: &Path, lock_id: &str, json: &[u8]) -> Result<(F
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     no_follow(&mut options);
-    let mut file = options.open(&path).map_err(io_err)?;
-    file.lock().map_err(io_err)?;
-    file.write_all(json).map_err(io_err)?;
-    Ok((file, path))
+    loop {
+        let mut file = options.open(&path).map_err(io_err)?;
+        file.lock().map_err(io_err)?;
+        // A sweep can take the new, not yet locked record for a dead reader's and
+        // unlink it; then it is made again.
+        if still_at_path(&file, &path) {
+            file.write_all(json).map_err(io_err)?;
+            return Ok((file, path));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -706,24 +749,43 @@ mod tests {
         drop(holder);
     }
 
-    /// The release keeps its file open, so no close event tells waiters; the read it
-    /// makes after its unlock must. No safety tick here: only the event can end this.
+    /// Whether an event reports `holder`'s release to a waiter watching `path`. No
+    /// safety tick here: only the event can end the wait.
     #[cfg(target_os = "linux")]
-    #[test]
-    fn a_release_that_keeps_its_file_open_still_wakes_waiters() {
+    fn release_wakes_waiters(path: &Path, holder: KernelLock) -> bool {
         use super::super::release_events::ReleaseEvents;
         use super::super::waiting::runtime;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.lock");
-        let holder = attempt(dir.path(), LockMode::Exclusive, "h", false).unwrap();
-        let subscription = ReleaseEvents::global().subscribe(&path);
+        let subscription = ReleaseEvents::global().subscribe(path);
         let mut wake = Box::pin(subscription.wake.notified());
         wake.as_mut().enable();
         holder.release().unwrap();
-        let woken = runtime().block_on(async {
-            tokio::time::timeout(std::time::Duration::from_secs(10), wake).await
-        });
-        assert!(woken.is_ok(), "no event reported the release");
+        runtime()
+            .block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(10), wake).await
+            })
+            .is_ok()
+    }
+
+    /// The release keeps its file open, so no close event tells waiters; the read it
+    /// makes after its unlock must.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_release_that_keeps_its_file_open_still_wakes_waiters() {
+        let dir = tempfile::tempdir().unwrap();
+        let holder = attempt(dir.path(), LockMode::Exclusive, "h", false).unwrap();
+        assert!(release_wakes_waiters(&dir.path().join("t.lock"), holder));
+    }
+
+    /// Readers record themselves beside the lock file, and reading an empty file makes
+    /// no event: the first reader gives the lock file content.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_reader_releasing_a_lock_file_only_readers_used_wakes_waiters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.lock");
+        let reader = attempt(dir.path(), LockMode::Shared, "r", false).unwrap();
+        assert!(!fs::read(&path).unwrap().is_empty());
+        assert!(release_wakes_waiters(&path, reader));
     }
 
     /// A reader held back by a waiting writer must not wake itself with its own

@@ -491,10 +491,16 @@ impl LockManager {
                 Some(&target),
             ));
         }
-        for id in &ids {
-            self.release(*id, code::NOT_ACQUIRED)?;
+        // Every grant is released even if one fails (a compromised one, say); the
+        // first failure is what the caller hears.
+        let failures: Vec<LockError> = ids
+            .iter()
+            .filter_map(|id| self.release(*id, code::NOT_ACQUIRED).err())
+            .collect();
+        match failures.into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(ids.len()),
         }
-        Ok(ids.len())
     }
 
     pub fn is_held(&self, id: u64) -> bool {
@@ -557,9 +563,9 @@ impl LockManager {
             Strategy::Mkdir { stale_ms } => inspect::mkdir_cleanup(&dir, stale_ms, dry_run)?,
         };
         if !dry_run {
-            self.inner
-                .metrics
-                .record(Event::StaleCleaned(report.removed.len() as u64));
+            self.inner.metrics.record(Event::StaleCleaned(
+                (report.removed.len() + report.cleared.len()) as u64,
+            ));
         }
         Ok(report)
     }

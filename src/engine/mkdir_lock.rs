@@ -14,7 +14,7 @@
 //!   processes that both saw the lock stale both win (its #121); two lockwright
 //!   processes cannot.
 
-use std::fs::{self, File, FileTimes, OpenOptions};
+use std::fs::{self, File, FileTimes, OpenOptions, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -114,10 +114,13 @@ impl MkdirContender {
         let guard_path = sibling(&self.dir, TAKEOVER_SUFFIX);
         let guard =
             open_guard(&guard_path).map_err(|e| LockError::from_io(&e, "open", &guard_path))?;
-        // Held only for the few calls below, so waiting on it is brief.
-        guard
-            .lock()
-            .map_err(|e| LockError::from_io(&e, "lock", &guard_path))?;
+        // Never block on it: a peer stopped while holding it would freeze this wait
+        // and every other on its thread. Someone else taking over means "not now".
+        match guard.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Error(e)) => return Err(LockError::from_io(&e, "lock", &guard_path)),
+        }
         let still_stale = match fs::symlink_metadata(&self.dir) {
             Ok(meta) => dir_id(&meta) == judged && is_stale(&self.dir, &meta, self.stale_ms),
             Err(_) => false, // gone already: a plain mkdir below decides
@@ -193,8 +196,11 @@ pub fn is_stale(dir: &Path, meta: &fs::Metadata, stale_ms: u64) -> bool {
         return true;
     }
     match read_owner(dir, dir_id(meta)) {
-        Some(owner) => !holder_alive(&owner.record, u64::MAX, now_ms()),
-        None => false,
+        // Only where the directory's creation time is known: without it, a record
+        // left by a directory that proper-lockfile removed could match a new one
+        // that reused its inode number, and its dead PID would break a live lock.
+        Some(owner) if owner.dir_born != 0 => !holder_alive(&owner.record, u64::MAX, now_ms()),
+        _ => false,
     }
 }
 
@@ -245,9 +251,12 @@ pub fn remove_if_stale(dir: &Path, stale_ms: u64, force: bool, dry_run: bool) ->
     let judged = dir_id(&meta);
     let guard_path = sibling(dir, TAKEOVER_SUFFIX);
     let guard = open_guard(&guard_path).map_err(|e| LockError::from_io(&e, "open", &guard_path))?;
-    guard
-        .lock()
-        .map_err(|e| LockError::from_io(&e, "lock", &guard_path))?;
+    match guard.try_lock() {
+        Ok(()) => {}
+        // Someone else is taking it over or sweeping it right now.
+        Err(TryLockError::WouldBlock) => return Ok(false),
+        Err(TryLockError::Error(e)) => return Err(LockError::from_io(&e, "lock", &guard_path)),
+    }
     match fs::symlink_metadata(dir) {
         Ok(meta) if dir_id(&meta) == judged && stale(&meta) => {}
         _ => return Ok(false),
@@ -259,6 +268,8 @@ pub fn remove_if_stale(dir: &Path, stale_ms: u64, force: bool, dry_run: bool) ->
     match fs::remove_dir(dir) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        // Lock directories are kept empty: one with content is not a lock.
+        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(false),
         Err(e) => Err(LockError::from_io(&e, "rmdir", dir)),
     }
 }
@@ -446,6 +457,17 @@ mod tests {
             .try_acquire(&claimant(), "a".into(), false)
             .unwrap();
         assert!(held.is_some());
+    }
+
+    #[test]
+    fn an_old_directory_with_content_is_not_a_lock_and_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_lock = dir.path().join("build.lock");
+        fs::create_dir(&not_a_lock).unwrap();
+        fs::write(not_a_lock.join("data"), "keep me").unwrap();
+        touch(&not_a_lock, SystemTime::now() - Duration::from_secs(60)).unwrap();
+        assert!(!remove_if_stale(&not_a_lock, 10_000, false, false).unwrap());
+        assert_eq!(fs::read(not_a_lock.join("data")).unwrap(), b"keep me");
     }
 
     #[test]
