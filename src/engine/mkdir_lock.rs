@@ -285,10 +285,9 @@ fn open_guard(path: &Path) -> io::Result<File> {
     options.open(path)
 }
 
-/// Sets the directory's mtime to `at` and returns it as the filesystem stored it
-/// (some keep only seconds), which is what later checks compare against.
-fn touch(dir: &Path, at: SystemTime) -> io::Result<fs::Metadata> {
-    let handle = File::open(dir)?;
+/// Sets the open directory's mtime to `at` and returns it as the filesystem stored
+/// it (some keep only seconds), which is what later checks compare against.
+fn touch(handle: &File, at: SystemTime) -> io::Result<fs::Metadata> {
     handle.set_times(FileTimes::new().set_accessed(at).set_modified(at))?;
     handle.metadata()
 }
@@ -339,16 +338,33 @@ impl MkdirLock {
     }
 
     fn still_ours(&self) -> std::result::Result<fs::Metadata, LockError> {
+        self.judge(fs::symlink_metadata(&self.dir))
+    }
+
+    /// Ours if it is the directory we made, with the mtime we last set.
+    fn judge(
+        &self,
+        meta: io::Result<fs::Metadata>,
+    ) -> std::result::Result<fs::Metadata, LockError> {
         let lost = |message: String| LockError::new(code::COMPROMISED, message, Some(&self.dir));
-        match fs::symlink_metadata(&self.dir) {
+        match meta {
             Ok(meta) if dir_id(&meta) == self.id && meta.modified().ok() == Some(self.mtime) => {
                 Ok(meta)
             }
             Ok(_) => Err(lost(
                 "Unable to update lock within the stale threshold".into(),
             )),
-            Err(e) => Err(lost(format!("{}, stat '{}'", e, self.dir.display()))),
+            Err(e) => Err(self.unreadable(e)),
         }
+    }
+
+    /// Lost: the lock directory cannot even be looked at.
+    fn unreadable(&self, e: io::Error) -> LockError {
+        LockError::new(
+            code::COMPROMISED,
+            format!("{}, stat '{}'", e, self.dir.display()),
+            Some(&self.dir),
+        )
     }
 }
 
@@ -365,11 +381,20 @@ impl HeldLock for MkdirLock {
         if self.compromised || self.released {
             return Ok(());
         }
-        if let Err(lost) = self.still_ours() {
-            self.compromised = true;
-            return Err(lost);
-        }
-        match touch(&self.dir, UNIX_EPOCH + Duration::from_millis(now)) {
+        // One handle for the check and the touch: were the path taken over between
+        // a check by path and a touch by path, we would refresh the new holder's lock.
+        let checked = match File::open(&self.dir) {
+            Ok(handle) => self.judge(handle.metadata()).map(|_| handle),
+            Err(e) => Err(self.unreadable(e)),
+        };
+        let handle = match checked {
+            Ok(handle) => handle,
+            Err(lost) => {
+                self.compromised = true;
+                return Err(lost);
+            }
+        };
+        match touch(&handle, UNIX_EPOCH + Duration::from_millis(now)) {
             Ok(meta) => self.mtime = meta.modified().unwrap_or(self.mtime),
             Err(e) => {
                 self.compromised = true;
@@ -452,7 +477,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lock_dir = dir.path().join("f.lock");
         fs::create_dir(&lock_dir).unwrap(); // a proper-lockfile holder...
-        touch(&lock_dir, SystemTime::now() - Duration::from_secs(60)).unwrap(); // ...that stopped updating
+        touch(
+            &File::open(&lock_dir).unwrap(),
+            SystemTime::now() - Duration::from_secs(60),
+        )
+        .unwrap(); // ...that stopped updating
         let held = MkdirContender::new(lock_dir.clone(), 10_000)
             .try_acquire(&claimant(), "a".into(), false)
             .unwrap();
@@ -465,7 +494,11 @@ mod tests {
         let not_a_lock = dir.path().join("build.lock");
         fs::create_dir(&not_a_lock).unwrap();
         fs::write(not_a_lock.join("data"), "keep me").unwrap();
-        touch(&not_a_lock, SystemTime::now() - Duration::from_secs(60)).unwrap();
+        touch(
+            &File::open(&not_a_lock).unwrap(),
+            SystemTime::now() - Duration::from_secs(60),
+        )
+        .unwrap();
         assert!(!remove_if_stale(&not_a_lock, 10_000, false, false).unwrap());
         assert_eq!(fs::read(not_a_lock.join("data")).unwrap(), b"keep me");
     }
@@ -528,7 +561,11 @@ mod tests {
             .try_acquire(&claimant(), "a".into(), false)
             .unwrap()
             .unwrap();
-        touch(&lock_dir, SystemTime::now() - Duration::from_secs(5)).unwrap();
+        touch(
+            &File::open(&lock_dir).unwrap(),
+            SystemTime::now() - Duration::from_secs(5),
+        )
+        .unwrap();
         let err = held.beat(now_ms()).unwrap_err();
         assert_eq!(err.code, "ECOMPROMISED");
         assert_eq!(

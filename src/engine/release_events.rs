@@ -56,6 +56,15 @@ fn deliver<'a>(table: &Table, paths: impl IntoIterator<Item = &'a Path>) {
     }
 }
 
+/// Wakes every waiter: the kernel's event queue overflowed, so some release may
+/// have been dropped, and anyone could be the one it was for.
+#[cfg(target_os = "linux")]
+fn deliver_to_all(table: &Table) {
+    for entry in lock_table(table).values() {
+        entry.wake.notify_waiters();
+    }
+}
+
 impl ReleaseEvents {
     /// The process's instance, read on the wait runtime.
     pub fn global() -> Arc<ReleaseEvents> {
@@ -172,9 +181,9 @@ mod backend {
     use std::sync::Mutex;
 
     use futures_util::StreamExt;
-    use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
+    use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 
-    use super::{deliver, Table};
+    use super::{deliver, deliver_to_all, Table};
     use crate::engine::waiting::runtime;
 
     /// A read (a releasing holder reads one byte after its unlock), the close of a
@@ -232,11 +241,16 @@ mod backend {
             // Until the queue is empty (`WouldBlock`) or the instance fails.
             while let Ok(events) = inotify.read_events(&mut buffer) {
                 let mut named = Vec::new();
+                let mut overflowed = false;
                 {
                     let paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
                     for event in events {
+                        overflowed |= event.mask.contains(EventMask::Q_OVERFLOW);
                         named.extend(paths.get(&event.wd).into_iter().flatten().cloned());
                     }
+                }
+                if overflowed {
+                    deliver_to_all(table);
                 }
                 if named.is_empty() {
                     continue;
@@ -256,6 +270,9 @@ mod backend {
             // Read on the wait runtime itself: the waiter woken runs on the same thread.
             runtime().spawn(async move {
                 while let Some(Ok(event)) = events.next().await {
+                    if event.mask.contains(EventMask::Q_OVERFLOW) {
+                        deliver_to_all(&table);
+                    }
                     let named = by_wd
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -323,7 +340,7 @@ mod backend {
 
     use notify::{RecursiveMode, Watcher};
 
-    use super::{deliver, Table};
+    use super::{deliver, deliver_to_all, Table};
 
     pub struct Backend {
         watcher: Mutex<notify::RecommendedWatcher>,
@@ -354,5 +371,43 @@ mod backend {
             }
             let _ = watcher.watch(path, RecursiveMode::NonRecursive);
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// Past the kernel's queue limit, events are dropped and one overflow event is
+    /// queued instead: any waiter's release may be among those lost, so all wake.
+    #[test]
+    fn an_overflowed_event_queue_wakes_every_waiter() {
+        let dir = tempfile::tempdir().unwrap();
+        let [busy, other, quiet] = ["busy", "other", "quiet"].map(|n| dir.path().join(n));
+        for path in [&busy, &other, &quiet] {
+            std::fs::write(path, "x").unwrap();
+        }
+        let events = ReleaseEvents::polled().unwrap();
+        let subscriptions: Vec<_> = [&busy, &other, &quiet]
+            .iter()
+            .map(|p| events.subscribe(p))
+            .collect();
+        let limit: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(16384);
+        // Alternating files, so the kernel cannot merge consecutive events into one.
+        let files = [&busy, &other].map(|p| std::fs::File::open(p).unwrap());
+        for i in 0..=limit {
+            crate::engine::lock_file::wake_waiters(&files[i % 2]);
+        }
+        let mut quiet_wake = Box::pin(subscriptions[2].wake.notified());
+        quiet_wake.as_mut().enable();
+        events.drain();
+        let woken = futures_util::FutureExt::now_or_never(quiet_wake);
+        assert!(
+            woken.is_some(),
+            "a waiter on an untouched file was not woken"
+        );
     }
 }
