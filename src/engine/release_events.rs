@@ -133,6 +133,12 @@ impl ReleaseEvents {
         self.sync_watch(path, true);
     }
 
+    /// Watches `path` if it is not watched yet: a file that did not exist when it was
+    /// subscribed to (the writer-waiting file before any writer waited) may now.
+    pub fn ensure_watched(&self, path: &Path) {
+        self.sync_watch(path, false);
+    }
+
     /// Makes the watch match the table. The backend's own lock orders these calls and
     /// each re-reads the table, so the last call leaves the watch as the table says.
     fn sync_watch(&self, path: &Path, renew: bool) {
@@ -409,5 +415,25 @@ mod tests {
             woken.is_some(),
             "a waiter on an untouched file was not woken"
         );
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod late_files {
+    use super::*;
+
+    #[test]
+    fn a_file_made_after_its_subscription_is_watched_once_ensured() {
+        let dir = tempfile::tempdir().unwrap();
+        let late = dir.path().join("late");
+        let events = ReleaseEvents::polled().unwrap();
+        let subscription = events.subscribe(&late); // nothing to watch yet
+        std::fs::write(&late, "x").unwrap();
+        events.ensure_watched(&late);
+        let mut wake = Box::pin(subscription.wake.notified());
+        wake.as_mut().enable();
+        crate::engine::lock_file::wake_waiters(&std::fs::File::open(&late).unwrap());
+        events.drain();
+        assert!(futures_util::FutureExt::now_or_never(wake).is_some());
     }
 }

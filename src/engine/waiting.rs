@@ -79,6 +79,9 @@ pub async fn wait_for_lock(
     let subscriptions: Vec<_> = paths.iter().map(|p| events.subscribe(p)).collect();
     let mut generation = contender.generation();
     loop {
+        for path in &paths {
+            events.ensure_watched(path);
+        }
         // Registered before the attempt, so a release between the attempt and the
         // await still wakes us.
         let wakes = listen(&subscriptions);
@@ -88,11 +91,13 @@ pub async fn wait_for_lock(
             return Ok(lock);
         }
         if contender.generation() != generation {
-            // The lock file was re-created: watch the new one.
+            // The lock file was re-created: watch the new one, then try again, since
+            // a release of it before the watch existed woke nobody.
             generation = contender.generation();
             for path in &paths {
                 events.rewatch(path);
             }
+            continue;
         }
         tokio::select! {
             _ = select_all(wakes) => {}
