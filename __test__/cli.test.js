@@ -95,6 +95,9 @@ test('status and cleanup report and sweep a directory; release --force breaks a 
   assert.match(run.stdout, /b\.json\.lock: free, stale\n {4}crashed \(PID \d+ on .+, dead/)
   run = await cli(['status', join(dir, 'a.json'), '--json', '--verbose'])
   assert.equal(JSON.parse(run.stdout).owners[0].pid, live.pid)
+  // A lock file path, as the listing prints it, names that lock.
+  run = await cli(['status', join(dir, 'a.json.lock'), '--json'])
+  assert.equal(JSON.parse(run.stdout).owners[0].pid, live.pid)
   run = await cli(['status', join(dir, 'a.json'), '--verbose'])
   assert.match(run.stdout, /lockId=.* token=1 heartbeat=/)
 

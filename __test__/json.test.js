@@ -80,6 +80,24 @@ test('invalid JSON is EJSONPARSE naming the file, and the file is left untouched
   await assert.rejects(updateJson(file, 'not a function'), { code: 'EINVAL' })
 })
 
+test('updateJson refuses what would not be JSON, and readJson works with the mkdir strategy', async (t) => {
+  const dir = tempDir(t)
+  const file = join(dir, 'tasks.json')
+  fs.writeFileSync(file, '{"n":1}')
+  for (const returned of [() => {}, Symbol('s')]) {
+    await assert.rejects(updateJson(file, () => returned), { code: 'EINVAL', path: file })
+  }
+  await assert.rejects(updateJson(file, (d) => d, { space: '--' }), { code: 'EINVAL', path: file })
+  assert.equal(fs.readFileSync(file, 'utf8'), '{"n":1}')
+  await updateJson(file, (d) => ({ n: d.n + 1 }), { space: '\t' })
+  assert.equal(fs.readFileSync(file, 'utf8'), '{\n\t"n": 2\n}\n')
+  const other = join(dir, 'other.json') // one strategy per file
+  fs.writeFileSync(other, '{"n":2}')
+  const mkdir = new LockManager({ strategy: 'mkdir' })
+  assert.deepEqual(await mkdir.readJson(other), { n: 2 })
+  assert.deepEqual(await mkdir.updateJson(other, (d) => ({ n: d.n + 1 })), { n: 3 })
+})
+
 test('a batch of updateJson calls inside one withLock re-enters; other processes wait for the batch', async (t) => {
   const file = join(tempDir(t), 'tasks.json')
   const manager = new LockManager({ owner: 'batch' })
@@ -112,4 +130,28 @@ test('SIGKILL in the middle of updateJson, again and again: the file always pars
     last = state.count
   }
   assert.ok(last >= 25 * 5)
+})
+
+test('updateJson calls started side by side inside one withLock take turns and all finish inside it', async (t) => {
+  const file = join(tempDir(t), 'tasks.json')
+  fs.writeFileSync(file, '{"n":0}')
+  const manager = new LockManager()
+  // Each update yields between its read and its write, where a sibling could read.
+  const addOne = async (d) => {
+    await new Promise((resolve) => setImmediate(resolve))
+    return { n: d.n + 1 }
+  }
+  let started
+  await manager.withLock(file, async () => {
+    await Promise.all(Array.from({ length: 10 }, () => manager.updateJson(file, addOne)))
+    // Not awaited: the lock is still released only after it is done.
+    started = manager.updateJson(file, async (d) => {
+      // Nested inside a re-entered call: its own turn, not behind itself.
+      await manager.updateJson(file, addOne)
+      return { n: (await manager.readJson(file)).n + 1 }
+    })
+  })
+  assert.deepEqual(JSON.parse(fs.readFileSync(file, 'utf8')), { n: 12 })
+  assert.equal(manager._native.heldCount, 0)
+  await started
 })

@@ -168,6 +168,11 @@ test('sync API: lockSync, unlockSync, checkSync and ESYNC', (t) => {
 test('errors: ENOTACQUIRED, ERELEASED and onCompromised', async (t) => {
   const file = targetFile(t)
   await assert.rejects(lockfile.unlock(file), { code: 'ENOTACQUIRED', message: 'Lock is not acquired/owned by you' })
+  // Two releases at once: the first releases, the second is ERELEASED.
+  const twice = await lockfile.lock(file)
+  const [first, second] = await Promise.allSettled([twice(), twice()])
+  assert.equal(first.status, 'fulfilled')
+  assert.equal(second.reason?.code, 'ERELEASED')
   const compromised = []
   const release = await lockfile.lock(file, { update: 1000, onCompromised: (err) => compromised.push(err) })
   // Someone else's touch: the mtime is no longer ours.

@@ -38,6 +38,7 @@ with --timeout 0, 4 on timeout.`,
   status: `Usage: lockwright status [file|dir] [--json] [--verbose]
 
 Shows who holds the lock on <file>, or every lock in <dir> (default: --lock-dir or .).
+A <file> ending in .lock is taken as the lock file itself, as this command lists them.
   --json       machine-readable output
   --verbose    also the lock id, token, user and heartbeat age`,
   cleanup: `Usage: lockwright cleanup [dir] [--dry-run] [--json]
@@ -124,7 +125,12 @@ const commands = {
       })
       child.on('exit', (c, s) => resolve([c, s]))
     })
-    await lock.release()
+    try {
+      await lock.release()
+    } catch (err) {
+      // The command ran and ended: its exit code is still the answer.
+      console.error(`lockwright: releasing ${file}: ${err.message}`)
+    }
     const signalNumber = signal ? require('node:os').constants.signals[signal] : 0
     return signal ? 128 + signalNumber : code
   },
@@ -135,7 +141,9 @@ const commands = {
     const manager = managerFor(values)
     const target = positionals[0] ?? values['lock-dir'] ?? '.'
     const isDir = fs.statSync(target, { throwIfNoEntry: false })?.isDirectory() && !(values.strategy === 'mkdir' && target.endsWith('.lock'))
-    const statuses = isDir ? manager.list(target) : [manager.status(target)]
+    // A path ending in .lock (as `status <dir>` prints them) names the lock file itself.
+    const asLockfile = !isDir && target.endsWith('.lock')
+    const statuses = isDir ? manager.list(target) : [manager.status(target, asLockfile ? { lockfilePath: target } : undefined)]
     if (values.json) return print(JSON.stringify(isDir ? statuses : statuses[0], null, 2))
     if (statuses.length === 0) return print(`no locks in ${target}`)
     return print(statuses.map((s) => describeStatus(s, values.verbose)).join('\n'))

@@ -47,7 +47,9 @@ async function readJsonFile(path) {
  * holds. A missing file reads as undefined.
  */
 async function readJson(manager, path, options) {
-  return manager.withLock(path, async () => (await readJsonFile(path)).data, { ...options, mode: 'shared' })
+  // proper-lockfile's protocol has no shared locks: there a read takes the lock whole.
+  const mode = manager._sharedLocks ? 'shared' : 'exclusive'
+  return manager.withLock(path, async () => (await readJsonFile(path)).data, { ...options, mode })
 }
 
 /**
@@ -59,6 +61,10 @@ async function updateJson(manager, path, fn, options) {
   if (typeof fn !== 'function') throw invalidFor('fn must be a function', path)
   const { backup = false, space = 2, ...lockOptions } = options ?? {}
   if (typeof backup !== 'boolean') throw invalidFor('backup must be a boolean', path)
+  // Anything else (a string of other characters, say) would make the file invalid JSON.
+  if (!(Number.isInteger(space) && space >= 0) && !(typeof space === 'string' && /^\s*$/.test(space))) {
+    throw invalidFor('space must be a non-negative integer or a string of whitespace', path)
+  }
   return manager.withLock(
     path,
     async () => {
@@ -66,9 +72,13 @@ async function updateJson(manager, path, fn, options) {
       const returned = await fn(data)
       const next = returned === undefined ? data : returned
       if (next === undefined) return undefined
+      const json = JSON.stringify(next, null, space)
+      if (typeof json !== 'string') {
+        throw invalidFor(`fn returned ${typeof next}, which is not JSON; ${path} was left untouched`, path)
+      }
       // The previous content, kept as it was (vectra's backup, aiconfig's --backup).
       if (backup && text !== undefined) await writeFileAtomic(`${path}.bak`, text)
-      await writeFileAtomic(path, `${JSON.stringify(next, null, space)}\n`)
+      await writeFileAtomic(path, `${json}\n`)
       return next
     },
     { ...lockOptions, mode: 'exclusive' },

@@ -66,6 +66,14 @@ function releaseAfter(lock, failure) {
   }
 }
 
+/** Resolves once every call that re-entered `level` is done, later ones included. */
+async function settled(level) {
+  for (let last; last !== level.last; ) {
+    last = level.last
+    await last
+  }
+}
+
 class LockManager extends EventEmitter {
   /** Locks held in the current async context, by lock file: what `withLock` re-enters. */
   #context = new AsyncLocalStorage()
@@ -83,6 +91,8 @@ class LockManager extends EventEmitter {
     }
     this.#debug = debugSink(options?.debug)
     this._native = new native.NativeLockManager({ ...options, owner })
+    /** proper-lockfile's mkdir protocol has exclusive locks only. */
+    this._sharedLocks = options?.strategy !== 'mkdir'
     // A lost lock is reported, never thrown: nothing can catch an error raised from
     // a heartbeat, so throwing would only crash the process.
     this._native.onCompromised(([lockId, code, message, path]) => {
@@ -132,20 +142,23 @@ class LockManager extends EventEmitter {
 
   /**
    * Runs `fn(lock)` holding the lock and releases it however `fn` ends. Inside `fn`,
-   * another `withLock` on the same file re-enters instead of deadlocking.
+   * another `withLock` on the same file re-enters instead of deadlocking; calls that
+   * re-enter side by side take turns, and all finish before the lock is released.
    */
   async withLock(path, fn, options) {
     checkFunction(fn, path)
     const outer = this.#reentry(path, options)
-    if (outer) return await fn(outer)
+    if (outer) return this.#inTurn(outer, fn)
     const lock = await this.acquire(path, options)
+    const level = { lock, last: Promise.resolve() }
     let failure = NO_FAILURE
     try {
-      return await this.#context.run(this.#withHeld(lock), fn, lock)
+      return await this.#context.run(this.#withLevel(level), fn, lock)
     } catch (err) {
       failure = err
       throw err
     } finally {
+      await settled(level)
       releaseAfter(lock, failure)
     }
   }
@@ -153,11 +166,11 @@ class LockManager extends EventEmitter {
   withLockSync(path, fn, options) {
     checkFunction(fn, path)
     const outer = this.#reentry(path, options)
-    if (outer) return fn(outer)
+    if (outer) return fn(outer.lock)
     const lock = this.acquireSync(path, options)
     let failure = NO_FAILURE
     try {
-      return this.#context.run(this.#withHeld(lock), fn, lock)
+      return this.#context.run(this.#withLevel({ lock, last: Promise.resolve() }), fn, lock)
     } catch (err) {
       failure = err
       throw err
@@ -264,20 +277,46 @@ class LockManager extends EventEmitter {
     this._afterRelease()
   }
 
-  /** The held lock in this async context for the same lock file, if any. */
+  /**
+   * The level holding the same lock file in this async context, if any: `{ lock,
+   * last }`, where `last` settles when the calls that re-entered it so far are done.
+   */
   #reentry(path, options) {
     const lockfile = this._native.lockfileFor(path, options)
     const outer = this.#context.getStore()?.get(lockfile)
-    if (!outer || outer.released) return undefined
-    if (outer.mode === 'shared' && (options?.mode ?? 'exclusive') === 'exclusive') {
+    if (!outer || outer.lock.released) return undefined
+    if (outer.lock.mode === 'shared' && (options?.mode ?? 'exclusive') === 'exclusive') {
       throw lockError('EDEADLK', `${path} is held shared by this context; an exclusive lock inside it would wait for itself`, path)
     }
     return outer
   }
 
-  #withHeld(lock) {
+  /**
+   * Runs a re-entering `fn` after the ones before it at this level: two read-modify-
+   * writes started side by side would otherwise read the same data. Calls `fn` makes
+   * form a level of their own, so they never wait for `fn` itself.
+   */
+  #inTurn(level, fn) {
+    const run = level.last.then(() => {
+      const inner = { lock: level.lock, last: Promise.resolve() }
+      return this.#context.run(this.#withLevel(inner), async () => {
+        try {
+          return await fn(level.lock)
+        } finally {
+          await settled(inner)
+        }
+      })
+    })
+    level.last = run.then(
+      () => {},
+      () => {},
+    )
+    return run
+  }
+
+  #withLevel(level) {
     const held = new Map(this.#context.getStore())
-    held.set(lock.lockfilePath, lock)
+    held.set(level.lock.lockfilePath, level)
     return held
   }
 

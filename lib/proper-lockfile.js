@@ -105,18 +105,17 @@ function attempt(file, options) {
   return held
 }
 
+/**
+ * The release function `lock` resolves to. `file` is canonical already, so it
+ * releases at once: a second call, even one made before the first settles, is then
+ * ERELEASED, as with proper-lockfile.
+ */
 function releaserFor(file, held, sync) {
-  const alreadyReleased = () => withCode(new Error('Lock is already released'), 'ERELEASED')
-  if (sync) {
-    return () => {
-      if (held.released) throw alreadyReleased()
-      unlockSync(file, { ...held.options, realpath: false })
-    }
+  const release = () => {
+    if (held.released) throw withCode(new Error('Lock is already released'), 'ERELEASED')
+    releaseHeld(file)
   }
-  return async () => {
-    if (held.released) throw alreadyReleased()
-    return unlock(file, { ...held.options, realpath: false })
-  }
+  return sync ? release : async () => release()
 }
 
 async function lock(file, options) {
