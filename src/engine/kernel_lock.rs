@@ -101,16 +101,20 @@ impl KernelLock {
         }
         self.record.heartbeat = now;
         let json = serde_json::to_vec(&self.record).expect("an owner record serialises");
-        let io_err = |e: io::Error| LockError::from_io(&e, "write heartbeat", &self.path);
+        // A failed write (a full disk, EIO) loses nothing: the kernel lock is still
+        // ours. The next beat writes again; until then the heartbeat ages.
         match (&self.reader_record, &self.file) {
-            (Some((record_file, _)), _) => overwrite(record_file, &json, 0).map_err(io_err),
-            (None, Some(lock_file)) => {
-                overwrite(&lock_file.file, &json, self.record_len).map_err(io_err)?;
-                self.record_len = self.record_len.max(json.len());
-                Ok(())
+            (Some((record_file, _)), _) => {
+                let _ = overwrite(record_file, &json, 0);
             }
-            (None, None) => Ok(()),
+            (None, Some(lock_file)) => {
+                if overwrite(&lock_file.file, &json, self.record_len).is_ok() {
+                    self.record_len = self.record_len.max(json.len());
+                }
+            }
+            (None, None) => {}
         }
+        Ok(())
     }
 
     fn check_still_ours(&mut self) -> std::result::Result<(), &'static str> {
@@ -126,8 +130,9 @@ impl KernelLock {
                 false => Err("its reader record was removed or replaced"),
             };
         }
+        // Unreadable for now (EIO): no verdict; the next beat looks again.
         let Ok(content) = read_whole(&lock_file.file) else {
-            return Err("its lock file cannot be read");
+            return Ok(());
         };
         match serde_json::from_slice::<OwnerRecord>(&content) {
             Ok(record) if record.lock_id == self.record.lock_id => Ok(()),

@@ -98,7 +98,7 @@ impl MkdirContender {
 
     fn try_mkdir(&mut self, claimant: &Claimant, lock_id: &str) -> Result<Option<MkdirLock>> {
         match fs::create_dir(&self.dir) {
-            Ok(()) => MkdirLock::grant(&self.dir, claimant, lock_id).map(Some),
+            Ok(()) => MkdirLock::grant(&self.dir, claimant, lock_id, self.stale_ms).map(Some),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
             Err(e) => Err(LockError::from_io(&e, "mkdir", &self.dir)),
         }
@@ -299,12 +299,15 @@ pub struct MkdirLock {
     /// The mtime we last set: anything else means someone else touched the lock.
     mtime: SystemTime,
     record: OwnerRecord,
+    /// When the mtime was last refreshed (ms since the epoch), and how old it may get.
+    touched_at: u64,
+    stale_ms: u64,
     released: bool,
     compromised: bool,
 }
 
 impl MkdirLock {
-    fn grant(dir: &Path, claimant: &Claimant, lock_id: &str) -> Result<MkdirLock> {
+    fn grant(dir: &Path, claimant: &Claimant, lock_id: &str, stale_ms: u64) -> Result<MkdirLock> {
         // mkdir just set the directory's mtime to now: that is the first heartbeat.
         let meta = fs::symlink_metadata(dir).map_err(|e| LockError::from_io(&e, "stat", dir))?;
         let record = claimant.record(LockMode::Exclusive, lock_id.to_string(), 0);
@@ -313,6 +316,8 @@ impl MkdirLock {
             id: dir_id(&meta),
             mtime: meta.modified().unwrap_or(UNIX_EPOCH),
             record,
+            touched_at: now_ms(),
+            stale_ms,
             released: false,
             compromised: false,
         };
@@ -358,6 +363,12 @@ impl MkdirLock {
         }
     }
 
+    /// Marks the lock lost, and returns why.
+    fn lose(&mut self, why: LockError) -> LockError {
+        self.compromised = true;
+        why
+    }
+
     /// Lost: the lock directory cannot even be looked at.
     fn unreadable(&self, e: io::Error) -> LockError {
         LockError::new(
@@ -381,28 +392,33 @@ impl HeldLock for MkdirLock {
         if self.compromised || self.released {
             return Ok(());
         }
+        // A failure to look at or touch the directory (EMFILE, EIO, NFS's ESTALE) may
+        // pass. As with proper-lockfile, only its absence, or no successful touch for
+        // `stale` ms, loses the lock; otherwise the next beat tries again.
+        let passing = |e: &io::Error| {
+            e.kind() != io::ErrorKind::NotFound
+                && now.saturating_sub(self.touched_at) < self.stale_ms
+        };
         // One handle for the check and the touch: were the path taken over between
         // a check by path and a touch by path, we would refresh the new holder's lock.
-        let checked = match File::open(&self.dir) {
-            Ok(handle) => self.judge(handle.metadata()).map(|_| handle),
-            Err(e) => Err(self.unreadable(e)),
-        };
-        let handle = match checked {
-            Ok(handle) => handle,
-            Err(lost) => {
-                self.compromised = true;
-                return Err(lost);
-            }
+        let opened = File::open(&self.dir).and_then(|handle| Ok((handle.metadata()?, handle)));
+        let handle = match opened {
+            Ok((meta, handle)) => match self.judge(Ok(meta)) {
+                Ok(_) => handle,
+                Err(lost) => return Err(self.lose(lost)),
+            },
+            Err(e) if passing(&e) => return Ok(()),
+            Err(e) => return Err(self.lose(self.unreadable(e))),
         };
         match touch(&handle, UNIX_EPOCH + Duration::from_millis(now)) {
-            Ok(meta) => self.mtime = meta.modified().unwrap_or(self.mtime),
+            Ok(meta) => {
+                self.mtime = meta.modified().unwrap_or(self.mtime);
+                self.touched_at = now;
+            }
+            Err(e) if passing(&e) => return Ok(()),
             Err(e) => {
-                self.compromised = true;
-                return Err(LockError::new(
-                    code::COMPROMISED,
-                    format!("{e}, utimes '{}'", self.dir.display()),
-                    Some(&self.dir),
-                ));
+                let message = format!("{e}, utimes '{}'", self.dir.display());
+                return Err(self.lose(LockError::new(code::COMPROMISED, message, Some(&self.dir))));
             }
         }
         self.record.heartbeat = now;
