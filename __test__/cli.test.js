@@ -133,7 +133,7 @@ test('help for every command, and usage errors exit 2', async () => {
     assert.equal(run.code, 0)
     assert.match(run.stdout, /Usage: lockwright/)
   }
-  for (const args of [[], ['bogus'], ['with', 'f'], ['with', 'f', '--timeout', 'soon', '--', 'true'], ['release', 'f'], ['status', '--nope']]) {
+  for (const args of [[], ['bogus'], ['with', 'f'], ['with', 'f', '--timeout', 'soon', '--', 'true'], ['with', 'f', '--timeout', '', '--', 'true'], ['with', 'f', 'g', '--', 'true'], ['release', 'f'], ['status', '--nope']]) {
     const run = await cli(args)
     assert.equal(run.code, 2, `${args.join(' ')}: ${run.stderr}`)
   }

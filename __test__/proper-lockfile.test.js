@@ -168,6 +168,14 @@ test('sync API: lockSync, unlockSync, checkSync and ESYNC', (t) => {
 test('errors: ENOTACQUIRED, ERELEASED and onCompromised', async (t) => {
   const file = targetFile(t)
   await assert.rejects(lockfile.unlock(file), { code: 'ENOTACQUIRED', message: 'Lock is not acquired/owned by you' })
+  // Lost before the heartbeat (every 30 s here) noticed: the release says so and
+  // leaves alone what is there now.
+  const lost = await lockfile.lock(file, { stale: 60_000, onCompromised: () => {} })
+  fs.rmdirSync(`${file}.lock`)
+  fs.mkdirSync(`${file}.lock`) // someone else's now
+  await assert.rejects(lost(), { code: 'ECOMPROMISED' })
+  assert.ok(fs.existsSync(`${file}.lock`))
+  fs.rmdirSync(`${file}.lock`)
   // Two releases at once: the first releases, the second is ERELEASED.
   const twice = await lockfile.lock(file)
   const [first, second] = await Promise.allSettled([twice(), twice()])

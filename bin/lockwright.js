@@ -95,7 +95,8 @@ function describeStatus(status, verbose) {
 function timeoutOf(text) {
   if (text === undefined) return undefined
   const ms = text === 'Infinity' ? Infinity : Number(text)
-  if (Number.isNaN(ms)) throw new UsageError(`--timeout must be a number of milliseconds or Infinity, got '${text}'`)
+  // Number('') is 0: an empty value would silently mean "try once".
+  if (text.trim() === '' || Number.isNaN(ms)) throw new UsageError(`--timeout must be a number of milliseconds or Infinity, got '${text}'`)
   return ms
 }
 
@@ -110,9 +111,10 @@ const commands = {
       owner: { type: 'string' },
     })
     if (values.help) return print(HELP.with)
-    const [file] = positionals
+    const [file, ...extra] = positionals
     const [cmd, ...cmdArgs] = args.slice(split + 1)
     if (!file || !cmd) throw new UsageError(HELP.with)
+    if (extra.length > 0) throw new UsageError(`one file before '--', got also '${extra.join("', '")}'\n\n${HELP.with}`)
     const manager = managerFor(values, { owner: values.owner ?? require('node:path').basename(cmd) })
     const lock = await manager.acquire(file, { mode: values.shared ? 'shared' : 'exclusive', timeout: timeoutOf(values.timeout) })
     const child = spawn(cmd, cmdArgs, { stdio: 'inherit' })
