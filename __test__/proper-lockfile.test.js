@@ -148,6 +148,17 @@ test('options: stale and update clamps, retries, realpath, lockfilePath, fs', as
   await lockfile.unlock(file, { lockfilePath: custom })
   assert.equal(fs.existsSync(custom), false)
   await assert.rejects(viaPath(), { code: 'ERELEASED' })
+
+  // A given fs resolves the path, as in proper-lockfile (graceful-fs, say).
+  const asked = []
+  const tracing = { ...fs, realpath: (p, cb) => (asked.push(p), fs.realpath(p, cb)), realpathSync: (p) => (asked.push(p), fs.realpathSync(p)) }
+  await (await lockfile.lock(file, { fs: tracing }))()
+  lockfile.lockSync(file, { fs: tracing })()
+  assert.deepEqual(asked, [file, file])
+  // check on a plain file where the lock directory should be: judged by its mtime.
+  fs.writeFileSync(`${file}.lock`, '')
+  assert.equal(await lockfile.check(file), true)
+  fs.rmSync(`${file}.lock`)
 })
 
 test('sync API: lockSync, unlockSync, checkSync and ESYNC', (t) => {
@@ -160,6 +171,7 @@ test('sync API: lockSync, unlockSync, checkSync and ESYNC', (t) => {
   assert.throws(() => lockfile.unlockSync(file), { code: 'ENOTACQUIRED', message: 'Lock is not acquired/owned by you' })
   assert.throws(() => lockfile.lockSync(file, { retries: 1 }), { code: 'ESYNC', message: 'Cannot use retries with the sync api' })
   assert.throws(() => lockfile.lockSync(file, { retries: { retries: 2 } }), { code: 'ESYNC' })
+  assert.throws(() => lockfile.unlockSync(file, { retries: 1 }), { code: 'ESYNC' })
   lockfile.lockSync(file, { retries: 0 })
   lockfile.unlockSync(file)
   assert.equal(lockfile.checkSync(file), false)

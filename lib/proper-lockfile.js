@@ -63,12 +63,18 @@ function rejectSyncRetries(options) {
   }
 }
 
+/** `options.fs` (graceful-fs, say) is used where proper-lockfile uses it for paths. */
 function canonicalSync(file, options) {
-  return options.realpath ? fs.realpathSync(file) : path.resolve(file)
+  if (!options.realpath) return path.resolve(file)
+  const custom = options.fs
+  return typeof custom?.realpathSync === 'function' ? custom.realpathSync(file) : fs.realpathSync(file)
 }
 
 async function canonical(file, options) {
-  return options.realpath ? fs.promises.realpath(file) : path.resolve(file)
+  if (!options.realpath) return path.resolve(file)
+  const custom = options.fs
+  if (typeof custom?.realpath !== 'function') return fs.promises.realpath(file)
+  return new Promise((resolve, reject) => custom.realpath(file, (err, resolved) => (err ? reject(err) : resolve(resolved))))
 }
 
 function lockfileOf(file, options) {
@@ -160,6 +166,7 @@ async function unlock(file, options) {
 }
 
 function unlockSync(file, options) {
+  rejectSyncRetries(options)
   const opts = { realpath: true, ...options }
   releaseHeld(canonicalSync(file, opts))
 }
@@ -168,6 +175,8 @@ function isLocked(file, options) {
   try {
     const stat = fs.statSync(lockfileOf(file, options))
     if (stat.mtime.getTime() < Date.now() - options.stale) return false
+    // Not a lock directory: proper-lockfile judges it by its mtime alone.
+    if (!stat.isDirectory()) return true
   } catch (err) {
     if (err.code === 'ENOENT') return false
     throw err
