@@ -118,7 +118,9 @@ const commands = {
     const manager = managerFor(values, { owner: values.owner ?? require('node:path').basename(cmd) })
     const lock = await manager.acquire(file, { mode: values.shared ? 'shared' : 'exclusive', timeout: timeoutOf(values.timeout) })
     const child = spawn(cmd, cmdArgs, { stdio: 'inherit' })
-    const forward = (signal) => child.kill(signal)
+    // Ctrl-C at a terminal reaches the whole foreground group, the command too: a
+    // second SIGINT from us would read as "force quit" to many programs.
+    const forward = (signal) => (signal === 'SIGINT' && process.stdin.isTTY ? undefined : child.kill(signal))
     for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, forward)
     const [code, signal] = await new Promise((resolve) => {
       child.on('error', (err) => {
