@@ -73,17 +73,30 @@ test('a worker terminated while waiting takes its wait with it', async (t) => {
   await (await waiting).release()
 })
 
-test('running out of file descriptors is a typed EMFILE, and the process recovers', { skip: process.platform === 'win32' }, async (t) => {
-  const dir = tempDir(t)
-  const child = spawn('sh', ['-c', `ulimit -n 64 && exec "${process.execPath}" "${join(__dirname, 'fixtures', 'fd-exhaustion.js')}" "${dir}"`], { stdio: ['ignore', 'pipe', 'inherit'] })
+/** Runs a fixture with at most 64 descriptors; resolves to the JSON it prints. */
+async function underDescriptorLimit(fixture, arg) {
+  const child = spawn('sh', ['-c', `ulimit -n 64 && exec "${process.execPath}" "${join(__dirname, 'fixtures', fixture)}" "${arg}"`], { stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
   child.stdout.on('data', (d) => (out += d))
   const [code] = await once(child, 'exit')
   assert.equal(code, 0)
-  const report = JSON.parse(out)
+  return JSON.parse(out)
+}
+
+test('running out of file descriptors is a typed EMFILE, and the process recovers', { skip: process.platform === 'win32' }, async (t) => {
+  const dir = tempDir(t)
+  const report = await underDescriptorLimit('fd-exhaustion.js', dir)
   assert.equal(report.code, 'EMFILE')
   assert.ok(report.held > 10 && report.held < 64, `held ${report.held} before EMFILE`)
   assert.match(report.message, /EMFILE.*\.lock'/)
+})
+
+test('a heartbeat that cannot open the lock for a while (EMFILE) keeps the lock, as proper-lockfile does', { skip: process.platform === 'win32' }, async (t) => {
+  const dir = tempDir(t)
+  const report = await underDescriptorLimit('heartbeat-emfile.js', join(dir, 'state.json'))
+  assert.ok(report.exhausted > 0)
+  assert.deepEqual(report.lost, [])
+  assert.equal(report.refreshed, true)
 })
 
 test('a directory without write permission is EACCES for an unprivileged user', { skip: process.getuid?.() !== 0 }, async (t) => {
