@@ -179,3 +179,14 @@ test('a bad-input matrix over every public function: each case settles at once w
   await (await huge).release()
   t.diagnostic(`codes seen: ${[...new Set(outcomes)].sort().join(', ')}`)
 })
+
+test('a grant whose JavaScript object cannot be made is released, not leaked', async (t) => {
+  const file = join(tempDir(t), 'a')
+  const manager = new LockManager()
+  assert.throws(() => manager._native.acquireSync(file, undefined, () => { throw new Error('no object') }), /no object/)
+  assert.throws(() => manager._native.tryAcquire(file, undefined, 'not a function'))
+  assert.equal(manager._native.heldCount, 0)
+  const lock = new LockManager().tryAcquire(file)
+  assert.notEqual(lock, null)
+  lock.releaseSync()
+})

@@ -155,3 +155,23 @@ test('updateJson calls started side by side inside one withLock take turns and a
   assert.equal(manager._native.heldCount, 0)
   await started
 })
+
+test('an async call made inside withLockSync takes the lock anew once the sync holder lets go', async (t) => {
+  const file = join(tempDir(t), 'tasks.json')
+  fs.writeFileSync(file, '{"n":0}')
+  const manager = new LockManager()
+  const outsider = new LockManager()
+  // Runs only while somebody holds the lock: the outsider cannot get it.
+  const addOneHeld = (d) => {
+    assert.equal(outsider.tryAcquire(file), null)
+    return { n: d.n + 1 }
+  }
+  let queued
+  // Inside withLockSync nothing async can run before the release.
+  manager.withLockSync(file, () => {
+    queued = manager.updateJson(file, addOneHeld)
+  })
+  await queued
+  assert.deepEqual(JSON.parse(fs.readFileSync(file, 'utf8')), { n: 1 })
+  assert.equal(manager._native.heldCount, 0)
+})

@@ -148,7 +148,8 @@ class LockManager extends EventEmitter {
   async withLock(path, fn, options) {
     checkFunction(fn, path)
     const outer = this.#reentry(path, options)
-    if (outer) return this.#inTurn(outer, fn)
+    // A withLockSync level releases before any await could run: take the lock anew.
+    if (outer && !outer.sync) return this.#inTurn(outer, fn, path, options)
     const lock = await this.acquire(path, options)
     const level = { lock, last: Promise.resolve() }
     let failure = NO_FAILURE
@@ -170,7 +171,7 @@ class LockManager extends EventEmitter {
     const lock = this.acquireSync(path, options)
     let failure = NO_FAILURE
     try {
-      return this.#context.run(this.#withLevel({ lock, last: Promise.resolve() }), fn, lock)
+      return this.#context.run(this.#withLevel({ lock, last: Promise.resolve(), sync: true }), fn, lock)
     } catch (err) {
       failure = err
       throw err
@@ -296,8 +297,11 @@ class LockManager extends EventEmitter {
    * writes started side by side would otherwise read the same data. Calls `fn` makes
    * form a level of their own, so they never wait for `fn` itself.
    */
-  #inTurn(level, fn) {
+  #inTurn(level, fn, path, options) {
     const run = level.last.then(() => {
+      // Released meanwhile (by hand, or just as the outer call ended): not ours to
+      // re-enter any more, so take it like any other caller.
+      if (level.lock.released) return this.withLock(path, fn, options)
       const inner = { lock: level.lock, last: Promise.resolve() }
       return this.#context.run(this.#withLevel(inner), async () => {
         try {

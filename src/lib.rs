@@ -52,10 +52,12 @@ type GrantParts = FnArgs<(f64, f64, f64, String, String, String, bool)>;
 /// anew), and this is on every uncontended acquire. Waits, which are slow anyway,
 /// still resolve to a `NativeGrant`.
 fn grant_value<'env>(
+    manager: &LockManager,
     make_grant: &Function<'env, GrantParts, Unknown<'env>>,
     grant: LockGrant,
 ) -> napi::Result<Unknown<'env>> {
-    make_grant.call(FnArgs::from((
+    let id = grant.id;
+    let made = make_grant.call(FnArgs::from((
         grant.id as f64,
         grant.token as f64,
         grant.acquired_at as f64,
@@ -63,7 +65,12 @@ fn grant_value<'env>(
         grant.target.to_string_lossy().into_owned(),
         grant.lockfile.to_string_lossy().into_owned(),
         grant.mode == engine::LockMode::Shared,
-    )))
+    )));
+    // No Lock object will ever release it: let go now rather than hold it forever.
+    if made.is_err() {
+        let _ = manager.release(id, code::NOT_ACQUIRED);
+    }
+    made
 }
 
 impl From<LockGrant> for NativeGrant {
@@ -303,7 +310,7 @@ impl NativeLockManager {
         match acquisition {
             Acquisition::Ready(result) => {
                 let grant = result.map_err(|e| js_error::to_js(env, e))?;
-                grant_value(&make_grant, grant).map(Either::A)
+                grant_value(&self.engine, &make_grant, grant).map(Either::A)
             }
             Acquisition::Waiting(wait) if on_js_thread.get() => {
                 spawn_on_js_thread(env, wait).map(Either::B)
@@ -329,7 +336,7 @@ impl NativeLockManager {
             let (target, options) = read_request(path, options)?;
             self.engine.acquire_blocking(&target, &options)
         })?;
-        grant_value(&make_grant, grant)
+        grant_value(&self.engine, &make_grant, grant)
     }
 
     /// One attempt: the grant, or `null` when the lock is held.
@@ -349,7 +356,9 @@ impl NativeLockManager {
             let (target, options) = read_request(path, options)?;
             self.engine.try_acquire(&target, &options)
         })?;
-        grant.map(|g| grant_value(&make_grant, g)).transpose()
+        grant
+            .map(|g| grant_value(&self.engine, &make_grant, g))
+            .transpose()
     }
 
     /// Releases a grant; returns how many this manager still holds. When this manager

@@ -341,15 +341,18 @@ mod backend {
 
 #[cfg(not(target_os = "linux"))]
 mod backend {
-    use std::path::Path;
+    use std::collections::HashSet;
+    use std::path::{Path, PathBuf};
     use std::sync::Mutex;
 
     use notify::{RecursiveMode, Watcher};
 
-    use super::{deliver, deliver_to_all, Table};
+    use super::{deliver, Table};
 
     pub struct Backend {
-        watcher: Mutex<notify::RecommendedWatcher>,
+        /// The watcher, and the paths it watches: watching a path again restarts
+        /// FSEvents' stream, and events in the gap are lost for every waiter.
+        state: Mutex<(notify::RecommendedWatcher, HashSet<PathBuf>)>,
     }
 
     impl Backend {
@@ -362,20 +365,28 @@ mod backend {
                 })
                 .ok()?;
             Some(Backend {
-                watcher: Mutex::new(watcher),
+                state: Mutex::new((watcher, HashSet::new())),
             })
         }
 
         pub fn update(&self, path: &Path, renew: bool, wanted: impl FnOnce() -> bool) {
-            let mut watcher = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let (watcher, watched) = &mut *state;
             if !wanted() {
-                let _ = watcher.unwatch(path);
+                if watched.remove(path) {
+                    let _ = watcher.unwatch(path);
+                }
                 return;
             }
-            if renew {
+            if watched.contains(path) && !renew {
+                return;
+            }
+            if watched.remove(path) {
                 let _ = watcher.unwatch(path);
             }
-            let _ = watcher.watch(path, RecursiveMode::NonRecursive);
+            if watcher.watch(path, RecursiveMode::NonRecursive).is_ok() {
+                watched.insert(path.to_path_buf());
+            }
         }
     }
 }

@@ -78,6 +78,9 @@ pub async fn wait_for_lock(
     let paths = contender.wake_paths();
     let subscriptions: Vec<_> = paths.iter().map(|p| events.subscribe(p)).collect();
     let mut generation = contender.generation();
+    // At most one immediate retry per wake-up: a lock file replaced on every attempt
+    // must not spin this thread past its deadline.
+    let mut retried = false;
     loop {
         for path in &paths {
             events.ensure_watched(path);
@@ -97,11 +100,15 @@ pub async fn wait_for_lock(
             for path in &paths {
                 events.rewatch(path);
             }
-            continue;
+            if !retried {
+                retried = true;
+                continue;
+            }
         }
         tokio::select! {
             _ = select_all(wakes) => {}
             _ = tokio::time::sleep(SAFETY_TICK) => {}
         }
+        retried = false;
     }
 }
