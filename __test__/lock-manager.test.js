@@ -286,3 +286,17 @@ test('a lock granted at once and one granted after a wait describe themselves al
   afterWait.releaseSync()
   assert.equal(manager._native.heldCount, 0)
 })
+
+test('withLock re-enters a lock held under another spelling of the same path', async (t) => {
+  const dir = tempDir(t)
+  fs.mkdirSync(join(dir, 'sub'))
+  fs.symlinkSync(dir, join(dir, 'link'))
+  const manager = new LockManager()
+  const spellings = [join(dir, 'sub', '..', 'tasks.json'), join(dir, 'link', 'tasks.json')]
+  const seen = await manager.withLock(join(dir, 'tasks.json'), async (outer) =>
+    // timeout 0: waiting for itself would fail at once with ELOCKED.
+    Promise.all(spellings.map((p) => manager.withLock(p, async (inner) => inner === outer, { timeout: 0 }))),
+  )
+  assert.deepEqual(seen, [true, true])
+  assert.equal(manager._native.heldCount, 0)
+})

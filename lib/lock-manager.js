@@ -2,6 +2,7 @@
 
 const { AsyncLocalStorage } = require('node:async_hooks')
 const { EventEmitter } = require('node:events')
+const { statSync } = require('node:fs')
 const { basename } = require('node:path')
 
 const native = require('../index.js')
@@ -64,6 +65,21 @@ function releaseAfter(lock, failure) {
     if (failure !== NO_FAILURE) err.cause = failure
     throw err
   }
+}
+
+/**
+ * The level in `held` whose lock file is `lockfile` under another spelling
+ * (`d/../f.lock`, a symlinked directory): compared by device and inode, since a
+ * lexical clean-up of the path would be wrong across symlinks.
+ */
+function sameFileIn(held, lockfile) {
+  const wanted = statSync(lockfile, { bigint: true, throwIfNoEntry: false })
+  if (!wanted) return undefined
+  for (const level of held.values()) {
+    const file = statSync(level.lock.lockfilePath, { bigint: true, throwIfNoEntry: false })
+    if (file && file.dev === wanted.dev && file.ino === wanted.ino) return level
+  }
+  return undefined
 }
 
 /** Resolves once every call that re-entered `level` is done, later ones included. */
@@ -284,7 +300,8 @@ class LockManager extends EventEmitter {
    */
   #reentry(path, options) {
     const lockfile = this._native.lockfileFor(path, options)
-    const outer = this.#context.getStore()?.get(lockfile)
+    const held = this.#context.getStore()
+    const outer = held?.get(lockfile) ?? (held?.size ? sameFileIn(held, lockfile) : undefined)
     if (!outer || outer.lock.released) return undefined
     if (outer.lock.mode === 'shared' && (options?.mode ?? 'exclusive') === 'exclusive') {
       throw lockError('EDEADLK', `${path} is held shared by this context; an exclusive lock inside it would wait for itself`, path)
