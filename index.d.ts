@@ -88,11 +88,15 @@ export declare function __waitsOnJsThread(): boolean
  */
 export declare function benchmarkFloors(dir: string, iterations: number): BenchmarkFloors
 
-/** Nanoseconds per iteration of each floor, for `npm run bench`. */
+/** Nanoseconds per iteration of each floor. */
 export interface BenchmarkFloors {
+  /** A bare `flock` lock + unlock pair on an open file. */
   flockPair: number
+  /** A bare `mkdir` + `rmdir` pair: proper-lockfile's protocol without anything else. */
   mkdirRmdir: number
+  /** One engine acquire + release, kernel strategy. */
   engineCycle: number
+  /** One engine acquire + release, mkdir strategy. */
   engineMkdirCycle: number
 }
 

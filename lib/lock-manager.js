@@ -76,8 +76,9 @@ function sameFileIn(held, lockfile) {
   const wanted = statSync(lockfile, { bigint: true, throwIfNoEntry: false })
   if (!wanted) return undefined
   for (const level of held.values()) {
-    const file = statSync(level.lock.lockfilePath, { bigint: true, throwIfNoEntry: false })
-    if (file && file.dev === wanted.dev && file.ino === wanted.ino) return level
+    // A held lock file stays put: its identity is read once per level.
+    level.file ??= statSync(level.lock.lockfilePath, { bigint: true, throwIfNoEntry: false }) ?? null
+    if (level.file && level.file.dev === wanted.dev && level.file.ino === wanted.ino) return level
   }
   return undefined
 }
@@ -187,7 +188,7 @@ class LockManager extends EventEmitter {
     const lock = this.acquireSync(path, options)
     let failure = NO_FAILURE
     try {
-      return this.#context.run(this.#withLevel({ lock, last: Promise.resolve(), sync: true }), fn, lock)
+      return this.#context.run(this.#withLevel({ lock, sync: true }), fn, lock)
     } catch (err) {
       failure = err
       throw err
@@ -296,7 +297,8 @@ class LockManager extends EventEmitter {
 
   /**
    * The level holding the same lock file in this async context, if any: `{ lock,
-   * last }`, where `last` settles when the calls that re-entered it so far are done.
+   * last }`, where `last` settles when the calls that re-entered it so far are done,
+   * or `{ lock, sync: true }` for `withLockSync`, which nothing can queue behind.
    */
   #reentry(path, options) {
     const lockfile = this._native.lockfileFor(path, options)

@@ -9,6 +9,7 @@ use std::time::Instant;
 use crate::engine::{AcquireOptions, LockManager, ManagerOptions, Result};
 
 /// Nanoseconds per iteration of each floor.
+#[napi_derive::napi(object, js_name = "BenchmarkFloors")]
 pub struct Floors {
     /// A bare `flock` lock + unlock pair on an open file.
     pub flock_pair: f64,

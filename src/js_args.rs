@@ -2,7 +2,7 @@
 //! an `EINVAL` that names the argument or option, never napi's generic
 //! "InvalidArg", so callers can branch on `err.code` as with every other error.
 
-use napi::bindgen_prelude::{Object, Unknown};
+use napi::bindgen_prelude::{FromNapiValue, Object, Unknown};
 use napi::ValueType;
 
 use crate::engine::{LockError, LockMode, Result, Wait};
@@ -83,14 +83,24 @@ fn optional_of<'env>(
     Ok(Some(value))
 }
 
-pub fn optional_number(options: Option<&Object>, key: &str) -> Result<Option<f64>> {
-    let Some(value) = optional_of(options, key, ValueType::Number, "a number")? else {
+/// The option `key` read as `T`, once `optional_of` has checked its JS type.
+fn optional_cast<T: FromNapiValue>(
+    options: Option<&Object>,
+    key: &str,
+    expected: ValueType,
+    what: &str,
+) -> Result<Option<T>> {
+    let Some(value) = optional_of(options, key, expected, what)? else {
         return Ok(None);
     };
-    // SAFETY: checked to be a number above.
-    unsafe { value.cast::<f64>() }
+    // SAFETY: `optional_of` checked the value's type against `expected`.
+    unsafe { value.cast::<T>() }
         .map(Some)
         .map_err(|e| LockError::invalid(e.reason))
+}
+
+pub fn optional_number(options: Option<&Object>, key: &str) -> Result<Option<f64>> {
+    optional_cast(options, key, ValueType::Number, "a number")
 }
 
 pub fn optional_wait(options: Option<&Object>, key: &str) -> Result<Option<Wait>> {
@@ -124,11 +134,5 @@ pub fn optional_millis(options: Option<&Object>, key: &str) -> Result<Option<u64
 }
 
 pub fn optional_bool(options: Option<&Object>, key: &str) -> Result<Option<bool>> {
-    let Some(value) = optional_of(options, key, ValueType::Boolean, "a boolean")? else {
-        return Ok(None);
-    };
-    // SAFETY: checked to be a boolean above.
-    unsafe { value.cast::<bool>() }
-        .map(Some)
-        .map_err(|e| LockError::invalid(e.reason))
+    optional_cast(options, key, ValueType::Boolean, "a boolean")
 }

@@ -683,27 +683,16 @@ pub fn waits_on_js_thread(env: Env) -> bool {
     js_thread_events(&env).is_some()
 }
 
-/// Nanoseconds per iteration of each floor, for `npm run bench`.
-#[napi(object)]
-pub struct BenchmarkFloors {
-    pub flock_pair: f64,
-    pub mkdir_rmdir: f64,
-    pub engine_cycle: f64,
-    pub engine_mkdir_cycle: f64,
-}
-
 /// For `npm run bench`: the kernel primitives and one engine cycle, timed in Rust in
 /// the directory `dir` (see `bench_floors.rs`).
 #[napi(catch_unwind)]
-pub fn benchmark_floors(env: Env, dir: String, iterations: u32) -> napi::Result<BenchmarkFloors> {
-    let floors = guarded(&env, || {
+pub fn benchmark_floors(
+    env: Env,
+    dir: String,
+    iterations: u32,
+) -> napi::Result<bench_floors::Floors> {
+    guarded(&env, || {
         bench_floors::measure(std::path::Path::new(&dir), iterations)
-    })?;
-    Ok(BenchmarkFloors {
-        flock_pair: floors.flock_pair,
-        mkdir_rmdir: floors.mkdir_rmdir,
-        engine_cycle: floors.engine_cycle,
-        engine_mkdir_cycle: floors.engine_mkdir_cycle,
     })
 }
 

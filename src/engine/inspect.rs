@@ -155,12 +155,7 @@ pub fn force_release(lockfile: &Path, target: &Path, stale_ms: u64) -> Result<bo
         let holder = status
             .owners
             .iter()
-            .map(|o| {
-                format!(
-                    "{} (PID {} on {})",
-                    o.record.process, o.record.pid, o.record.host
-                )
-            })
+            .map(|o| o.record.who())
             .collect::<Vec<_>>()
             .join(", ");
         let holder = if holder.is_empty() {
@@ -244,12 +239,7 @@ pub fn mkdir_cleanup(dir: &Path, stale_ms: u64, dry_run: bool) -> Result<Cleanup
 pub fn mkdir_force_release(dir: &Path, target: &Path, stale_ms: u64, force: bool) -> Result<bool> {
     let status = mkdir_status(dir, stale_ms)?;
     if status.locked && !force {
-        let holder = status.owners.first().map(|o| {
-            format!(
-                "{} (PID {} on {})",
-                o.record.process, o.record.pid, o.record.host
-            )
-        });
+        let holder = status.owners.first().map(|o| o.record.who());
         return Err(LockError::new(
             code::LOCKED,
             format!(

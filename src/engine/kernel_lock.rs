@@ -78,10 +78,6 @@ impl KernelLock {
         &self.record
     }
 
-    pub fn is_compromised(&self) -> bool {
-        self.compromised
-    }
-
     /// Writes a fresh heartbeat into the record, first checking that the record is
     /// still ours: an `ECOMPROMISED` error means someone removed or replaced it.
     pub fn beat(&mut self, now: u64) -> Result<()> {
@@ -170,7 +166,8 @@ impl KernelLock {
         let _ = lock_file.file.unlock();
         wake_waiters(&lock_file.file);
         if !self.compromised {
-            lock_file.keep_idle(&self.path);
+            // Released: the path is not needed here any more, and keys the idle file.
+            lock_file.keep_idle(std::mem::take(&mut self.path));
         }
         outcome
     }
@@ -201,10 +198,6 @@ impl Contender {
             writer_waiting: None,
             opens: 0,
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     pub fn writer_waiting_path(&self) -> PathBuf {
@@ -379,7 +372,7 @@ impl Drop for Contender {
     fn drop(&mut self) {
         self.leave_writer_gate();
         if let Some(lock_file) = self.main.take() {
-            lock_file.keep_idle(&self.path);
+            lock_file.keep_idle(std::mem::take(&mut self.path));
         }
     }
 }
@@ -575,7 +568,10 @@ pub fn remove_dead_reader_records(lockfile: &Path, dry_run: bool) -> Vec<PathBuf
         let Ok(file) = open_read_only(&path) else {
             continue;
         };
+        // Empty: a reader between creating its record and locking it (it writes only
+        // once locked), not a dead one.
         if file.try_lock().is_ok()
+            && file.metadata().is_ok_and(|m| m.len() > 0)
             && still_at_path(&file, &path)
             && (dry_run || fs::remove_file(&path).is_ok())
         {
@@ -624,16 +620,11 @@ fn write_reader_record(lockfile: &Path, lock_id: &str, json: &[u8]) -> Result<(F
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     no_follow(&mut options);
-    loop {
-        let mut file = options.open(&path).map_err(io_err)?;
-        file.lock().map_err(io_err)?;
-        // A sweep can take the new, not yet locked record for a dead reader's and
-        // unlink it; then it is made again.
-        if still_at_path(&file, &path) {
-            file.write_all(json).map_err(io_err)?;
-            return Ok((file, path));
-        }
-    }
+    let mut file = options.open(&path).map_err(io_err)?;
+    // Locked before it has content: a sweep leaves an empty record alone.
+    file.lock().map_err(io_err)?;
+    file.write_all(json).map_err(io_err)?;
+    Ok((file, path))
 }
 
 #[cfg(test)]
@@ -791,6 +782,20 @@ mod tests {
         let reader = attempt(dir.path(), LockMode::Shared, "r", false).unwrap();
         assert!(!fs::read(&path).unwrap().is_empty());
         assert!(release_wakes_waiters(&path, reader));
+    }
+
+    #[test]
+    fn a_sweep_removes_dead_readers_records_but_not_one_still_being_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let lockfile = dir.path().join("t.lock");
+        let readers = sibling(&lockfile, READERS_DIR_SUFFIX);
+        fs::create_dir(&readers).unwrap();
+        // Created, not yet locked or written: a live reader a moment from its lock.
+        fs::write(readers.join("new.json"), "").unwrap();
+        fs::write(readers.join("dead.json"), "{\"pid\":1}").unwrap();
+        let removed = remove_dead_reader_records(&lockfile, false);
+        assert_eq!(removed, vec![readers.join("dead.json")]);
+        assert!(readers.join("new.json").exists());
     }
 
     /// A reader held back by a waiting writer must not wake itself with its own

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 /// How many released lock files stay open. Only on Linux: waiters there also wake on
@@ -47,7 +47,7 @@ impl LockFile {
 
     /// Keeps this (unlocked) file open for the next acquire of `path`.
     #[cfg(target_os = "linux")]
-    pub fn keep_idle(self, path: &Path) {
+    pub fn keep_idle(self, path: PathBuf) {
         let mut idle = idle();
         if idle.len() >= IDLE_LIMIT && !idle.contains_key(path.as_os_str()) {
             // Any one will do: an idle file only saves an open.
@@ -55,12 +55,12 @@ impl LockFile {
                 idle.remove(&evicted);
             }
         }
-        idle.insert(path.as_os_str().to_owned(), self);
+        idle.insert(path.into_os_string(), self);
     }
 
     /// Elsewhere the file closes here: its close is what wakes waiters.
     #[cfg(not(target_os = "linux"))]
-    pub fn keep_idle(self, _path: &Path) {}
+    pub fn keep_idle(self, _path: PathBuf) {}
 
     /// Whether `path` still names this file. A lock on a file that was removed or
     /// replaced excludes nobody, since newcomers open whatever the path names now.
@@ -275,7 +275,7 @@ mod tests {
     fn an_idle_file_is_reused_until_its_path_names_another() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.lock");
-        LockFile::open(&path, true).unwrap().keep_idle(&path);
+        LockFile::open(&path, true).unwrap().keep_idle(path.clone());
         let idle = LockFile::take_idle(&path).expect("kept");
         assert!(idle.is_at(&path));
         assert!(LockFile::take_idle(&path).is_none(), "taken once");
@@ -289,7 +289,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for i in 0..IDLE_LIMIT + 10 {
             let path = dir.path().join(format!("{i}.lock"));
-            LockFile::open(&path, true).unwrap().keep_idle(&path);
+            LockFile::open(&path, true).unwrap().keep_idle(path.clone());
         }
         assert!(idle().len() <= IDLE_LIMIT);
     }

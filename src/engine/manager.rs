@@ -21,7 +21,7 @@ use super::metrics::{Event, Metrics, MetricsSnapshot};
 use super::owner_record::{now_ms, LockMode, OwnerRecord, ProcessIdentity};
 use super::release_events::ReleaseEvents;
 use super::strategy::{HeldLock, Strategy};
-use super::waiting::{runtime, turn_for, wait_for_lock, Turn};
+use super::waiting::{existing_turn, runtime, turn_for, wait_for_lock, Turn};
 
 /// Used when neither the manager nor the call sets `timeout`.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
@@ -406,18 +406,21 @@ impl LockManager {
         mode: LockMode,
         asked: Instant,
     ) -> Result<Option<LockGrant>> {
-        let turn = turn_for(lockfile);
+        let attempt = || -> Result<Option<Box<dyn HeldLock>>> {
+            let mut contender = self
+                .inner
+                .strategy
+                .contender(lockfile.to_path_buf(), mode)?;
+            let lock_id = ProcessIdentity::get().next_lock_id();
+            contender.try_acquire(&self.inner.claimant, lock_id, false)
+        };
         // Someone in this process is already waiting: they go first.
-        let granted = match turn.try_lock() {
-            Ok(_turn) => {
-                let mut contender = self
-                    .inner
-                    .strategy
-                    .contender(lockfile.to_path_buf(), mode)?;
-                let lock_id = ProcessIdentity::get().next_lock_id();
-                contender.try_acquire(&self.inner.claimant, lock_id, false)?
-            }
-            Err(_) => None,
+        let granted = match existing_turn(lockfile) {
+            None => attempt()?,
+            Some(turn) => match turn.try_lock() {
+                Ok(_turn) => attempt()?,
+                Err(_) => None,
+            },
         };
         match granted {
             Some(lock) => Ok(Some(self.register(target, lock, asked))),

@@ -14,7 +14,7 @@
 //!   processes that both saw the lock stale both win (its #121); two lockwright
 //!   processes cannot.
 
-use std::fs::{self, File, FileTimes, OpenOptions, TryLockError};
+use std::fs::{self, File, FileTimes, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{code, LockError, Result};
 use super::kernel_lock::{sibling, Claimant};
 use super::liveness::holder_alive;
+use super::lock_file::open_no_follow;
 use super::owner_record::{now_ms, LockMode, OwnerRecord};
 use super::strategy::{Contend, HeldLock};
 
@@ -111,27 +112,10 @@ impl MkdirContender {
         claimant: &Claimant,
         lock_id: &str,
     ) -> Result<Option<MkdirLock>> {
-        let guard_path = sibling(&self.dir, TAKEOVER_SUFFIX);
-        let guard =
-            open_guard(&guard_path).map_err(|e| LockError::from_io(&e, "open", &guard_path))?;
-        // Never block on it: a peer stopped while holding it would freeze this wait
-        // and every other on its thread. Someone else taking over means "not now".
-        match guard.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Ok(None),
-            Err(TryLockError::Error(e)) => return Err(LockError::from_io(&e, "lock", &guard_path)),
-        }
-        let still_stale = match fs::symlink_metadata(&self.dir) {
-            Ok(meta) => dir_id(&meta) == judged && is_stale(&self.dir, &meta, self.stale_ms),
-            Err(_) => false, // gone already: a plain mkdir below decides
-        };
-        if still_stale {
-            remove_owner_record_of(&self.dir, judged);
-            match fs::remove_dir(&self.dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(LockError::from_io(&e, "rmdir", &self.dir)),
-            }
+        let (dir, stale_ms) = (&self.dir, self.stale_ms);
+        // Someone else taking over right now means "not now".
+        if remove_judged(dir, judged, |meta| is_stale(dir, meta, stale_ms), false)?.is_none() {
+            return Ok(None);
         }
         self.generation += 1;
         self.try_mkdir(claimant, lock_id)
@@ -248,41 +232,43 @@ pub fn remove_if_stale(dir: &Path, stale_ms: u64, force: bool, dry_run: bool) ->
     if !meta.is_dir() || !stale(&meta) {
         return Ok(false);
     }
-    let judged = dir_id(&meta);
+    Ok(remove_judged(dir, dir_id(&meta), stale, dry_run)?.unwrap_or(false))
+}
+
+/// Removes the lock directory `dir` if it is still the one judged (`judged`) and
+/// `removable` still says so, both checked again under the takeover guard. Returns
+/// whether it removed it (with `dry_run`, would have), or `None` when someone else
+/// holds the guard: never blocks on it, since a peer stopped while holding it would
+/// freeze every wait on this thread.
+fn remove_judged(
+    dir: &Path,
+    judged: DirId,
+    removable: impl Fn(&fs::Metadata) -> bool,
+    dry_run: bool,
+) -> Result<Option<bool>> {
     let guard_path = sibling(dir, TAKEOVER_SUFFIX);
-    let guard = open_guard(&guard_path).map_err(|e| LockError::from_io(&e, "open", &guard_path))?;
+    let guard = open_no_follow(&guard_path, true)
+        .map_err(|e| LockError::from_io(&e, "open", &guard_path))?;
     match guard.try_lock() {
         Ok(()) => {}
-        // Someone else is taking it over or sweeping it right now.
-        Err(TryLockError::WouldBlock) => return Ok(false),
+        Err(TryLockError::WouldBlock) => return Ok(None),
         Err(TryLockError::Error(e)) => return Err(LockError::from_io(&e, "lock", &guard_path)),
     }
     match fs::symlink_metadata(dir) {
-        Ok(meta) if dir_id(&meta) == judged && stale(&meta) => {}
-        _ => return Ok(false),
+        Ok(meta) if dir_id(&meta) == judged && removable(&meta) => {}
+        _ => return Ok(Some(false)),
     }
     if dry_run {
-        return Ok(true);
+        return Ok(Some(true));
     }
     remove_owner_record_of(dir, judged);
     match fs::remove_dir(dir) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Ok(()) => Ok(Some(true)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(false)),
         // Lock directories are kept empty: one with content is not a lock.
-        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(Some(false)),
         Err(e) => Err(LockError::from_io(&e, "rmdir", dir)),
     }
-}
-
-fn open_guard(path: &Path) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.read(true).write(true).create(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NOFOLLOW).mode(0o644);
-    }
-    options.open(path)
 }
 
 /// Sets the open directory's mtime to `at` and returns it as the filesystem stored

@@ -54,6 +54,13 @@ pub struct OwnerRecord {
     pub token: u64,
 }
 
+impl OwnerRecord {
+    /// The holder as error messages name it: `mcp-server (PID 12345 on build-1)`.
+    pub fn who(&self) -> String {
+        format!("{} (PID {} on {})", self.process, self.pid, self.host)
+    }
+}
+
 /// What stays in a lock file after release: no owner, only the last fencing token,
 /// so the next exclusive grant can continue the sequence.
 #[derive(Debug, Serialize, Deserialize)]

@@ -187,7 +187,7 @@ mod backend {
     use std::sync::Mutex;
 
     use futures_util::StreamExt;
-    use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+    use inotify::{Event, EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 
     use super::{deliver, deliver_to_all, Table};
     use crate::engine::waiting::runtime;
@@ -207,9 +207,30 @@ mod backend {
         by_path: HashMap<PathBuf, WatchDescriptor>,
     }
 
+    /// The paths each watch stands for.
+    type ByWatch = std::sync::Arc<Mutex<HashMap<WatchDescriptor, Vec<PathBuf>>>>;
+
+    /// Wakes the waiters of the paths these events name. An overflow means events
+    /// were dropped, any waiter's release among them: it wakes every waiter.
+    fn dispatch<S>(paths: &ByWatch, table: &Table, events: impl IntoIterator<Item = Event<S>>) {
+        let mut named = Vec::new();
+        let mut overflowed = false;
+        {
+            let paths = paths.lock().unwrap_or_else(|p| p.into_inner());
+            for event in events {
+                overflowed |= event.mask.contains(EventMask::Q_OVERFLOW);
+                named.extend(paths.get(&event.wd).into_iter().flatten().cloned());
+            }
+        }
+        if overflowed {
+            deliver_to_all(table);
+        }
+        deliver(table, named.iter().map(PathBuf::as_path));
+    }
+
     pub struct Backend {
         state: Mutex<Watching>,
-        paths: std::sync::Arc<Mutex<HashMap<WatchDescriptor, Vec<PathBuf>>>>,
+        paths: ByWatch,
         /// The instance itself when its owner reads it (`ReleaseEvents::polled`).
         polled: Option<Mutex<Inotify>>,
     }
@@ -246,47 +267,21 @@ mod backend {
             let mut buffer = [0u8; 4096];
             // Until the queue is empty (`WouldBlock`) or the instance fails.
             while let Ok(events) = inotify.read_events(&mut buffer) {
-                let mut named = Vec::new();
-                let mut overflowed = false;
-                {
-                    let paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
-                    for event in events {
-                        overflowed |= event.mask.contains(EventMask::Q_OVERFLOW);
-                        named.extend(paths.get(&event.wd).into_iter().flatten().cloned());
-                    }
-                }
-                if overflowed {
-                    deliver_to_all(table);
-                }
-                if named.is_empty() {
-                    continue;
-                }
-                deliver(table, named.iter().map(PathBuf::as_path));
+                dispatch(&self.paths, table, events);
             }
         }
 
         pub fn start(table: Table) -> Option<Backend> {
             let inotify = Inotify::init().ok()?;
             let watches = inotify.watches();
-            let paths: std::sync::Arc<Mutex<HashMap<WatchDescriptor, Vec<PathBuf>>>> =
-                Default::default();
+            let paths: ByWatch = Default::default();
             let by_wd = std::sync::Arc::clone(&paths);
             let _guard = runtime().enter();
             let mut events = inotify.into_event_stream(vec![0u8; 4096]).ok()?;
             // Read on the wait runtime itself: the waiter woken runs on the same thread.
             runtime().spawn(async move {
                 while let Some(Ok(event)) = events.next().await {
-                    if event.mask.contains(EventMask::Q_OVERFLOW) {
-                        deliver_to_all(&table);
-                    }
-                    let named = by_wd
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get(&event.wd)
-                        .cloned();
-                    if let Some(named) = named {
-                        deliver(&table, named.iter().map(PathBuf::as_path));
-                    }
+                    dispatch(&by_wd, &table, [event]);
                 }
             });
             Some(Backend {

@@ -39,15 +39,22 @@ pub fn runtime() -> &'static Runtime {
 
 pub type Turn = Arc<FifoMutex<()>>;
 
-/// The in-process queue for one lock file. tokio's mutex grants in request order,
-/// which is what makes waiters in one process first-come first-served.
-/// Keyed by the path's bytes, as the idle files are: lock file paths arrive normalised.
-pub fn turn_for(lockfile: &Path) -> Turn {
-    static TURNS: OnceLock<Mutex<HashMap<OsString, Weak<FifoMutex<()>>>>> = OnceLock::new();
-    let mut turns = TURNS
+type Turns = HashMap<OsString, Weak<FifoMutex<()>>>;
+
+/// Queues by lock file, keyed by the path's bytes, as the idle files are: lock file
+/// paths arrive normalised.
+fn turns() -> std::sync::MutexGuard<'static, Turns> {
+    static TURNS: OnceLock<Mutex<Turns>> = OnceLock::new();
+    TURNS
         .get_or_init(Default::default)
         .lock()
-        .unwrap_or_else(|p| p.into_inner());
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// The in-process queue for one lock file. tokio's mutex grants in request order,
+/// which is what makes waiters in one process first-come first-served.
+pub fn turn_for(lockfile: &Path) -> Turn {
+    let mut turns = turns();
     if let Some(turn) = turns.get(lockfile.as_os_str()).and_then(Weak::upgrade) {
         return turn;
     }
@@ -59,6 +66,12 @@ pub fn turn_for(lockfile: &Path) -> Turn {
     let turn = Arc::new(FifoMutex::new(()));
     turns.insert(lockfile.as_os_str().to_owned(), Arc::downgrade(&turn));
     turn
+}
+
+/// The queue for `lockfile` if a wait in this process has one; an uncontended
+/// attempt only asks, and makes none.
+pub fn existing_turn(lockfile: &Path) -> Option<Turn> {
+    turns().get(lockfile.as_os_str()).and_then(Weak::upgrade)
 }
 
 /// Waits, first for this process's earlier waiters, then for the kernel lock. The
