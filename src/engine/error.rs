@@ -47,10 +47,31 @@ impl LockError {
     /// Keeps the OS error's own name as the code, so callers can branch on
     /// `ENOENT`/`EACCES` exactly as they do with Node's `fs` errors.
     pub fn from_io(err: &io::Error, action: &str, path: &Path) -> Self {
+        if let Some(found) = super::safe_fs::as_not_a_lock_file(err) {
+            return LockError::not_a_lock_file(path, found.found);
+        }
         let code = errno_name(err).unwrap_or("EIO");
+        let mut message = format!("{code}: {err}, {action} '{}'", path.display());
+        if code == "EACCES" {
+            // Another user's lock file: say whose, so the fix (a shared group, or a
+            // lock directory of one's own) is plain.
+            if let Some(owner) = super::safe_fs::owner_of(path) {
+                message.push_str(&format!(" (the file belongs to {owner})"));
+            }
+        }
+        LockError::new(code, message, Some(path))
+    }
+
+    /// `EEXIST`: something that is not a lock file sits where a lock file would be.
+    /// Nothing was written to it; the way out is another lock file path.
+    pub fn not_a_lock_file(path: &Path, found: &str) -> Self {
         LockError::new(
-            code,
-            format!("{code}: {err}, {action} '{}'", path.display()),
+            "EEXIST",
+            format!(
+                "EEXIST: '{}' exists and is not a lock file ({found}); it was left untouched. \
+                 Lock through another file with the `lockDir` or `lockfilePath` option",
+                path.display()
+            ),
             Some(path),
         )
     }

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod mkdir_lock;
 pub mod owner_record;
 pub mod release_events;
+pub mod safe_fs;
 pub mod strategy;
 pub mod waiting;
 
