@@ -601,36 +601,48 @@ pub fn probe(lockfile: &Path) -> Result<Holding> {
 
 /// Who holds a lock file, found without taking its lock: the kernel's table where it
 /// can be read, with the PIDs it lists. The table leaves out holders in PID
-/// namespaces we cannot see, so where it lists nobody but a record says a holder is
-/// in (a dead holder's record, or a live reader's), only a probe can tell; and off
-/// Linux the probe is all there is.
+/// namespaces we cannot see, so where it lists nobody while the records say someone
+/// is in, and the records stay the same around the look (a live holder we can see
+/// rewrites its record before it unlocks), only a probe can tell a dead holder from
+/// an unseen one. Off Linux the probe is all there is.
 pub fn observe(lockfile: &Path) -> Result<(Holding, Vec<i32>)> {
     let file = match safe_fs::open_file(lockfile, Access::Read, Create::No) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Holding::Missing, Vec::new())),
         Err(e) => return Err(LockError::from_io(&e, "open", lockfile)),
     };
-    match lock_table::flocks_on(&file) {
-        Some(entries) if !entries.is_empty() => {
-            let holding = if entries.iter().any(|e| e.exclusive) {
-                Holding::Exclusive
-            } else {
-                Holding::Shared
-            };
-            Ok((holding, entries.iter().map(|e| e.pid).collect()))
-        }
-        Some(_) => {
-            let record_says_held = read_whole(&file)
-                .is_ok_and(|content| matches!(classify(&content), Leftover::DeadHolder(_)))
-                || !reader_owners(lockfile, true).is_empty();
-            if record_says_held {
-                Ok((probe(lockfile)?, Vec::new()))
-            } else {
-                Ok((Holding::Free, Vec::new()))
-            }
-        }
-        None => Ok((probe(lockfile)?, Vec::new())),
+    let before = recorded_holders(&file, lockfile);
+    let Some(entries) = lock_table::flocks_on(&file) else {
+        return Ok((probe(lockfile)?, Vec::new()));
+    };
+    if !entries.is_empty() {
+        let holding = if entries.iter().any(|e| e.exclusive) {
+            Holding::Exclusive
+        } else {
+            Holding::Shared
+        };
+        return Ok((holding, entries.iter().map(|e| e.pid).collect()));
     }
+    if before.is_empty() || recorded_holders(&file, lockfile) != before {
+        // Nobody was recorded, or holders came and went while we looked: at the
+        // moment the table was read, the lock was free.
+        return Ok((Holding::Free, Vec::new()));
+    }
+    Ok((probe(lockfile)?, Vec::new()))
+}
+
+/// The lock ids the records name as holding now: the exclusive holder's, and each
+/// reader whose record is still locked.
+fn recorded_holders(file: &File, lockfile: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = reader_owners(lockfile, true)
+        .into_iter()
+        .map(|r| r.lock_id)
+        .collect();
+    if let Some(record) = parse_record(file) {
+        ids.push(record.lock_id);
+    }
+    ids.sort();
+    ids
 }
 
 /// What a lock file nobody holds contains.
@@ -687,7 +699,7 @@ pub enum Swept {
 /// finds nothing to do never takes the lock (a `tryAcquire` elsewhere would fail).
 /// With `dry_run`, makes the same checks and says what it would do.
 pub fn sweep_unheld(lockfile: &Path, dry_run: bool) -> Result<Swept> {
-    if !matches!(leftover(lockfile), Leftover::DeadHolder(_)) {
+    if !matches!(leftover(lockfile), Leftover::DeadHolder(_)) || observe(lockfile)?.0 != Holding::Free {
         return Ok(Swept::Kept);
     }
     let file = match safe_fs::open_file(lockfile, Access::ReadWrite, Create::No) {
