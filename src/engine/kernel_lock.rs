@@ -882,6 +882,22 @@ mod tests {
     }
 
     #[test]
+    fn releasing_a_lock_whose_file_was_removed_is_compromised() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = attempt(dir.path(), LockMode::Exclusive, "a", false).unwrap();
+        fs::remove_file(dir.path().join("t.lock")).unwrap();
+        // A newcomer made a new file at the path and "holds the lock" beside us.
+        let newcomer = attempt(dir.path(), LockMode::Exclusive, "b", false).unwrap();
+        let err = held.release().unwrap_err();
+        assert_eq!(err.code, code::COMPROMISED);
+        // The newcomer's record is left alone.
+        let on_disk: OwnerRecord =
+            serde_json::from_slice(&fs::read(dir.path().join("t.lock")).unwrap()).unwrap();
+        assert_eq!(on_disk.lock_id, "b");
+        newcomer.release().unwrap();
+    }
+
+    #[test]
     fn a_lock_file_removed_while_idle_is_not_reused() {
         let dir = tempfile::tempdir().unwrap();
         // Released: the file stays open in this process's idle set.
