@@ -337,12 +337,11 @@ fn rmdir_error(e: &io::Error, dir: &Path) -> LockError {
 /// `FILE_WRITE_ATTRIBUTES`: a plain `File::open` failed there and every heartbeat with it.
 pub fn open_lock_dir(dir: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
+    options.read(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY);
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY);
     }
     #[cfg(windows)]
     {
@@ -724,6 +723,7 @@ mod tests {
     }
 
     /// Runs `work` on a thread; a hang (an open blocked on a FIFO) fails the test.
+    #[cfg(unix)]
     fn within_seconds<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
         let (done, result) = std::sync::mpsc::channel();
         std::thread::spawn(move || done.send(work()));
