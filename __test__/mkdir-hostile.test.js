@@ -210,6 +210,8 @@ test('cleanupStaleLocks and forceRelease never follow a symlinked lock directory
   await assert.rejects(manager.forceRelease(join(dir, 'x.json'), { force: true }), { code: 'EEXIST', message: /a symbolic link/ })
   assert.ok(fs.statSync(elsewhere).isDirectory())
   assert.ok(fs.lstatSync(join(dir, 'x.json.lock')).isSymbolicLink())
+  // The drop-in's check judges the symlink itself (fresh), not the old directory.
+  assert.equal(lockfile.checkSync(join(dir, 'x.json'), { realpath: false }), true)
 })
 
 test('mkdir grants carry strictly increasing fencing tokens, across releases and processes', async (t) => {

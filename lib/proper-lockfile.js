@@ -190,7 +190,8 @@ function unlockSync(file, options) {
 
 function isLocked(file, options) {
   try {
-    const stat = fs.statSync(lockfileOf(file, options))
+    // lstat: a symlink planted at the lock's name is judged itself, never followed.
+    const stat = fs.lstatSync(lockfileOf(file, options))
     if (stat.mtime.getTime() < Date.now() - options.stale) return false
     // Not a lock directory: proper-lockfile judges it by its mtime alone.
     if (!stat.isDirectory()) return true
