@@ -39,6 +39,15 @@ pub const OWNER_SUFFIX: &str = ".owner.json";
 pub const TAKEOVER_SUFFIX: &str = ".takeover";
 pub const TOKEN_SUFFIX: &str = ".token";
 
+/// Read-only is enough for a kernel lock: another user's guard (a dead holder's, made
+/// before guards were shared) no longer stops every takeover with EACCES. Windows
+/// cannot create a file opened read-only (std refuses `create` without write), and
+/// has no sticky directories to share.
+#[cfg(unix)]
+const GUARD_ACCESS: Access = Access::Read;
+#[cfg(not(unix))]
+const GUARD_ACCESS: Access = Access::ReadWrite;
+
 /// The owner record beside a lock directory, tied to that directory's identity.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -292,9 +301,7 @@ fn remove_judged(
     dry_run: bool,
 ) -> Result<Option<bool>> {
     let guard_path = sibling(dir, TAKEOVER_SUFFIX);
-    // Read-only is enough for a kernel lock: another user's guard (a dead holder's,
-    // made before guards were shared) no longer stops every takeover with EACCES.
-    let guard = safe_fs::open_file(&guard_path, Access::Read, Create::IfMissing)
+    let guard = safe_fs::open_file(&guard_path, GUARD_ACCESS, Create::IfMissing)
         .map_err(|e| LockError::from_io(&e, "open", &guard_path))?;
     match guard.try_lock() {
         Ok(()) => {}
