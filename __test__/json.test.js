@@ -34,16 +34,18 @@ test('writeFileAtomic: typed errors, nothing left behind', async (t) => {
   assert.deepEqual(fs.readdirSync(dir), [])
 })
 
-test('a temp file left by a crashed writer is removed by the next write', async (t) => {
+test('writeFileAtomic never touches another writer\'s temp file, whatever its name says', async (t) => {
   const dir = tempDir(t)
   const file = join(dir, 'state.json')
-  // A writer process that dies before renaming leaves its temp file.
+  // A temp file named by a PID that is dead here may be another host's or container's,
+  // still being written.
   const crashed = spawn(process.execPath, ['-e', '0'])
   await once(crashed, 'exit')
-  const leftover = join(dir, `.state.json.lockwright-${crashed.pid}-0.tmp`)
-  fs.writeFileSync(leftover, '{"half":')
+  const theirs = join(dir, `.state.json.lockwright-${crashed.pid}-0.tmp`)
+  fs.writeFileSync(theirs, '{"half":')
   await writeFileAtomic(file, '{}')
-  assert.deepEqual(fs.readdirSync(dir), ['state.json'])
+  assert.deepEqual(fs.readdirSync(dir).sort(), [`.state.json.lockwright-${crashed.pid}-0.tmp`, 'state.json'])
+  assert.equal(fs.readFileSync(theirs, 'utf8'), '{"half":')
 })
 
 test('updateJson: missing file, sync and async fn, in-place changes, backup', async (t) => {

@@ -137,7 +137,8 @@ test('a Rust panic is an EPANIC error, in a call or in a wait, and Node keeps ru
 test('a lock path of the wrong kind is a typed error for each strategy', async (t) => {
   const dir = tempDir(t)
   fs.mkdirSync(join(dir, 'a.json.lock'))
-  await assert.rejects(new LockManager().acquire(join(dir, 'a.json')), { code: 'EISDIR' })
+  // A fresh directory there is proper-lockfile's lock: held, and the message says how to share it.
+  await assert.rejects(new LockManager().acquire(join(dir, 'a.json')), { code: 'ELOCKED', message: /proper-lockfile.*strategy: 'mkdir'/ })
   // Not a lockwright lock file: EEXIST, left as it is (a kernel lock file is ENOTDIR,
   // see mkdir-hostile.test.js).
   fs.writeFileSync(join(dir, 'b.json.lock'), 'a file')
@@ -145,15 +146,22 @@ test('a lock path of the wrong kind is a typed error for each strategy', async (
   assert.equal(fs.readFileSync(join(dir, 'b.json.lock'), 'utf8'), 'a file')
 })
 
-test('garbage in a lock record does not stop the next holder', async (t) => {
+test('garbage at a lock path is not ours: a grant refuses it with EEXIST and leaves it byte for byte', async (t) => {
   const file = join(tempDir(t), 'a.json')
-  fs.writeFileSync(`${file}.lock`, '\u0000\u0001 not json at all {{{')
+  const garbage = '\u0000\u0001 not json at all {{{'
+  fs.writeFileSync(`${file}.lock`, garbage)
   const manager = new LockManager()
-  // Not ours to judge (a sweep leaves it alone), and no obstacle to a grant.
+  // Not ours to judge (a sweep leaves it alone), and not ours to overwrite.
   assert.deepEqual([manager.status(file).locked, manager.status(file).stale], [false, false])
+  await assert.rejects(manager.acquire(file, { timeout: 0 }), {
+    code: 'EEXIST',
+    message: /a\.json\.lock' exists and is not a lock file.*lockDir.*lockfilePath/,
+  })
+  assert.equal(fs.readFileSync(`${file}.lock`, 'utf8'), garbage)
+  // Once the file is out of the way, the lock works.
+  fs.unlinkSync(`${file}.lock`)
   const lock = await manager.acquire(file, { timeout: 0 })
   assert.equal(lock.token, 1)
-  assert.equal(JSON.parse(fs.readFileSync(`${file}.lock`, 'utf8')).lockId, lock.id)
   await lock.release()
 })
 

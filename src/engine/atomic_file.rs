@@ -3,16 +3,11 @@
 //! target (atomic within one filesystem), fsync the directory so the rename itself
 //! survives a power cut.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::error::{LockError, Result};
-use super::liveness::process_start;
-
-const TEMP_TAG: &str = ".lockwright-";
-const TEMP_SUFFIX: &str = ".tmp";
 
 #[derive(Debug, Clone, Copy)]
 pub struct AtomicWriteOptions {
@@ -31,126 +26,88 @@ impl Default for AtomicWriteOptions {
     }
 }
 
-/// `.<name>.lockwright-<pid>-<n>.tmp` beside the target: the pid lets the next writer
-/// tell a crashed writer's leftover from a live writer's temp file.
-fn temp_path(target: &Path) -> Result<PathBuf> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = target.file_name().ok_or_else(|| {
-        LockError::invalid_path(
+/// Where the data really goes: a symlinked target is written through, as npm's
+/// write-file-atomic does, so the link stays a link and the file it names changes.
+/// A target that does not exist yet (or a dangling link) is written at its own path.
+fn real_target(target: &Path) -> Result<PathBuf> {
+    if target.file_name().is_none() {
+        return Err(LockError::invalid_path(
             format!("'{}' names no file to write", target.display()),
             target,
-        )
-    })?;
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    Ok(target.with_file_name(format!(
-        ".{}{TEMP_TAG}{}-{n}{TEMP_SUFFIX}",
-        name.to_string_lossy(),
-        std::process::id()
-    )))
+        ));
+    }
+    Ok(fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf()))
 }
 
 pub fn write_file_atomic(target: &Path, data: &[u8], options: AtomicWriteOptions) -> Result<()> {
-    remove_crashed_temp_files(target);
-    let temp = temp_path(target)?;
-    let result = write_and_rename(target, &temp, data, options);
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
-}
-
-fn write_and_rename(
-    target: &Path,
-    temp: &Path,
-    data: &[u8],
-    options: AtomicWriteOptions,
-) -> Result<()> {
-    let io_err = |action: &str, path: &Path| {
-        let action = action.to_string();
+    let real = real_target(target)?;
+    let io_err = |action: &'static str, path: &Path| {
         let path = path.to_path_buf();
-        move |e: io::Error| LockError::from_io(&e, &action, &path)
+        move |e: io::Error| LockError::from_io(&e, action, &path)
     };
-    let existing_mode = existing_permissions(target);
-    let mut file = create_new(temp, options.mode.unwrap_or(0o666)).map_err(io_err("open", temp))?;
-    if let Some(permissions) = existing_mode {
-        file.set_permissions(permissions)
-            .map_err(io_err("chmod", temp))?;
+    let dir = match real.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let existing = fs::metadata(&real).ok().filter(|m| m.is_file());
+    // A random name made with O_EXCL: no other writer, on this host or another sharing
+    // the directory, can hold the same name, and none of them has to guess whether a
+    // temp file is abandoned. Removed on any failure (dropping it unlinks it).
+    let prefix = format!(".{}.lockwright-", real.file_name().unwrap_or_default().to_string_lossy());
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // A new file gets `mode` less the umask, as `fs.writeFile` does.
+        builder.permissions(fs::Permissions::from_mode(options.mode.unwrap_or(0o666)));
     }
-    file.write_all(data).map_err(io_err("write", temp))?;
-    if options.fsync {
-        file.sync_all().map_err(io_err("fsync", temp))?;
+    let mut temp = builder.tempfile_in(&dir).map_err(io_err("open", &dir))?;
+    if let Some(meta) = &existing {
+        keep_mode_and_owner(temp.as_file(), meta).map_err(io_err("chmod", temp.path()))?;
     }
-    drop(file);
-    fs::rename(temp, target).map_err(io_err("rename", target))?;
+    temp.write_all(data).map_err(io_err("write", temp.path()))?;
     if options.fsync {
-        sync_dir(target).map_err(io_err("fsync", target))?;
+        temp.as_file().sync_all().map_err(io_err("fsync", temp.path()))?;
+    }
+    temp.persist(&real)
+        .map_err(|e| LockError::from_io(&e.error, "rename", &real))?;
+    if options.fsync {
+        sync_dir(&dir).map_err(io_err("fsync", &dir))?;
     }
     Ok(())
 }
 
-fn existing_permissions(target: &Path) -> Option<fs::Permissions> {
-    fs::metadata(target)
-        .ok()
-        .filter(|m| m.is_file())
-        .map(|m| m.permissions())
-}
-
-fn create_new(path: &Path, mode: u32) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
+/// The replacement keeps the old file's mode, and its owner and group where we may
+/// set them (root may; another user's chown fails with EPERM and the new file is
+/// then ours, as with any rewrite by that user).
+fn keep_mode_and_owner(file: &File, old: &fs::Metadata) -> io::Result<()> {
+    file.set_permissions(old.permissions())?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(mode).custom_flags(libc::O_NOFOLLOW);
+        use std::os::unix::fs::MetadataExt;
+        let new = file.metadata()?;
+        if (new.uid(), new.gid()) != (old.uid(), old.gid()) {
+            match std::os::unix::fs::fchown(file, Some(old.uid()), Some(old.gid())) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+                Err(e) => return Err(e),
+            }
+            // chown clears setuid/setgid bits: put the mode back.
+            file.set_permissions(old.permissions())?;
+        }
     }
-    #[cfg(not(unix))]
-    let _ = mode;
-    options.open(path)
+    Ok(())
 }
 
 #[cfg(unix)]
-fn sync_dir(target: &Path) -> io::Result<()> {
-    let dir = match target.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
+fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 #[cfg(not(unix))]
-fn sync_dir(_target: &Path) -> io::Result<()> {
+fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
-}
-
-/// Temp files of this target whose writer process is gone: what a crash mid-write
-/// leaves. A live writer's temp file is left alone.
-fn remove_crashed_temp_files(target: &Path) {
-    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
-        return;
-    };
-    let prefix = format!(".{}{TEMP_TAG}", name.to_string_lossy());
-    let Ok(entries) = fs::read_dir(if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    }) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = file_name
-            .strip_prefix(&prefix)
-            .and_then(|r| r.strip_suffix(TEMP_SUFFIX))
-        else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid != std::process::id() && process_start(pid).is_none() {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
 }
 
 #[cfg(test)]
@@ -193,21 +150,47 @@ mod tests {
     }
 
     #[test]
-    fn a_crashed_writers_temp_file_is_removed_a_live_ones_kept() {
+    fn other_writers_temp_files_are_never_touched() {
+        // Another host's or container's in-flight temp file: its PID means nothing here.
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("state.json");
-        let dead = dir.path().join(format!(
-            ".state.json{TEMP_TAG}{}-0{TEMP_SUFFIX}",
-            u32::MAX - 5
-        ));
-        let live = dir
-            .path()
-            .join(format!(".state.json{TEMP_TAG}1-0{TEMP_SUFFIX}")); // pid 1 runs
-        fs::write(&dead, b"half").unwrap();
-        fs::write(&live, b"busy").unwrap();
+        let theirs = dir.path().join(".state.json.lockwright-4000000-0.tmp");
+        fs::write(&theirs, b"in flight").unwrap();
         write_file_atomic(&target, b"new", AtomicWriteOptions::default()).unwrap();
-        assert!(!dead.exists());
-        assert!(live.exists());
+        assert_eq!(fs::read(&theirs).unwrap(), b"in flight");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "ours was renamed away");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_target_is_written_through_keeping_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.json");
+        fs::write(&real, b"old").unwrap();
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o640)).unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write_file_atomic(&link, b"new", AtomicWriteOptions::default()).unwrap();
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read(&real).unwrap(), b"new");
+        assert_eq!(fs::metadata(&real).unwrap().permissions().mode() & 0o777, 0o640);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_owner_is_kept_when_root_rewrites_a_users_file() {
+        use std::os::unix::fs::MetadataExt;
+        if !nix::unistd::geteuid().is_root() {
+            return; // only root may give a file away
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("owned.json");
+        fs::write(&target, b"old").unwrap();
+        std::os::unix::fs::chown(&target, Some(65534), Some(65534)).unwrap();
+        write_file_atomic(&target, b"new", AtomicWriteOptions::default()).unwrap();
+        let meta = fs::metadata(&target).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
     }
 
     #[test]

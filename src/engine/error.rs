@@ -122,9 +122,13 @@ impl std::error::Error for LockError {}
 
 pub type Result<T> = std::result::Result<T, LockError>;
 
+/// The errno's name; an error that lost its errno on the way (a library's wrapper
+/// that adds the path) is named by its kind.
 #[cfg(unix)]
 fn errno_name(err: &io::Error) -> Option<&'static str> {
-    let raw = err.raw_os_error()?;
+    let Some(raw) = err.raw_os_error() else {
+        return kind_name(err.kind());
+    };
     // nix's Errno Debug output is the symbolic name ("ENOENT").
     let name = format!("{:?}", nix::errno::Errno::from_raw(raw));
     KNOWN_ERRNO_NAMES
@@ -135,8 +139,12 @@ fn errno_name(err: &io::Error) -> Option<&'static str> {
 
 #[cfg(not(unix))]
 fn errno_name(err: &io::Error) -> Option<&'static str> {
+    kind_name(err.kind())
+}
+
+fn kind_name(kind: io::ErrorKind) -> Option<&'static str> {
     use io::ErrorKind::*;
-    Some(match err.kind() {
+    Some(match kind {
         NotFound => "ENOENT",
         PermissionDenied => "EACCES",
         AlreadyExists => "EEXIST",

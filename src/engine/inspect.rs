@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 
 use super::error::{code, LockError, Result};
 use super::kernel_lock::{
-    self, dead_reader_records, probe, read_holders, sweep_unheld, Holding, Leftover, Swept,
+    self, dead_reader_records, observe, read_holders, sweep_unheld, Holding, Leftover, Swept,
 };
+use super::lock_table;
+use super::safe_fs;
 use super::liveness::{heartbeat_age_ms, holder_alive};
 use super::lock_path::LOCK_SUFFIX;
 use super::mkdir_lock;
-use super::owner_record::{now_ms, LockMode, OwnerRecord};
+use super::owner_record::{now_ms, LockMode, OwnerRecord, ProcessIdentity};
 
 #[derive(Debug, Clone)]
 pub struct OwnerStatus {
@@ -33,7 +35,7 @@ pub struct LockStatus {
 }
 
 pub fn status(lockfile: &Path, stale_ms: u64) -> Result<LockStatus> {
-    let holding = probe(lockfile)?;
+    let (holding, pids) = observe(lockfile)?;
     let now = now_ms();
     let judge = |record: OwnerRecord, alive: bool| OwnerStatus {
         heartbeat_age_ms: heartbeat_age_ms(&record, now),
@@ -48,25 +50,26 @@ pub fn status(lockfile: &Path, stale_ms: u64) -> Result<LockStatus> {
                 .into_iter()
                 .map(|r| judge(r, false))
                 .collect();
-            let empty = match fs::read(lockfile).map(|c| kernel_lock::classify(&c)) {
-                Ok(Leftover::DeadHolder(record)) => {
-                    owners.push(judge(record, false));
-                    false
-                }
-                Ok(Leftover::Empty) => true,
-                _ => false,
-            };
-            let litter = empty || !owners.is_empty();
+            if let Leftover::DeadHolder(record) = kernel_lock::leftover(lockfile) {
+                owners.push(judge(record, false));
+            }
+            let litter = !owners.is_empty();
             (None, owners, litter)
         }
         Holding::Shared | Holding::Exclusive => {
-            let owners = read_holders(lockfile)
+            let mut owners: Vec<OwnerStatus> = read_holders(lockfile)
                 .into_iter()
                 .map(|r| {
                     let alive = holder_alive(&r, stale_ms, now);
                     judge(r, alive)
                 })
                 .collect();
+            if owners.is_empty() {
+                // Held, but no record says by whom: a holder that could not write one
+                // (read access is enough for a kernel lock) or `flock(1)`. Name it by
+                // what the kernel's table says.
+                owners = pids.iter().filter_map(|&pid| unrecorded_holder(pid, holding)).collect();
+            }
             let mode = if holding == Holding::Shared {
                 LockMode::Shared
             } else {
@@ -83,6 +86,34 @@ pub fn status(lockfile: &Path, stale_ms: u64) -> Result<LockStatus> {
         stale,
         mode,
         owners,
+    })
+}
+
+/// An owner entry for a process that holds a lock without a record of its own.
+fn unrecorded_holder(pid: i32, holding: Holding) -> Option<OwnerStatus> {
+    let (uid, command) = lock_table::process_owner(pid)?;
+    let now = now_ms();
+    let identity = ProcessIdentity::get();
+    Some(OwnerStatus {
+        record: OwnerRecord {
+            pid: pid as u32,
+            host: identity.host.clone(),
+            process: command,
+            user: safe_fs::user_name(uid),
+            timestamp: now,
+            heartbeat: now,
+            process_start: None,
+            origin: Default::default(),
+            mode: if holding == Holding::Shared {
+                LockMode::Shared
+            } else {
+                LockMode::Exclusive
+            },
+            lock_id: String::new(),
+            token: 0,
+        },
+        heartbeat_age_ms: 0,
+        alive: true,
     })
 }
 
@@ -128,9 +159,10 @@ pub struct CleanupReport {
     pub kept: usize,
 }
 
-/// Clears the records of holders that died holding a lock, removes empty lock files
-/// and dead readers' records. Keeps held locks, cleanly released lock files (whose
-/// fencing token must survive), and any `*.lock` file whose content is not ours.
+/// Clears the records of holders that died holding a lock and removes dead readers'
+/// records. Keeps held locks, every lock file itself (see `sweep_unheld`: unlinking
+/// one that another process has open splits the lock in two), and any `*.lock` file
+/// whose content is not ours.
 pub fn cleanup(dir: &Path, dry_run: bool) -> Result<CleanupReport> {
     let mut report = CleanupReport::default();
     for lockfile in lock_files(dir)? {
@@ -138,7 +170,6 @@ pub fn cleanup(dir: &Path, dry_run: bool) -> Result<CleanupReport> {
             .removed
             .extend(kernel_lock::remove_dead_reader_records(&lockfile, dry_run));
         match sweep_unheld(&lockfile, dry_run)? {
-            Swept::Removed => report.removed.push(lockfile),
             Swept::Cleared => report.cleared.push(lockfile),
             Swept::Kept => report.kept += 1,
         }

@@ -4,23 +4,31 @@
 //!
 //! Files beside the lock file:
 //! - `<lockfile>.readers/<lockId>.json`: one owner record per shared holder, itself
-//!   locked by that holder, so a record whose lock can be taken is litter.
+//!   locked by that holder, so a record whose lock can be taken is litter. Reached
+//!   only through the directory's descriptor (see `safe_fs`), so a planted symlink in
+//!   place of the directory sends nothing elsewhere.
 //! - `<lockfile>.writer-waiting`: held exclusively by a writer while it waits. Readers
 //!   that find it held wait too, so a stream of readers cannot starve a writer
 //!   (Linux `flock` alone grants new shared locks while a writer waits). It holds one
 //!   byte and is only ever opened read-only after its creation: the writer that leaves
 //!   it reads that byte to wake the readers, and nobody else makes an event on it.
+//!
+//! Every file is opened through `safe_fs`: no symlinks, no FIFOs, bounded reads. A lock
+//! file is written only once its content proves it ours (empty, or a lockwright record):
+//! locking `Gemfile` must never overwrite a `Gemfile.lock` that is not a lock.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Read, Write};
+use std::ffi::OsString;
+use std::fs::{self, File, TryLockError};
+use std::io;
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
+
 use super::error::{code, LockError, Result};
-use super::lock_file::{
-    no_follow, open_no_follow, open_read_only, overwrite, read_whole, still_at_path, wake_waiters,
-    LockFile,
-};
-use super::owner_record::{last_token, now_ms, LockMode, OwnerRecord, ReleasedRecord};
+use super::lock_table;
+use super::lock_file::{overwrite, read_whole, still_at_path, wake_waiters, LockFile};
+use super::owner_record::{now_ms, LockMode, OwnerRecord, ReleasedRecord};
+use super::safe_fs::{self, Access, Create, Dir};
 use super::strategy::{Contend, HeldLock};
 
 pub const READERS_DIR_SUFFIX: &str = ".readers";
@@ -56,6 +64,20 @@ impl Claimant {
     }
 }
 
+/// A shared holder's record file, with the directory it was made in.
+#[derive(Debug)]
+struct ReaderRecord {
+    file: File,
+    dir: Dir,
+    name: OsString,
+}
+
+impl ReaderRecord {
+    fn still_there(&self) -> bool {
+        self.dir.holds(&self.name, &self.file)
+    }
+}
+
 /// A granted kernel lock. Dropping it releases the lock and clears the record.
 #[derive(Debug)]
 pub struct KernelLock {
@@ -64,7 +86,7 @@ pub struct KernelLock {
     record: OwnerRecord,
     /// Bytes the lock file holds now; a shorter record is padded to cover them.
     record_len: usize,
-    reader_record: Option<(File, PathBuf)>,
+    reader_record: Option<ReaderRecord>,
     /// Set once someone else removed or rewrote what we hold; release then leaves
     /// the files alone, as they are no longer ours.
     compromised: bool,
@@ -86,23 +108,15 @@ impl KernelLock {
             return Ok(());
         }
         if let Err(reason) = self.check_still_ours() {
-            self.compromised = true;
-            return Err(LockError::new(
-                code::COMPROMISED,
-                format!(
-                    "The lock on {} was compromised: {reason}",
-                    self.path.display()
-                ),
-                Some(&self.path),
-            ));
+            return Err(self.lose(reason));
         }
         self.record.heartbeat = now;
         let json = serde_json::to_vec(&self.record).expect("an owner record serialises");
         // A failed write (a full disk, EIO) loses nothing: the kernel lock is still
         // ours. The next beat writes again; until then the heartbeat ages.
         match (&self.reader_record, &self.file) {
-            (Some((record_file, _)), _) => {
-                let _ = overwrite(record_file, &json, 0);
+            (Some(reader), _) => {
+                let _ = overwrite(&reader.file, &json, 0);
             }
             (None, Some(lock_file)) => {
                 if overwrite(&lock_file.file, &json, self.record_len).is_ok() {
@@ -114,6 +128,15 @@ impl KernelLock {
         Ok(())
     }
 
+    fn lose(&mut self, reason: &str) -> LockError {
+        self.compromised = true;
+        LockError::new(
+            code::COMPROMISED,
+            format!("The lock on {} was compromised: {reason}", self.path.display()),
+            Some(&self.path),
+        )
+    }
+
     fn check_still_ours(&mut self) -> std::result::Result<(), &'static str> {
         let Some(lock_file) = self.file.as_ref() else {
             return Ok(());
@@ -121,8 +144,8 @@ impl KernelLock {
         if !lock_file.is_at(&self.path) {
             return Err("its lock file was removed or replaced");
         }
-        if let Some((record_file, record_path)) = &self.reader_record {
-            return match still_at_path(record_file, record_path) {
+        if let Some(reader) = &self.reader_record {
+            return match reader.still_there() {
                 true => Ok(()),
                 false => Err("its reader record was removed or replaced"),
             };
@@ -138,7 +161,14 @@ impl KernelLock {
     }
 
     /// Releases now, reporting what went wrong; `Drop` does the same silently.
+    /// A lock whose file was removed or replaced while held (before any heartbeat
+    /// noticed) is `ECOMPROMISED`: someone may have held "the" lock beside us.
     pub fn release(mut self) -> Result<()> {
+        if !self.compromised && self.file.as_ref().is_some_and(LockFile::is_unlinked) {
+            let lost = self.lose("its lock file was removed or replaced while it was held");
+            self.release_inner()?;
+            return Err(lost);
+        }
         self.release_inner()
     }
 
@@ -149,11 +179,10 @@ impl KernelLock {
         let mut outcome = Ok(());
         if self.compromised {
             // Not ours any more: drop our lock without touching what replaced it.
-        } else if let Some((record_file, record_path)) = self.reader_record.take() {
+        } else if let Some(reader) = self.reader_record.take() {
             // Unlink before closing: a prober that then takes the record's lock finds
             // it gone from the directory, never a live-looking leftover.
-            let _ = fs::remove_file(&record_path);
-            drop(record_file);
+            let _ = reader.dir.unlink(&reader.name);
         } else {
             // Keep only the token, so the next exclusive grant continues the sequence.
             let released = serde_json::to_vec(&ReleasedRecord {
@@ -163,10 +192,11 @@ impl KernelLock {
             outcome = overwrite(&lock_file.file, &released, self.record_len)
                 .map_err(|e| LockError::from_io(&e, "clear", &self.path));
         }
-        // Unlock, then wake: waiters must find the lock free when they look.
-        let _ = lock_file.file.unlock();
+        // Unlock, then wake: waiters must find the lock free when they look. A file
+        // whose unlock failed is closed instead of kept: closing drops any lock left.
+        let unlocked = lock_file.file.unlock().is_ok();
         wake_waiters(&lock_file.file);
-        if !self.compromised {
+        if unlocked && !self.compromised {
             // Released: the path is not needed here any more, and keys the idle file.
             lock_file.keep_idle(std::mem::take(&mut self.path));
         }
@@ -227,8 +257,7 @@ impl Contender {
                         Some(idle) => idle,
                         None => {
                             self.opens += 1;
-                            LockFile::open(&self.path, true)
-                                .map_err(|e| LockError::from_io(&e, "open", &self.path))?
+                            LockFile::open(&self.path, true).map_err(|e| self.open_error(e))?
                         }
                     };
                     self.main.insert(lock_file)
@@ -261,15 +290,33 @@ impl Contender {
         Ok(None)
     }
 
+    /// A directory at the lock path is most likely proper-lockfile's lock: say so, and
+    /// how to share locks with it, instead of a bare `EISDIR`.
+    fn open_error(&self, e: io::Error) -> LockError {
+        let directory = safe_fs::as_not_a_lock_file(&e).is_some_and(|n| n.found == "a directory")
+            || e.kind() == io::ErrorKind::IsADirectory;
+        if directory {
+            return foreign_protocol_error(&self.path);
+        }
+        LockError::from_io(&e, "open", &self.path)
+    }
+
     fn grant(
         &self,
         lock_file: LockFile,
         claimant: &Claimant,
         lock_id: String,
     ) -> Result<KernelLock> {
-        let io_err = |e: io::Error| LockError::from_io(&e, "write owner record", &self.path);
+        let io_err = |e: io::Error| LockError::from_io(&e, "read", &self.path);
         let previous = read_whole(&lock_file.file).map_err(io_err)?;
-        let last = last_token(&previous);
+        // Written only if it is ours: `Gemfile.lock` next to a locked `Gemfile` is
+        // someone's data. Dropping `lock_file` on the error closes it and unlocks.
+        let Some(last) = recorded_token(&previous) else {
+            return Err(LockError::not_a_lock_file(
+                &self.path,
+                "its content is not a lockwright record",
+            ));
+        };
         // Only exclusive grants advance the fencing token; readers see the last one.
         let token = if self.mode == LockMode::Exclusive {
             last + 1
@@ -278,9 +325,10 @@ impl Contender {
         };
         let record = claimant.record(self.mode, lock_id, token);
         let json = serde_json::to_vec(&record).expect("an owner record serialises");
+        let write_err = |e: io::Error| LockError::from_io(&e, "write owner record", &self.path);
         let reader_record = match self.mode {
             LockMode::Exclusive => {
-                overwrite(&lock_file.file, &json, previous.len()).map_err(io_err)?;
+                overwrite(&lock_file.file, &json, previous.len()).map_err(write_err)?;
                 None
             }
             LockMode::Shared => {
@@ -310,7 +358,7 @@ impl Contender {
     /// for writing is an event waiters watch, and a reader would wake itself.
     fn writer_is_waiting(&self) -> Result<bool> {
         let gate_path = self.writer_waiting_path();
-        let gate = match open_read_only(&gate_path) {
+        let gate = match safe_fs::open_file(&gate_path, Access::Read, Create::No) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(LockError::from_io(&e, "open", &gate_path)),
@@ -330,12 +378,12 @@ impl Contender {
             return;
         }
         let gate_path = self.writer_waiting_path();
-        let gate = open_read_only(&gate_path).or_else(|e| {
+        let gate = safe_fs::open_file(&gate_path, Access::Read, Create::No).or_else(|e| {
             if e.kind() != io::ErrorKind::NotFound {
                 return Err(e);
             }
             create_writer_gate(&gate_path)?;
-            open_read_only(&gate_path)
+            safe_fs::open_file(&gate_path, Access::Read, Create::No)
         });
         if let Ok(gate) = gate {
             if gate.try_lock().is_ok() {
@@ -354,14 +402,51 @@ impl Contender {
     }
 }
 
+/// The fencing token a lock file's content carries: 0 for an empty file, `None` for
+/// content that is not a lockwright record (another tool's file, or garbage).
+fn recorded_token(content: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct TokenOnly {
+        token: u64,
+    }
+    if content.iter().all(u8::is_ascii_whitespace) {
+        return Some(0);
+    }
+    serde_json::from_slice::<TokenOnly>(content).ok().map(|t| t.token)
+}
+
+/// `ELOCKED` for a directory at a kernel lock path that looks like a live
+/// proper-lockfile lock (fresh mtime), `EEXIST` otherwise; both name the way out.
+pub fn foreign_protocol_error(path: &Path) -> LockError {
+    /// proper-lockfile's default `stale`: its holders refresh the mtime well within it.
+    const PROPER_LOCKFILE_STALE_MS: u128 = 10_000;
+    let fresh = fs::symlink_metadata(path)
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age.as_millis() < PROPER_LOCKFILE_STALE_MS);
+    let hint = "lockwright's default kernel strategy cannot share a lock with proper-lockfile: \
+                use strategy: 'mkdir' (or require('lockwright/proper-lockfile')) in every process \
+                that shares this lock";
+    if fresh {
+        LockError::new(
+            code::LOCKED,
+            format!(
+                "'{}' is a proper-lockfile lock directory, held by a proper-lockfile process; {hint}",
+                path.display()
+            ),
+            Some(path),
+        )
+    } else {
+        LockError::not_a_lock_file(path, &format!("a directory, maybe a stale proper-lockfile lock; {hint}"))
+    }
+}
+
 /// Creates the writer-waiting file with its one byte; losing a race to create it is
 /// fine, the winner wrote the same.
 fn create_writer_gate(path: &Path) -> io::Result<()> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    no_follow(&mut options);
-    match options.open(path) {
-        Ok(mut file) => file.write_all(b"w"),
+    match safe_fs::open_file(path, Access::ReadWrite, Create::New) {
+        Ok(file) => overwrite(&file, b"w", 0),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
@@ -416,31 +501,68 @@ impl Contend for Contender {
     }
 }
 
+/// The readers' directory of `lockfile`, made if `create`. Never a symlink.
+fn readers_dir(lockfile: &Path, create: bool) -> io::Result<Dir> {
+    let parent = match lockfile.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let name = sibling(Path::new(lockfile.file_name().unwrap_or_default()), READERS_DIR_SUFFIX);
+    Dir::open(parent)?.sub_dir(name.as_os_str(), create)
+}
+
+/// A reader record as found by a look at the readers' directory.
+struct FoundRecord {
+    name: OsString,
+    file: File,
+    /// Its reader still holds it: alive.
+    held: bool,
+}
+
+/// The readers' directory of `lockfile` and each record in it, opened read-only
+/// (regular files only), with whether its reader still holds it.
+fn reader_records(lockfile: &Path) -> Option<(Dir, Vec<FoundRecord>)> {
+    let dir = readers_dir(lockfile, false).ok()?;
+    let found = dir
+        .names()
+        .ok()?
+        .into_iter()
+        .filter_map(|name| {
+            let file = dir.open_file(&name, Access::Read, Create::No).ok()?;
+            let held = matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock));
+            Some(FoundRecord { name, file, held })
+        })
+        .collect();
+    Some((dir, found))
+}
+
+/// The records of live (`held`) or dead readers.
+fn reader_owners(lockfile: &Path, held: bool) -> Vec<OwnerRecord> {
+    let Some((_, found)) = reader_records(lockfile) else {
+        return Vec::new();
+    };
+    found
+        .iter()
+        .filter(|r| r.held == held)
+        .filter_map(|r| parse_record(&r.file))
+        .collect()
+}
+
+fn parse_record(file: &File) -> Option<OwnerRecord> {
+    serde_json::from_slice::<OwnerRecord>(&read_whole(file).ok()?).ok()
+}
+
 /// Who holds a lock file, as the records say: the live shared holders if there are
 /// any, else the exclusive holder's record. A reader record whose lock can be taken
 /// was left by a crashed reader and is skipped.
 pub fn read_holders(lockfile: &Path) -> Vec<OwnerRecord> {
-    let mut readers = Vec::new();
-    if let Ok(entries) = fs::read_dir(sibling(lockfile, READERS_DIR_SUFFIX)) {
-        for entry in entries.flatten() {
-            let Ok(mut file) = File::open(entry.path()) else {
-                continue;
-            };
-            if !matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock)) {
-                continue;
-            }
-            let mut bytes = Vec::new();
-            if file.read_to_end(&mut bytes).is_ok() {
-                readers.extend(serde_json::from_slice::<OwnerRecord>(&bytes).ok());
-            }
-        }
-    }
+    let readers = reader_owners(lockfile, true);
     if !readers.is_empty() {
         return readers;
     }
-    fs::read(lockfile)
+    safe_fs::open_file(lockfile, Access::Read, Create::No)
         .ok()
-        .and_then(|bytes| serde_json::from_slice::<OwnerRecord>(&bytes).ok())
+        .and_then(|file| parse_record(&file))
         .into_iter()
         .collect()
 }
@@ -455,10 +577,12 @@ pub enum Holding {
 }
 
 /// Finds out by trying: a non-blocking exclusive lock, then a shared one, each let go
-/// at once. The probe opens the file for writing where it may, so its close wakes
-/// any waiter whose attempt it got in the way of.
+/// at once. Such a probe holds the lock for a moment, and a `tryAcquire` elsewhere in
+/// that moment fails: `observe` uses it only where the kernel's own table cannot tell.
 pub fn probe(lockfile: &Path) -> Result<Holding> {
-    let file = match open_no_follow(lockfile, false).or_else(|_| open_read_only(lockfile)) {
+    let file = match safe_fs::open_file(lockfile, Access::ReadWrite, Create::No)
+        .or_else(|_| safe_fs::open_file(lockfile, Access::Read, Create::No))
+    {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Holding::Missing),
         Err(e) => return Err(LockError::from_io(&e, "open", lockfile)),
@@ -474,6 +598,52 @@ pub fn probe(lockfile: &Path) -> Result<Holding> {
         Err(TryLockError::WouldBlock) => Ok(Holding::Exclusive),
         Err(TryLockError::Error(e)) => Err(lock_err(e)),
     }
+}
+
+/// Who holds a lock file, found without taking its lock: the kernel's table where it
+/// can be read, with the PIDs it lists. The table leaves out holders in PID
+/// namespaces we cannot see, so where it lists nobody while the records say someone
+/// is in, and the records stay the same around the look (a live holder we can see
+/// rewrites its record before it unlocks), only a probe can tell a dead holder from
+/// an unseen one. Off Linux the probe is all there is.
+pub fn observe(lockfile: &Path) -> Result<(Holding, Vec<i32>)> {
+    let file = match safe_fs::open_file(lockfile, Access::Read, Create::No) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Holding::Missing, Vec::new())),
+        Err(e) => return Err(LockError::from_io(&e, "open", lockfile)),
+    };
+    let before = recorded_holders(&file, lockfile);
+    let Some(entries) = lock_table::flocks_on(&file) else {
+        return Ok((probe(lockfile)?, Vec::new()));
+    };
+    if !entries.is_empty() {
+        let holding = if entries.iter().any(|e| e.exclusive) {
+            Holding::Exclusive
+        } else {
+            Holding::Shared
+        };
+        return Ok((holding, entries.iter().map(|e| e.pid).collect()));
+    }
+    if before.is_empty() || recorded_holders(&file, lockfile) != before {
+        // Nobody was recorded, or holders came and went while we looked: at the
+        // moment the table was read, the lock was free.
+        return Ok((Holding::Free, Vec::new()));
+    }
+    Ok((probe(lockfile)?, Vec::new()))
+}
+
+/// The lock ids the records name as holding now: the exclusive holder's, and each
+/// reader whose record is still locked.
+fn recorded_holders(file: &File, lockfile: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = reader_owners(lockfile, true)
+        .into_iter()
+        .map(|r| r.lock_id)
+        .collect();
+    if let Some(record) = parse_record(file) {
+        ids.push(record.lock_id);
+    }
+    ids.sort();
+    ids
 }
 
 /// What a lock file nobody holds contains.
@@ -503,24 +673,37 @@ pub fn classify(content: &[u8]) -> Leftover {
     Leftover::Foreign
 }
 
+/// What a lock file holds now, read without locking it; an unreadable, oversized or
+/// non-regular file is `Foreign`.
+pub fn leftover(lockfile: &Path) -> Leftover {
+    safe_fs::open_file(lockfile, Access::Read, Create::No)
+        .and_then(|file| read_whole(&file))
+        .map(|content| classify(&content))
+        .unwrap_or(Leftover::Foreign)
+}
+
 /// What a sweep did to one lock file.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Swept {
-    /// Held, cleanly released, not ours, or no longer at the path: left alone.
+    /// Held, cleanly released, empty, not ours, or no longer at the path: left alone.
     Kept,
-    /// Empty and unheld: unlinked.
-    Removed,
     /// A dead holder's record: rewritten as a release, keeping its fencing token so
     /// the next grant continues the sequence (a new file would restart it at 1).
     Cleared,
 }
 
-/// Sweeps `lockfile` if nobody holds it. The work is done while we hold its lock and
-/// only if it is still the file at the path, so a process that took it meanwhile
-/// keeps it, and one blocked on an unlinked file finds it gone and re-opens (see
-/// `Contender`). With `dry_run`, makes the same checks and says what it would do.
+/// Sweeps `lockfile` if nobody holds it. Lock files are never unlinked, even empty
+/// ones: another process (ours, or `flock(1)`) may have one open and be about to lock
+/// it, and would then hold a lock on an inode nobody else can reach. Only a dead
+/// holder's record is cleared, and only while we hold the lock and the file is still
+/// the one at the path. The file is looked at first without locking, so a sweep that
+/// finds nothing to do never takes the lock (a `tryAcquire` elsewhere would fail).
+/// With `dry_run`, makes the same checks and says what it would do.
 pub fn sweep_unheld(lockfile: &Path, dry_run: bool) -> Result<Swept> {
-    let file = match open_no_follow(lockfile, false) {
+    if !matches!(leftover(lockfile), Leftover::DeadHolder(_)) || observe(lockfile)?.0 != Holding::Free {
+        return Ok(Swept::Kept);
+    }
+    let file = match safe_fs::open_file(lockfile, Access::ReadWrite, Create::No) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Swept::Kept),
         Err(e) => return Err(LockError::from_io(&e, "open", lockfile)),
@@ -534,73 +717,44 @@ pub fn sweep_unheld(lockfile: &Path, dry_run: bool) -> Result<Swept> {
     if !still_at_path(&file, lockfile) {
         return Ok(Swept::Kept);
     }
-    match classify(&content) {
-        Leftover::Empty => {
-            if !dry_run {
-                fs::remove_file(lockfile)
-                    .map_err(|e| LockError::from_io(&e, "unlink", lockfile))?;
-            }
-            Ok(Swept::Removed)
-        }
-        Leftover::DeadHolder(record) => {
-            if !dry_run {
-                let released = serde_json::to_vec(&ReleasedRecord {
-                    token: record.token,
-                })
-                .expect("a token serialises");
-                overwrite(&file, &released, content.len())
-                    .map_err(|e| LockError::from_io(&e, "clear", lockfile))?;
-            }
-            Ok(Swept::Cleared)
-        }
-        Leftover::Released | Leftover::Foreign => Ok(Swept::Kept),
+    let Leftover::DeadHolder(record) = classify(&content) else {
+        return Ok(Swept::Kept);
+    };
+    if !dry_run {
+        let released = serde_json::to_vec(&ReleasedRecord {
+            token: record.token,
+        })
+        .expect("a token serialises");
+        overwrite(&file, &released, content.len())
+            .map_err(|e| LockError::from_io(&e, "clear", lockfile))?;
     }
+    Ok(Swept::Cleared)
 }
 
 /// Reader records whose holder is gone (their lock can be taken): removed (unless
 /// `dry_run`), and listed.
 pub fn remove_dead_reader_records(lockfile: &Path, dry_run: bool) -> Vec<PathBuf> {
-    let mut removed = Vec::new();
-    let Ok(entries) = fs::read_dir(sibling(lockfile, READERS_DIR_SUFFIX)) else {
-        return removed;
+    let Some((dir, found)) = reader_records(lockfile) else {
+        return Vec::new();
     };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(file) = open_read_only(&path) else {
-            continue;
-        };
+    found
+        .into_iter()
         // Empty: a reader between creating its record and locking it (it writes only
         // once locked), not a dead one.
-        if file.try_lock().is_ok()
-            && file.metadata().is_ok_and(|m| m.len() > 0)
-            && still_at_path(&file, &path)
-            && (dry_run || fs::remove_file(&path).is_ok())
-        {
-            removed.push(path);
-        }
-    }
-    removed
+        .filter(|r| {
+            !r.held
+                && r.file.try_lock().is_ok()
+                && r.file.metadata().is_ok_and(|m| m.len() > 0)
+                && dir.holds(&r.name, &r.file)
+                && (dry_run || dir.unlink(&r.name).is_ok())
+        })
+        .map(|r| dir.path().join(&r.name))
+        .collect()
 }
 
 /// The records of dead readers, for `status`.
 pub fn dead_reader_records(lockfile: &Path) -> Vec<OwnerRecord> {
-    let mut dead = Vec::new();
-    let Ok(entries) = fs::read_dir(sibling(lockfile, READERS_DIR_SUFFIX)) else {
-        return dead;
-    };
-    for entry in entries.flatten() {
-        let Ok(mut file) = open_read_only(&entry.path()) else {
-            continue;
-        };
-        if matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock)) {
-            continue;
-        }
-        let mut bytes = Vec::new();
-        if file.read_to_end(&mut bytes).is_ok() {
-            dead.extend(serde_json::from_slice::<OwnerRecord>(&bytes).ok());
-        }
-    }
-    dead
+    reader_owners(lockfile, false)
 }
 
 pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
@@ -609,23 +763,18 @@ pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn write_reader_record(lockfile: &Path, lock_id: &str, json: &[u8]) -> Result<(File, PathBuf)> {
-    let dir = sibling(lockfile, READERS_DIR_SUFFIX);
-    match fs::create_dir(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(LockError::from_io(&e, "mkdir", &dir)),
-    }
-    let path = dir.join(format!("{lock_id}.json"));
-    let io_err = |e: io::Error| LockError::from_io(&e, "write owner record", &path);
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    no_follow(&mut options);
-    let mut file = options.open(&path).map_err(io_err)?;
+fn write_reader_record(lockfile: &Path, lock_id: &str, json: &[u8]) -> Result<ReaderRecord> {
+    let dir_path = sibling(lockfile, READERS_DIR_SUFFIX);
+    let dir = readers_dir(lockfile, true).map_err(|e| LockError::from_io(&e, "mkdir", &dir_path))?;
+    let name = OsString::from(format!("{lock_id}.json"));
+    let io_err = |e: io::Error| LockError::from_io(&e, "write owner record", &dir.path().join(&name));
+    let file = dir
+        .open_file(&name, Access::ReadWrite, Create::New)
+        .map_err(io_err)?;
     // Locked before it has content: a sweep leaves an empty record alone.
     file.lock().map_err(io_err)?;
-    file.write_all(json).map_err(io_err)?;
-    Ok((file, path))
+    overwrite(&file, json, 0).map_err(io_err)?;
+    Ok(ReaderRecord { file, dir, name })
 }
 
 #[cfg(test)]
@@ -731,6 +880,22 @@ mod tests {
         assert!(retry(&mut waiter, "w").is_none());
         drop(newcomer);
         assert!(retry(&mut waiter, "w").is_some());
+    }
+
+    #[test]
+    fn releasing_a_lock_whose_file_was_removed_is_compromised() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = attempt(dir.path(), LockMode::Exclusive, "a", false).unwrap();
+        fs::remove_file(dir.path().join("t.lock")).unwrap();
+        // A newcomer made a new file at the path and "holds the lock" beside us.
+        let newcomer = attempt(dir.path(), LockMode::Exclusive, "b", false).unwrap();
+        let err = held.release().unwrap_err();
+        assert_eq!(err.code, code::COMPROMISED);
+        // The newcomer's record is left alone.
+        let on_disk: OwnerRecord =
+            serde_json::from_slice(&fs::read(dir.path().join("t.lock")).unwrap()).unwrap();
+        assert_eq!(on_disk.lock_id, "b");
+        newcomer.release().unwrap();
     }
 
     #[test]

@@ -9,10 +9,12 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
+
+use super::safe_fs::{self, Access, Create};
 
 /// How many released lock files stay open. Only on Linux: waiters there also wake on
 /// a read (see `wake_waiters`), which an open descriptor can make after its unlock.
@@ -28,8 +30,9 @@ pub struct LockFile {
 }
 
 impl LockFile {
-    /// Opens read-write, creating (0644 less umask) where `create`, never truncating:
-    /// a loser must not clobber the holder's record.
+    /// Opens read-write through `safe_fs` (no symlink, no FIFO; created as shared as
+    /// its directory), creating where `create`, never truncating: a loser must not
+    /// clobber the holder's record.
     pub fn open(path: &Path, create: bool) -> io::Result<LockFile> {
         let file = match open_no_follow(path, create) {
             // Out of descriptors: give back the idle ones and try once more.
@@ -67,6 +70,40 @@ impl LockFile {
     pub fn is_at(&self, path: &Path) -> bool {
         self.identity.is_at(path)
     }
+
+    /// Whether the file has no name left: removed, or replaced by a rename over it.
+    /// Asked of the descriptor, so it costs no path lookup.
+    pub fn is_unlinked(&self) -> bool {
+        link_count(&self.file).is_ok_and(|links| links == 0)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn link_count(file: &File) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an empty NUL-terminated path with AT_EMPTY_PATH names the descriptor;
+    // `buf` is a plain struct the call fills. Only the link count is asked for (see
+    // `Identity` on why a stat must not ask for times).
+    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+    let status = unsafe {
+        libc::statx(file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_NLINK, &mut buf)
+    };
+    if status != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(buf.stx_nlink as u64)
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn link_count(file: &File) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(file.metadata()?.nlink())
+}
+
+/// Windows cannot remove a file another process has open.
+#[cfg(not(unix))]
+fn link_count(_file: &File) -> io::Result<u64> {
+    Ok(1)
 }
 
 /// Closes every idle lock file; returns how many.
@@ -187,30 +224,11 @@ pub fn wake_waiters(file: &File) {
 #[cfg(not(target_os = "linux"))]
 pub fn wake_waiters(_file: &File) {}
 
+/// Read-write, never through a symlink, never blocking, regular files only.
 pub fn open_no_follow(path: &Path, create: bool) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.read(true).write(true).create(create);
-    no_follow(&mut options);
-    options.open(path)
+    let create = if create { Create::IfMissing } else { Create::No };
+    safe_fs::open_file(path, Access::ReadWrite, create)
 }
-
-pub fn open_read_only(path: &Path) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.read(true);
-    no_follow(&mut options);
-    options.open(path)
-}
-
-/// O_NOFOLLOW: a lock path in a shared directory such as /tmp cannot be turned into a
-/// symlink that makes us create or overwrite someone else's file.
-#[cfg(unix)]
-pub fn no_follow(options: &mut OpenOptions) {
-    use std::os::unix::fs::OpenOptionsExt;
-    options.custom_flags(libc::O_NOFOLLOW).mode(0o644);
-}
-
-#[cfg(not(unix))]
-pub fn no_follow(_options: &mut OpenOptions) {}
 
 /// Replaces the record in place, padding with spaces (JSON allows trailing white
 /// space) instead of truncating. Truncating to zero makes ext4 flush the file to disk
@@ -226,36 +244,19 @@ pub fn overwrite(file: &File, content: &[u8], old_len: usize) -> io::Result<()> 
     write_all_at_start(file, &padded)
 }
 
-/// The whole file from offset 0 with positional reads: no seek, no size query, one
-/// read for a record of ordinary size. A read of a regular file that returns less
-/// than asked has reached its end, so that needs no second read to see zero.
+/// The whole record, at most `safe_fs::RECORD_LIMIT` bytes (see `read_bounded`): a
+/// sparse terabyte planted at a lock path is refused, not read.
 pub fn read_whole(file: &File) -> io::Result<Vec<u8>> {
-    let mut content = vec![0u8; 1024];
-    let mut filled = 0;
-    loop {
-        let n = read_at(file, &mut content[filled..], filled as u64)?;
-        filled += n;
-        if filled < content.len() {
-            content.truncate(filled);
-            return Ok(content);
-        }
-        content.resize(content.len() * 2, 0);
-    }
+    safe_fs::read_bounded(file)
 }
 
-#[cfg(unix)]
 fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+    safe_fs::read_at(file, buf, offset)
 }
 
 #[cfg(unix)]
 fn write_all_at_start(file: &File, content: &[u8]) -> io::Result<()> {
     std::os::unix::fs::FileExt::write_all_at(file, content, 0)
-}
-
-#[cfg(windows)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
 }
 
 #[cfg(windows)]

@@ -8,6 +8,7 @@ pub mod kernel_lock;
 pub mod liveness;
 pub mod lock_file;
 pub mod lock_path;
+pub mod lock_table;
 pub mod manager;
 pub mod metrics;
 pub mod mkdir_lock;

@@ -60,6 +60,11 @@ impl Dir {
         Ok(fs::read_dir(&self.path)?.flatten().map(|e| e.file_name()).collect())
     }
 
+    /// Windows cannot remove or replace a file another process has open.
+    pub fn holds(&self, name: &OsStr, _file: &File) -> bool {
+        self.path.join(name).is_file()
+    }
+
     pub fn owner_of(&self, _name: &OsStr) -> Option<String> {
         None
     }

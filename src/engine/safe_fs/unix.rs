@@ -96,6 +96,15 @@ impl Dir {
         Ok(names)
     }
 
+    /// Whether `name` here is still the file `file` has open (same device and inode).
+    pub fn holds(&self, name: &OsStr, file: &File) -> bool {
+        let named = fstatat(self.fd.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
+        match (named, fstat(file.as_fd())) {
+            (Ok(named), Ok(open)) => (named.st_dev, named.st_ino) == (open.st_dev, open.st_ino),
+            _ => false,
+        }
+    }
+
     /// Who owns `name` here, for an `EACCES` that names the file's owner.
     pub fn owner_of(&self, name: &OsStr) -> Option<String> {
         let stat = fstatat(self.fd.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
