@@ -1,6 +1,6 @@
 'use strict'
 
-const { fork } = require('node:child_process')
+const { fork, spawn } = require('node:child_process')
 const { mkdtempSync, rmSync } = require('node:fs')
 const { tmpdir } = require('node:os')
 const { join } = require('node:path')
@@ -18,11 +18,14 @@ function tempDir(t) {
  * command and resolves with its reply, so tests synchronise on what the child did,
  * never on time.
  */
-function spawnAgent(t, { owner = 'agent', env = {}, script = 'agent.js', args = [owner] } = {}) {
-  const child = fork(join(__dirname, 'fixtures', script), args, {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  })
+function spawnAgent(t, { owner = 'agent', env = {}, script = 'agent.js', args = [owner], wrap } = {}) {
+  const scriptPath = join(__dirname, 'fixtures', script)
+  const options = { env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }
+  // `wrap`: a command that execs node in another setting (`setpriv` as another user,
+  // `unshare` in another PID namespace); the IPC channel passes through it.
+  const child = wrap
+    ? spawn(wrap[0], [...wrap.slice(1), process.execPath, scriptPath, ...args], options)
+    : fork(scriptPath, args, options)
   const pending = new Map()
   let nextId = 0
   child.on('message', (msg) => {
@@ -52,7 +55,6 @@ function spawnAgent(t, { owner = 'agent', env = {}, script = 'agent.js', args = 
 
 /** Runs any command to completion; resolves with its exit code and output. */
 async function runCommand(command, args = [], { cwd } = {}) {
-  const { spawn } = require('node:child_process')
   const child = spawn(command, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''

@@ -8,7 +8,7 @@ const fs = require('node:fs')
 const { join } = require('node:path')
 const lockfile = require('lockwright/proper-lockfile')
 const { LockManager } = require('../lockwright.js')
-const { tempDir, spawnAgent, runScript } = require('./helpers.js')
+const { tempDir, spawnAgent, runScript, waitFor } = require('./helpers.js')
 
 const REAL = 'proper-lockfile'
 const OURS = 'lockwright/proper-lockfile'
@@ -204,6 +204,43 @@ test('errors: ENOTACQUIRED, ERELEASED and onCompromised', async (t) => {
   assert.equal(compromised[0].code, 'ECOMPROMISED')
   assert.equal(compromised[0].message, 'Unable to update lock within the stale threshold')
   await assert.rejects(release(), { code: 'ERELEASED' })
+})
+
+test('a lock lost to the removal of its directory is ECOMPROMISED carrying the fs error, as in proper-lockfile', async (t) => {
+  const file = targetFile(t)
+  const compromised = []
+  const release = await lockfile.lock(file, { stale: 2000, update: 1000, onCompromised: (err) => compromised.push(err) })
+  fs.rmdirSync(`${file}.lock`)
+  await waitFor(() => compromised.length > 0, { what: 'the heartbeat to find the lock gone' })
+  const [err] = compromised
+  assert.equal(err.code, 'ECOMPROMISED')
+  assert.match(err.message, /^ENOENT: .*, stat '.*state\.json\.lock'$/)
+  assert.equal(err.cause?.code, 'ENOENT')
+  await assert.rejects(release(), { code: 'ERELEASED' })
+  // Removed before any heartbeat looked: the release says the same.
+  const lost = await lockfile.lock(file, { stale: 60_000, onCompromised: () => {} })
+  fs.rmdirSync(`${file}.lock`)
+  await assert.rejects(lost(), (e) => {
+    assert.equal(e.code, 'ECOMPROMISED')
+    assert.match(e.message, /^ENOENT: /)
+    assert.equal(e.cause?.code, 'ENOENT')
+    return true
+  })
+})
+
+test('update: false (any falsy update) is the minimum, 1000 ms, and a long update is cut to stale / 2, as in proper-lockfile', async (t) => {
+  // Were the lock never refreshed, or every 60 s, it would be stale after 2 s and the
+  // proper-lockfile peer, retrying for longer than that, would get in.
+  await Promise.all([{ update: false }, { update: 0 }, { update: 60_000 }].map(async (update, i) => {
+    const file = targetFile(t, `state-${i}.json`)
+    await plAgent(t, OURS).call('lock', { file, options: { stale: 2000, ...update } })
+    const peer = plAgent(t, REAL)
+    await assert.rejects(
+      peer.call('lock', { file, options: { stale: 2000, retries: { retries: 10, minTimeout: 500, factor: 1 } } }),
+      { code: 'ELOCKED' },
+      `update: ${update.update}`,
+    )
+  }))
 })
 
 test('by default a compromised lock throws, as proper-lockfile does', async (t) => {

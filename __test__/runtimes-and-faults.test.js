@@ -139,8 +139,11 @@ test('a lock path of the wrong kind is a typed error for each strategy', async (
   fs.mkdirSync(join(dir, 'a.json.lock'))
   // A fresh directory there is proper-lockfile's lock: held, and the message says how to share it.
   await assert.rejects(new LockManager().acquire(join(dir, 'a.json')), { code: 'ELOCKED', message: /proper-lockfile.*strategy: 'mkdir'/ })
+  // Not a lockwright lock file: EEXIST, left as it is (a kernel lock file is ENOTDIR,
+  // see mkdir-hostile.test.js).
   fs.writeFileSync(join(dir, 'b.json.lock'), 'a file')
-  await assert.rejects(new LockManager({ strategy: 'mkdir' }).acquire(join(dir, 'b.json')), { code: 'ENOTDIR' })
+  await assert.rejects(new LockManager({ strategy: 'mkdir' }).acquire(join(dir, 'b.json')), { code: 'EEXIST', message: /is not a lock file/ })
+  assert.equal(fs.readFileSync(join(dir, 'b.json.lock'), 'utf8'), 'a file')
 })
 
 test('garbage at a lock path is not ours: a grant refuses it with EEXIST and leaves it byte for byte', async (t) => {

@@ -88,7 +88,7 @@ test('status names another process holding the lock; a dead holder is stale and 
   await next.release()
 })
 
-test('a reused PID is not mistaken for the holder', async (t) => {
+test('a reused PID is not mistaken for the holder, nor a wall-clock step for a reused PID', async (t) => {
   const file = join(tempDir(t), 'a.json')
   // No heartbeat, so the doctored record below stays as written.
   const agent = spawnAgent(t, { env: { LOCKWRIGHT_AGENT_OPTIONS: JSON.stringify({ heartbeat: 0 }) } })
@@ -98,8 +98,16 @@ test('a reused PID is not mistaken for the holder', async (t) => {
   assert.equal(real.pid, agent.pid)
   const manager = new LockManager()
   assert.equal(manager.status(file).owners[0].alive, true)
-  // The same PID, but a process that started an hour earlier: an older holder's record.
-  fs.writeFileSync(lockfile, JSON.stringify({ ...real, processStart: real.processStart - 3600 }))
+  // A step of the wall clock moves a start time in seconds since the epoch (boot time
+  // plus ticks), not the start in clock ticks: still the holder.
+  if (process.platform === 'linux') {
+    assert.equal(typeof real.startTicks, 'number')
+    fs.writeFileSync(lockfile, JSON.stringify({ ...real, processStart: real.processStart - 3600 }))
+    assert.equal(manager.status(file).owners[0].alive, true)
+  }
+  // The same PID, but a process that started earlier: an older holder's record.
+  const earlier = { processStart: real.processStart - 3600, ...(real.startTicks && { startTicks: real.startTicks - 1 }) }
+  fs.writeFileSync(lockfile, JSON.stringify({ ...real, ...earlier }))
   const status = manager.status(file)
   assert.equal(status.owners[0].pid, agent.pid)
   assert.equal(status.owners[0].alive, false)

@@ -16,7 +16,7 @@ export interface RetryOptions {
 export interface LockOptions {
   /** Default 10000, at least 2000. */
   stale?: number | undefined
-  /** mtime refresh period. Default stale/2, clamped to [1000, stale/2]. */
+  /** mtime refresh period. Default stale/2, clamped to [1000, stale/2]; false or 0 means 1000. */
   update?: number | undefined
   /** Default 0. A number of retries, the `retry` package's options, or its explicit list of delays in ms. */
   retries?: number | RetryOptions | number[] | undefined

@@ -5,9 +5,9 @@
  * one changed import, and processes still on proper-lockfile exclude processes on
  * this module. Options, defaults, clamps, error codes and messages are
  * proper-lockfile 4.1.2's. The differences: the mtime heartbeat runs on a native
- * thread (a blocked event loop no longer loses the lock), a dead holder on this host
- * is stale at once, two lockwright processes cannot both win a stale takeover, and
- * nothing is installed that swallows Ctrl-C.
+ * thread (a blocked event loop no longer loses the lock), a holder proven dead (on
+ * this host and in this PID namespace) is stale at once, two lockwright processes
+ * cannot both win a stale takeover, and nothing is installed that swallows Ctrl-C.
  */
 
 const fs = require('node:fs')
@@ -23,6 +23,19 @@ const managers = new Map()
 
 function withCode(err, code, extra) {
   return Object.assign(err, { code }, extra)
+}
+
+/**
+ * proper-lockfile reports a lock lost to an `fs` error (the directory removed: ENOENT)
+ * as that error re-coded ECOMPROMISED, its message kept. The native error's message
+ * starts with the original code; the original is rebuilt as `err.cause`.
+ */
+function withCause(err) {
+  const original = err?.code === 'ECOMPROMISED' && /^(E[A-Z0-9]+): /.exec(err.message)
+  if (original && err.cause === undefined) {
+    err.cause = Object.assign(new Error(err.message), { code: original[1], path: err.path })
+  }
+  return err
 }
 
 function lockedError(file) {
@@ -99,7 +112,7 @@ function compromised(err) {
   held.released = true
   delete locks[file]
   held.lock.release().catch(() => {}) // already lost; just forget it
-  held.options.onCompromised(err)
+  held.options.onCompromised(withCause(err))
 }
 
 /** One attempt; throws ELOCKED when held. */
@@ -157,7 +170,11 @@ function releaseHeld(file) {
   if (!held) throw withCode(new Error('Lock is not acquired/owned by you'), 'ENOTACQUIRED')
   held.released = true
   delete locks[file]
-  held.lock.releaseSync()
+  try {
+    held.lock.releaseSync()
+  } catch (err) {
+    throw withCause(err)
+  }
 }
 
 async function unlock(file, options) {
@@ -173,7 +190,8 @@ function unlockSync(file, options) {
 
 function isLocked(file, options) {
   try {
-    const stat = fs.statSync(lockfileOf(file, options))
+    // lstat: a symlink planted at the lock's name is judged itself, never followed.
+    const stat = fs.lstatSync(lockfileOf(file, options))
     if (stat.mtime.getTime() < Date.now() - options.stale) return false
     // Not a lock directory: proper-lockfile judges it by its mtime alone.
     if (!stat.isDirectory()) return true

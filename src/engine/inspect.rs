@@ -103,6 +103,7 @@ fn unrecorded_holder(pid: i32, holding: Holding) -> Option<OwnerStatus> {
             timestamp: now,
             heartbeat: now,
             process_start: None,
+            origin: Default::default(),
             mode: if holding == Holding::Shared {
                 LockMode::Shared
             } else {
@@ -210,24 +211,18 @@ pub fn force_release(lockfile: &Path, target: &Path, stale_ms: u64) -> Result<bo
 
 /// `status` for proper-lockfile's protocol: the directory exists and is fresh.
 pub fn mkdir_status(dir: &Path, stale_ms: u64) -> Result<LockStatus> {
+    let free = || LockStatus {
+        lockfile: dir.to_path_buf(),
+        locked: false,
+        stale: false,
+        mode: None,
+        owners: Vec::new(),
+    };
     let meta = match fs::symlink_metadata(dir) {
         Ok(meta) if meta.is_dir() => meta,
-        Ok(_) => {
-            return Err(LockError::new(
-                "ENOTDIR",
-                format!("ENOTDIR: '{}' is not a lock directory", dir.display()),
-                Some(dir),
-            ))
-        }
-        Err(_) => {
-            return Ok(LockStatus {
-                lockfile: dir.to_path_buf(),
-                locked: false,
-                stale: false,
-                mode: None,
-                owners: Vec::new(),
-            })
-        }
+        // A kernel lock file or a stranger's file: say which (never follow a symlink).
+        Ok(meta) => return mkdir_lock::not_a_lock_dir(dir, &meta).map_or_else(|| Ok(free()), Err),
+        Err(_) => return Ok(free()),
     };
     let stale = mkdir_lock::is_stale(dir, &meta, stale_ms);
     let age = mkdir_lock::mtime_age_ms(&meta);

@@ -56,6 +56,7 @@ impl Claimant {
             timestamp: now,
             heartbeat: now,
             process_start: self.process_start,
+            origin: super::owner_record::ProcessIdentity::get().origin.clone(),
             mode,
             lock_id,
             token,

@@ -1,10 +1,12 @@
-//! Is a lock's recorded holder still alive? On this host: its PID runs and started
-//! when the record says (a PID reused by another process is not the holder). On
-//! another host we cannot see its processes, so its heartbeat must be fresh.
+//! Is a lock's recorded holder still alive? Only where the record proves the holder
+//! ran on this host, in this boot and in this PID namespace can its PID be looked up:
+//! then it is alive if that PID runs and started when the record says (a PID reused by
+//! another process is not the holder). Anywhere else (another host, a container that
+//! shares the host name, a record too old to say) its heartbeat must be fresh.
 
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
-use super::owner_record::{OwnerRecord, ProcessIdentity};
+use super::owner_record::{OwnerRecord, ProcessIdentity, ProcessOrigin};
 
 /// When `pid` started, in seconds since the epoch, or `None` if no such process runs.
 pub fn process_start(pid: u32) -> Option<u64> {
@@ -18,6 +20,44 @@ pub fn process_start(pid: u32) -> Option<u64> {
     system.process(pid).map(|p| p.start_time())
 }
 
+/// This process's boot, PID namespace and start ticks, where the OS has them.
+#[cfg(target_os = "linux")]
+pub fn origin_of_this_process() -> ProcessOrigin {
+    use std::os::unix::fs::MetadataExt;
+    ProcessOrigin {
+        boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|id| id.trim().to_string())
+            .filter(|id| !id.is_empty()),
+        pid_ns: std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino()),
+        start_ticks: start_ticks(std::process::id()),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn origin_of_this_process() -> ProcessOrigin {
+    ProcessOrigin::default()
+}
+
+/// When `pid` started, in clock ticks since boot (field 22 of `/proc/<pid>/stat`), or
+/// `None` if no such process runs here. A zombie has exited: it holds nothing.
+#[cfg(target_os = "linux")]
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    ticks_from_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+#[cfg(target_os = "linux")]
+fn ticks_from_stat(stat: &str) -> Option<u64> {
+    // Field 2, the command name, is in parentheses and may itself hold spaces and
+    // parentheses: the fields after it start after the last ')'.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?; // field 3
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok() // field 22
+}
+
 /// Milliseconds since the holder last showed life: its heartbeat, or the grant time
 /// for a record written before its first beat.
 pub fn heartbeat_age_ms(record: &OwnerRecord, now_ms: u64) -> u64 {
@@ -25,14 +65,49 @@ pub fn heartbeat_age_ms(record: &OwnerRecord, now_ms: u64) -> u64 {
 }
 
 pub fn holder_alive(record: &OwnerRecord, stale_ms: u64, now_ms: u64) -> bool {
-    if record.host != ProcessIdentity::get().host {
-        return heartbeat_age_ms(record, now_ms) < stale_ms;
+    match runs_here(record) {
+        Some(alive) => alive,
+        None => heartbeat_age_ms(record, now_ms) < stale_ms,
     }
-    match (process_start(record.pid), record.process_start) {
+}
+
+/// Whether the holder still runs, if its PID can be looked up here at all: the record
+/// must show this host, and where this OS has boot ids and PID namespaces, this boot
+/// and this namespace. `None`: nothing here can tell; only its heartbeat can.
+fn runs_here(record: &OwnerRecord) -> Option<bool> {
+    let me = ProcessIdentity::get();
+    let (mine, theirs) = (&me.origin, &record.origin);
+    if record.host != me.host
+        || !proven(&mine.boot_id, &theirs.boot_id)
+        || !proven(&mine.pid_ns, &theirs.pid_ns)
+    {
+        return None;
+    }
+    Some(same_process_runs(record.pid, theirs, record.process_start))
+}
+
+/// The record matches us where we know ours; what this OS lacks proves nothing.
+fn proven<T: PartialEq>(ours: &Option<T>, theirs: &Option<T>) -> bool {
+    ours.is_none() || theirs == ours
+}
+
+/// Compared in clock ticks, which no wall-clock step moves.
+#[cfg(target_os = "linux")]
+fn same_process_runs(pid: u32, origin: &ProcessOrigin, _process_start: Option<u64>) -> bool {
+    match (start_ticks(pid), origin.start_ticks) {
+        (None, _) => false,
+        (Some(started), Some(recorded)) => started == recorded,
+        // A record without a start (another tool's) can only be judged by PID.
+        (Some(_), None) => true,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn same_process_runs(pid: u32, _origin: &ProcessOrigin, process_start: Option<u64>) -> bool {
+    match (self::process_start(pid), process_start) {
         (None, _) => false,
         // Start times come from the same clock tick count; allow a second of rounding.
         (Some(started), Some(recorded)) => started.abs_diff(recorded) <= 1,
-        // A record without a start time (another tool's) can only be judged by PID.
         (Some(_), None) => true,
     }
 }
@@ -42,7 +117,8 @@ mod tests {
     use super::*;
     use crate::engine::owner_record::{now_ms, LockMode};
 
-    fn record(pid: u32, process_start: Option<u64>, host: &str, heartbeat: u64) -> OwnerRecord {
+    fn record(pid: u32, origin: ProcessOrigin, host: &str, heartbeat: u64) -> OwnerRecord {
+        let me = ProcessIdentity::get();
         OwnerRecord {
             pid,
             host: host.into(),
@@ -50,32 +126,39 @@ mod tests {
             user: "u".into(),
             timestamp: heartbeat,
             heartbeat,
-            process_start,
+            process_start: (pid == me.pid).then_some(me.process_start).flatten(),
+            origin,
             mode: LockMode::Exclusive,
             lock_id: "x".into(),
             token: 1,
         }
     }
 
+    fn here() -> (u32, ProcessOrigin, String) {
+        let me = ProcessIdentity::get();
+        (me.pid, me.origin.clone(), me.host.clone())
+    }
+
     #[test]
     fn this_process_is_alive_and_a_reused_pid_is_not() {
-        let me = ProcessIdentity::get();
-        let host = me.host.clone();
+        let (pid, origin, host) = here();
         assert!(holder_alive(
-            &record(me.pid, me.process_start, &host, 0),
+            &record(pid, origin.clone(), &host, 0),
             10_000,
             now_ms()
         ));
-        // Same PID, but the record says it started an hour earlier: another process.
-        let reused = record(me.pid, me.process_start.map(|s| s - 3600), &host, 0);
+        // Same PID, but the record says it started earlier: another process.
+        let mut reused = record(pid, origin.clone(), &host, 0);
+        reused.origin.start_ticks = origin.start_ticks.map(|t| t - 1);
+        reused.process_start = reused.process_start.map(|s| s - 3600);
         assert!(!holder_alive(&reused, 10_000, now_ms()));
     }
 
     #[test]
     fn a_pid_that_does_not_run_is_dead() {
-        let host = ProcessIdentity::get().host.clone();
+        let (_, origin, host) = here();
         assert!(!holder_alive(
-            &record(u32::MAX - 7, None, &host, now_ms()),
+            &record(u32::MAX - 7, origin, &host, now_ms()),
             10_000,
             now_ms()
         ));
@@ -84,15 +167,54 @@ mod tests {
     #[test]
     fn remote_holders_live_by_heartbeat() {
         let now = now_ms();
+        let origin = here().1;
         assert!(holder_alive(
-            &record(1, None, "elsewhere", now - 1_000),
+            &record(1, origin.clone(), "elsewhere", now - 1_000),
             10_000,
             now
         ));
         assert!(!holder_alive(
-            &record(1, None, "elsewhere", now - 11_000),
+            &record(1, origin, "elsewhere", now - 11_000),
             10_000,
             now
         ));
+    }
+
+    /// A holder in another PID namespace or boot, or a record that cannot say, lives by
+    /// its heartbeat even where its PID does not run here.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_pid_from_elsewhere_lives_by_heartbeat() {
+        let (_, origin, host) = here();
+        let now = now_ms();
+        let other_ns = ProcessOrigin {
+            pid_ns: origin.pid_ns.map(|ns| ns + 1),
+            ..origin.clone()
+        };
+        let other_boot = ProcessOrigin {
+            boot_id: Some("another-boot".into()),
+            ..origin.clone()
+        };
+        for elsewhere in [other_ns, other_boot, ProcessOrigin::default()] {
+            let fresh = record(u32::MAX - 7, elsewhere.clone(), &host, now - 1_000);
+            assert!(holder_alive(&fresh, 10_000, now), "{elsewhere:?}");
+            let old = record(u32::MAX - 7, elsewhere.clone(), &host, now - 11_000);
+            assert!(!holder_alive(&old, 10_000, now), "{elsewhere:?}");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn start_ticks_read_past_a_command_name_with_parentheses() {
+        let rest = "0 0 0 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 12345 0";
+        assert_eq!(
+            ticks_from_stat(&format!("42 (a) (b c)) S {rest}")),
+            Some(12345)
+        );
+        assert_eq!(ticks_from_stat(&format!("42 (node) Z {rest}")), None);
+        let ticks = start_ticks(std::process::id());
+        assert!(ticks.is_some());
+        assert_eq!(ticks, ProcessIdentity::get().origin.start_ticks);
+        assert!(start_ticks(u32::MAX - 7).is_none());
     }
 }

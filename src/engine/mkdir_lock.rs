@@ -7,14 +7,20 @@
 //!   a lock whose mtime is older than `stale` is stale.
 //! - Beside it, `<file>.lock.owner.json` names the holder and the very directory it
 //!   made (device and inode). A record naming another directory was left by an
-//!   earlier owner and is ignored. On this host a dead holder (PID gone or reused) is
-//!   stale at once, not after `stale` ms.
+//!   earlier owner and is ignored. A holder the record proves dead (on this host, boot
+//!   and PID namespace, its PID gone or reused) is stale at once, not after `stale` ms.
+//! - `<file>.lock.token` keeps the last fencing token, `{"token":N}`; each grant
+//!   writes the next one while it holds the lock, and it stays across releases.
 //! - Takeover of a stale lock happens under a kernel lock on `<file>.lock.takeover`,
 //!   re-checking staleness inside it. proper-lockfile's rmdir-then-mkdir lets two
 //!   processes that both saw the lock stale both win (its #121); two lockwright
 //!   processes cannot.
+//!
+//! Everything beside the lock (record, token, guard) sits in a directory others may
+//! write to, so it is opened through `safe_fs`: never through a symlink, never
+//! blocking on a FIFO, regular files only, bounded reads, shared as the directory is.
 
-use std::fs::{self, File, FileTimes, TryLockError};
+use std::fs::{self, File, FileTimes, OpenOptions, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,14 +28,25 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::error::{code, LockError, Result};
-use super::kernel_lock::{sibling, Claimant};
+use super::kernel_lock::{classify, sibling, Claimant, Leftover};
 use super::liveness::holder_alive;
-use super::lock_file::open_no_follow;
-use super::owner_record::{now_ms, LockMode, OwnerRecord};
+use super::lock_file::overwrite;
+use super::owner_record::{now_ms, LockMode, OwnerRecord, ReleasedRecord};
+use super::safe_fs::{self, Access, Create};
 use super::strategy::{Contend, HeldLock};
 
 pub const OWNER_SUFFIX: &str = ".owner.json";
 pub const TAKEOVER_SUFFIX: &str = ".takeover";
+pub const TOKEN_SUFFIX: &str = ".token";
+
+/// Read-only is enough for a kernel lock: another user's guard (a dead holder's, made
+/// before guards were shared) no longer stops every takeover with EACCES. Windows
+/// cannot create a file opened read-only (std refuses `create` without write), and
+/// has no sticky directories to share.
+#[cfg(unix)]
+const GUARD_ACCESS: Access = Access::Read;
+#[cfg(not(unix))]
+const GUARD_ACCESS: Access = Access::ReadWrite;
 
 /// The owner record beside a lock directory, tied to that directory's identity.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,14 +160,10 @@ impl Contend for MkdirContender {
             Err(e) => return Err(LockError::from_io(&e, "stat", &self.dir)),
         };
         if !meta.is_dir() {
-            return Err(LockError::new(
-                "ENOTDIR",
-                format!(
-                    "ENOTDIR: '{}' exists and is not a lock directory",
-                    self.dir.display()
-                ),
-                Some(&self.dir),
-            ));
+            return match not_a_lock_dir(&self.dir, &meta) {
+                Some(err) => Err(err),
+                None => Ok(None), // gone meanwhile: the next attempt makes it
+            };
         }
         if self.last_seen.replace(dir_id(&meta)) != Some(dir_id(&meta)) {
             self.generation += 1;
@@ -196,9 +209,50 @@ pub fn mtime_age_ms(meta: &fs::Metadata) -> u64 {
         .unwrap_or(0)
 }
 
+/// Why the non-directory at a lock directory's path is no lock of this protocol, or
+/// `None` if it is gone. A kernel-strategy lock file there means processes disagree
+/// on the protocol: each would think it holds the lock. Nothing there is changed.
+pub fn not_a_lock_dir(dir: &Path, meta: &fs::Metadata) -> Option<LockError> {
+    if meta.file_type().is_symlink() {
+        return Some(LockError::not_a_lock_file(dir, "a symbolic link"));
+    }
+    let content = match read_beside(dir) {
+        Ok(Some(content)) => content,
+        Ok(None) => return None,
+        Err(e) => return Some(LockError::from_io(&e, "open", dir)),
+    };
+    if let Leftover::Foreign = classify(&content) {
+        return Some(LockError::not_a_lock_file(
+            dir,
+            "a file that is not a lockwright lock file",
+        ));
+    }
+    Some(LockError::new(
+        "ENOTDIR",
+        format!(
+            "ENOTDIR: '{}' is a lock file of lockwright's kernel strategy, not a lock directory: \
+             another process locks this file with strategy 'kernel'. Processes sharing a lock must \
+             use the same protocol: strategy 'mkdir' (or lockwright/proper-lockfile) everywhere, \
+             or the kernel strategy everywhere",
+            dir.display()
+        ),
+        Some(dir),
+    ))
+}
+
+/// A small file beside a lock (record, token), or `None` if there is none. Never
+/// through a symlink, never blocking on a FIFO, never more than a record's size.
+fn read_beside(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match safe_fs::open_file(path, Access::Read, Create::No) {
+        Ok(file) => safe_fs::read_bounded(&file).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The owner record beside `dir`, if it was written for this very directory.
 fn read_owner(dir: &Path, id: DirId) -> Option<DirOwner> {
-    let bytes = fs::read(sibling(dir, OWNER_SUFFIX)).ok()?;
+    let bytes = read_beside(&sibling(dir, OWNER_SUFFIX)).ok()??;
     let owner: DirOwner = serde_json::from_slice(&bytes).ok()?;
     (DirId {
         dev: owner.dir_dev,
@@ -247,7 +301,7 @@ fn remove_judged(
     dry_run: bool,
 ) -> Result<Option<bool>> {
     let guard_path = sibling(dir, TAKEOVER_SUFFIX);
-    let guard = open_no_follow(&guard_path, true)
+    let guard = safe_fs::open_file(&guard_path, GUARD_ACCESS, Create::IfMissing)
         .map_err(|e| LockError::from_io(&e, "open", &guard_path))?;
     match guard.try_lock() {
         Ok(()) => {}
@@ -267,8 +321,77 @@ fn remove_judged(
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(false)),
         // Lock directories are kept empty: one with content is not a lock.
         Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(Some(false)),
-        Err(e) => Err(LockError::from_io(&e, "rmdir", dir)),
+        Err(e) => Err(rmdir_error(&e, dir)),
     }
+}
+
+/// In a sticky directory (`/tmp`) only its owner may remove a lock directory, as with
+/// proper-lockfile: say whose it is, since the holder is the one who must release it.
+fn rmdir_error(e: &io::Error, dir: &Path) -> LockError {
+    let mut err = LockError::from_io(e, "rmdir", dir);
+    if err.code == "EPERM" {
+        if let Some(owner) = safe_fs::owner_of(dir) {
+            err.message
+                .push_str(&format!(" (the lock directory belongs to {owner})"));
+        }
+    }
+    err
+}
+
+/// The lock directory itself, opened for a look and a touch: never through a symlink
+/// (a lock directory swapped for one would send the touch elsewhere). On Windows a
+/// directory opens only with `FILE_FLAG_BACKUP_SEMANTICS`, and a touch needs
+/// `FILE_WRITE_ATTRIBUTES`: a plain `File::open` failed there and every heartbeat with it.
+pub fn open_lock_dir(dir: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY);
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::fs::OpenOptionsExt;
+        const FILE_READ_ATTRIBUTES: u32 = 0x80;
+        const FILE_WRITE_ATTRIBUTES: u32 = 0x100;
+        const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000;
+        const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+        options
+            .access_mode(FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES)
+            .custom_flags(FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OPEN_REPARSE_POINT);
+    }
+    let handle = options.open(dir)?;
+    if !handle.metadata()?.is_dir() {
+        return Err(io::ErrorKind::NotADirectory.into());
+    }
+    Ok(handle)
+}
+
+/// The next fencing token for a grant of the lock directory `dir`, kept beside it.
+/// Called only while holding the lock, so read-then-write cannot interleave.
+fn next_token(dir: &Path) -> Result<u64> {
+    let path = sibling(dir, TOKEN_SUFFIX);
+    let path = &path;
+    let io_err = |action| move |e: io::Error| LockError::from_io(&e, action, path);
+    let file =
+        safe_fs::open_file(&path, Access::ReadWrite, Create::IfMissing).map_err(io_err("open"))?;
+    let content = safe_fs::read_bounded(&file).map_err(io_err("read"))?;
+    let last = match classify(&content) {
+        Leftover::Empty => 0,
+        Leftover::Released => super::owner_record::last_token(&content),
+        Leftover::DeadHolder(record) => record.token,
+        Leftover::Foreign => {
+            return Err(LockError::not_a_lock_file(
+                path,
+                "a file that is not a token record",
+            ))
+        }
+    };
+    let token = last + 1;
+    let json = serde_json::to_vec(&ReleasedRecord { token }).expect("a token serialises");
+    overwrite(&file, &json, content.len()).map_err(io_err("write"))?;
+    Ok(token)
 }
 
 /// Sets the open directory's mtime to `at` and returns it as the filesystem stored
@@ -290,14 +413,22 @@ pub struct MkdirLock {
     stale_ms: u64,
     released: bool,
     compromised: bool,
+    /// Whether the record beside the lock is one we wrote: only then does release
+    /// remove it (a FIFO or symlink planted there is not ours to delete).
+    wrote_record: bool,
 }
 
 impl MkdirLock {
     fn grant(dir: &Path, claimant: &Claimant, lock_id: &str, stale_ms: u64) -> Result<MkdirLock> {
         // mkdir just set the directory's mtime to now: that is the first heartbeat.
         let meta = fs::symlink_metadata(dir).map_err(|e| LockError::from_io(&e, "stat", dir))?;
-        let record = claimant.record(LockMode::Exclusive, lock_id.to_string(), 0);
-        let lock = MkdirLock {
+        // A grant without its token would break the promise of increasing tokens:
+        // give the lock back and say why.
+        let token = next_token(dir).inspect_err(|_| {
+            let _ = fs::remove_dir(dir);
+        })?;
+        let record = claimant.record(LockMode::Exclusive, lock_id.to_string(), token);
+        let mut lock = MkdirLock {
             dir: dir.to_path_buf(),
             id: dir_id(&meta),
             mtime: meta.modified().unwrap_or(UNIX_EPOCH),
@@ -306,15 +437,18 @@ impl MkdirLock {
             stale_ms,
             released: false,
             compromised: false,
+            wrote_record: false,
         };
         // The record is informative (who holds it); the directory is the lock. A
         // failure to write it does not undo the grant.
-        let _ = lock.write_owner();
+        lock.wrote_record = lock.write_owner().is_ok();
         Ok(lock)
     }
 
-    /// One plain write: a reader that catches it half-written cannot parse it and
-    /// treats the lock as one without a record, judged by its mtime alone.
+    /// Written in place: a reader that catches it half-written cannot parse it and
+    /// treats the lock as one without a record, judged by its mtime alone. Opened
+    /// through `safe_fs`: a symlink planted at the record's name made every grant and
+    /// heartbeat overwrite the file it pointed to, and a FIFO froze the heartbeat.
     fn write_owner(&self) -> io::Result<()> {
         let owner = DirOwner {
             record: self.record.clone(),
@@ -322,10 +456,11 @@ impl MkdirLock {
             dir_ino: self.id.ino,
             dir_born: self.id.born,
         };
-        fs::write(
-            sibling(&self.dir, OWNER_SUFFIX),
-            serde_json::to_vec(&owner).expect("an owner record serialises"),
-        )
+        let json = serde_json::to_vec(&owner).expect("an owner record serialises");
+        let path = sibling(&self.dir, OWNER_SUFFIX);
+        let file = safe_fs::open_file(&path, Access::ReadWrite, Create::IfMissing)?;
+        overwrite(&file, &json, 0)?;
+        file.set_len(json.len() as u64)
     }
 
     fn still_ours(&self) -> std::result::Result<fs::Metadata, LockError> {
@@ -357,12 +492,17 @@ impl MkdirLock {
 
     /// Lost: the lock directory cannot even be looked at.
     fn unreadable(&self, e: io::Error) -> LockError {
-        LockError::new(
-            code::COMPROMISED,
-            format!("{}, stat '{}'", e, self.dir.display()),
-            Some(&self.dir),
-        )
+        compromised_by(&e, "stat", &self.dir)
     }
+}
+
+/// `ECOMPROMISED` for the OS error that revealed the loss, its own code kept at the
+/// head of the message (`ECOMPROMISED` ... `ENOENT: ..., stat '<dir>'`), as
+/// proper-lockfile re-codes the `fs` error and keeps its message.
+fn compromised_by(e: &io::Error, action: &str, dir: &Path) -> LockError {
+    let mut err = LockError::from_io(e, action, dir);
+    err.code = code::COMPROMISED.into();
+    err
 }
 
 impl HeldLock for MkdirLock {
@@ -387,7 +527,7 @@ impl HeldLock for MkdirLock {
         };
         // One handle for the check and the touch: were the path taken over between
         // a check by path and a touch by path, we would refresh the new holder's lock.
-        let opened = File::open(&self.dir).and_then(|handle| Ok((handle.metadata()?, handle)));
+        let opened = open_lock_dir(&self.dir).and_then(|handle| Ok((handle.metadata()?, handle)));
         let handle = match opened {
             Ok((meta, handle)) => match self.judge(Ok(meta)) {
                 Ok(_) => handle,
@@ -402,13 +542,10 @@ impl HeldLock for MkdirLock {
                 self.touched_at = now;
             }
             Err(e) if passing(&e) => return Ok(()),
-            Err(e) => {
-                let message = format!("{e}, utimes '{}'", self.dir.display());
-                return Err(self.lose(LockError::new(code::COMPROMISED, message, Some(&self.dir))));
-            }
+            Err(e) => return Err(self.lose(compromised_by(&e, "utimes", &self.dir))),
         }
         self.record.heartbeat = now;
-        let _ = self.write_owner();
+        self.wrote_record |= self.write_owner().is_ok();
         Ok(())
     }
 
@@ -425,12 +562,14 @@ impl MkdirLock {
         }
         self.released = true;
         self.still_ours()?;
-        // Still ours, so the record beside it is the one we wrote.
-        let _ = fs::remove_file(sibling(&self.dir, OWNER_SUFFIX));
+        // Still ours, so the record beside it, if we wrote one, is ours.
+        if self.wrote_record {
+            let _ = fs::remove_file(sibling(&self.dir, OWNER_SUFFIX));
+        }
         match fs::remove_dir(&self.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(LockError::from_io(&e, "rmdir", &self.dir)),
+            Err(e) => Err(rmdir_error(&e, &self.dir)),
         }
     }
 }
@@ -456,6 +595,10 @@ mod tests {
         }
     }
 
+    fn set_mtime(dir: &Path, at: SystemTime) {
+        touch(&open_lock_dir(dir).unwrap(), at).unwrap();
+    }
+
     #[test]
     fn mkdir_excludes_and_release_removes_the_directory() {
         let dir = tempfile::tempdir().unwrap();
@@ -479,11 +622,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lock_dir = dir.path().join("f.lock");
         fs::create_dir(&lock_dir).unwrap(); // a proper-lockfile holder...
-        touch(
-            &File::open(&lock_dir).unwrap(),
-            SystemTime::now() - Duration::from_secs(60),
-        )
-        .unwrap(); // ...that stopped updating
+        set_mtime(&lock_dir, SystemTime::now() - Duration::from_secs(60)); // ...that stopped updating
         let held = MkdirContender::new(lock_dir.clone(), 10_000)
             .try_acquire(&claimant(), "a".into(), false)
             .unwrap();
@@ -496,11 +635,7 @@ mod tests {
         let not_a_lock = dir.path().join("build.lock");
         fs::create_dir(&not_a_lock).unwrap();
         fs::write(not_a_lock.join("data"), "keep me").unwrap();
-        touch(
-            &File::open(&not_a_lock).unwrap(),
-            SystemTime::now() - Duration::from_secs(60),
-        )
-        .unwrap();
+        set_mtime(&not_a_lock, SystemTime::now() - Duration::from_secs(60));
         assert!(!remove_if_stale(&not_a_lock, 10_000, false, false).unwrap());
         assert_eq!(fs::read(not_a_lock.join("data")).unwrap(), b"keep me");
     }
@@ -544,15 +679,146 @@ mod tests {
             .is_some());
     }
 
+    fn try_lock(lock_dir: &Path) -> Result<Option<Box<dyn HeldLock>>> {
+        MkdirContender::new(lock_dir.to_path_buf(), 10_000).try_acquire(
+            &claimant(),
+            "a".into(),
+            false,
+        )
+    }
+
     #[test]
-    fn a_lock_path_that_is_a_file_is_a_typed_error() {
+    fn a_kernel_lock_file_at_the_path_says_the_protocols_differ() {
         let dir = tempfile::tempdir().unwrap();
         let lock_dir = dir.path().join("f.lock");
-        fs::write(&lock_dir, "").unwrap();
-        let err = MkdirContender::new(lock_dir, 10_000)
-            .try_acquire(&claimant(), "a".into(), false)
-            .unwrap_err();
-        assert_eq!(err.code, "ENOTDIR");
+        for kernel_file in ["", r#"{"token":4}"#] {
+            fs::write(&lock_dir, kernel_file).unwrap();
+            let err = try_lock(&lock_dir).unwrap_err();
+            assert_eq!(err.code, "ENOTDIR");
+            assert!(err.message.contains("kernel strategy"), "{}", err.message);
+            assert!(err.message.contains("same protocol"), "{}", err.message);
+            assert_eq!(fs::read_to_string(&lock_dir).unwrap(), kernel_file);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn anything_else_at_the_path_is_not_a_lock_and_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock_dir = dir.path().join("f.lock");
+        fs::write(&lock_dir, "# Cargo.lock\nversion = 4\n").unwrap();
+        let err = try_lock(&lock_dir).unwrap_err();
+        assert_eq!(err.code, "EEXIST");
+        assert!(
+            err.message.contains("is not a lock file"),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            fs::read_to_string(&lock_dir).unwrap(),
+            "# Cargo.lock\nversion = 4\n"
+        );
+        // A symlink to a directory is not followed; a FIFO is not waited on.
+        fs::remove_file(&lock_dir).unwrap();
+        fs::create_dir(dir.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &lock_dir).unwrap();
+        assert_eq!(try_lock(&lock_dir).unwrap_err().code, "EEXIST");
+        fs::remove_file(&lock_dir).unwrap();
+        nix::unistd::mkfifo(&lock_dir, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+        let err = within_seconds(move || try_lock(&lock_dir).map(|_| ())).unwrap_err();
+        assert_eq!(err.code, "EEXIST");
+    }
+
+    /// Runs `work` on a thread; a hang (an open blocked on a FIFO) fails the test.
+    #[cfg(unix)]
+    fn within_seconds<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(work()));
+        result
+            .recv_timeout(Duration::from_secs(10))
+            .expect("blocked: a FIFO beside the lock was opened for reading or writing")
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_and_fifos_planted_beside_the_lock_are_never_followed_or_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock_dir = dir.path().join("f.lock");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        for suffix in [OWNER_SUFFIX, TAKEOVER_SUFFIX] {
+            std::os::unix::fs::symlink(&victim, sibling(&lock_dir, suffix)).unwrap();
+        }
+        let mut held = try_lock(&lock_dir).unwrap().unwrap();
+        held.beat(now_ms()).unwrap();
+        held.release().unwrap();
+        // A stale lock: its takeover meets the symlinked guard and says so.
+        fs::create_dir(&lock_dir).unwrap();
+        set_mtime(&lock_dir, SystemTime::now() - Duration::from_secs(60));
+        assert_eq!(try_lock(&lock_dir).unwrap_err().code, "ELOOP");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        fs::remove_dir(&lock_dir).unwrap();
+
+        for suffix in [OWNER_SUFFIX, TAKEOVER_SUFFIX] {
+            fs::remove_file(sibling(&lock_dir, suffix)).unwrap();
+            nix::unistd::mkfifo(
+                &sibling(&lock_dir, suffix),
+                nix::sys::stat::Mode::from_bits_truncate(0o666),
+            )
+            .unwrap();
+        }
+        let path = lock_dir.clone();
+        within_seconds(move || {
+            let mut held = try_lock(&path).unwrap().unwrap();
+            held.beat(now_ms()).unwrap();
+            assert!(current_owner(&path).is_none());
+            held.release().unwrap();
+        });
+        fs::create_dir(&lock_dir).unwrap();
+        set_mtime(&lock_dir, SystemTime::now() - Duration::from_secs(60));
+        let err = within_seconds(move || try_lock(&lock_dir).map(|_| ())).unwrap_err();
+        assert_eq!(err.code, "EEXIST");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_huge_owner_record_is_not_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock_dir = dir.path().join("f.lock");
+        fs::create_dir(&lock_dir).unwrap();
+        let record = File::create(sibling(&lock_dir, OWNER_SUFFIX)).unwrap();
+        record.set_len(1 << 40).unwrap(); // sparse: 1 TiB
+        let meta = fs::symlink_metadata(&lock_dir).unwrap();
+        assert!(!is_stale(&lock_dir, &meta, 10_000));
+        assert!(current_owner(&lock_dir).is_none());
+    }
+
+    #[test]
+    fn grants_get_increasing_tokens_kept_across_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock_dir = dir.path().join("f.lock");
+        let mut tokens = Vec::new();
+        for _ in 0..3 {
+            let held = try_lock(&lock_dir).unwrap().unwrap();
+            tokens.push(held.record().token);
+            held.release().unwrap();
+        }
+        assert_eq!(tokens, [1, 2, 3]);
+        // A dead holder's takeover continues the sequence too.
+        let held = try_lock(&lock_dir).unwrap().unwrap();
+        std::mem::forget(held);
+        set_mtime(&lock_dir, SystemTime::now() - Duration::from_secs(60));
+        assert_eq!(try_lock(&lock_dir).unwrap().unwrap().record().token, 5);
+        // Someone else's file at the token's name: refused, untouched, no lock left.
+        fs::write(sibling(&lock_dir, TOKEN_SUFFIX), "not a token").unwrap();
+        let other = dir.path().join("g.lock");
+        fs::write(sibling(&other, TOKEN_SUFFIX), "not a token").unwrap();
+        assert_eq!(try_lock(&other).unwrap_err().code, "EEXIST");
+        assert!(!other.exists());
+        assert_eq!(
+            fs::read_to_string(sibling(&other, TOKEN_SUFFIX)).unwrap(),
+            "not a token"
+        );
     }
 
     #[test]
@@ -563,11 +829,7 @@ mod tests {
             .try_acquire(&claimant(), "a".into(), false)
             .unwrap()
             .unwrap();
-        touch(
-            &File::open(&lock_dir).unwrap(),
-            SystemTime::now() - Duration::from_secs(5),
-        )
-        .unwrap();
+        set_mtime(&lock_dir, SystemTime::now() - Duration::from_secs(5));
         let err = held.beat(now_ms()).unwrap_err();
         assert_eq!(err.code, "ECOMPROMISED");
         assert_eq!(

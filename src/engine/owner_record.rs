@@ -49,9 +49,34 @@ pub struct OwnerRecord {
     /// PID from the holder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process_start: Option<u64>,
+    /// Where the holder runs: what decides whether its PID can be looked up here.
+    #[serde(flatten)]
+    pub origin: ProcessOrigin,
     pub mode: LockMode,
     pub lock_id: String,
     pub token: u64,
+}
+
+/// What tells whether a recorded PID means the same process here. A container that
+/// shares the host name (docker `--network host`, `unshare`, CI sandboxes) has PIDs of
+/// its own namespace, which name another process here or none: judged by PID, a live
+/// holder there looked dead at once. Each field is absent where the OS has no such
+/// thing, and in records written before it existed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessOrigin {
+    /// `/proc/sys/kernel/random/boot_id`: another boot of the same host name is
+    /// another machine (or this one restarted), whose PIDs mean nothing here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// The inode of `/proc/self/ns/pid`: the PID namespace the `pid` belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<u64>,
+    /// Start in clock ticks since boot (field 22 of `/proc/<pid>/stat`). A start in
+    /// seconds since the epoch is boot time plus ticks, and moves with every step of
+    /// the wall clock: compared that way, a live holder looked like a reused PID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<u64>,
 }
 
 impl OwnerRecord {
@@ -95,6 +120,8 @@ pub struct ProcessIdentity {
     pub user: String,
     /// This process's start as the OS reports it (seconds since the epoch).
     pub process_start: Option<u64>,
+    /// Boot, PID namespace and start ticks of this process, for its records.
+    pub origin: ProcessOrigin,
     /// Process start in ms: with the pid and a counter it makes lock ids unique on a host.
     started_ms: u64,
 }
@@ -107,6 +134,7 @@ impl ProcessIdentity {
             host: host_name(),
             user: user_name(),
             process_start: super::liveness::process_start(std::process::id()),
+            origin: super::liveness::origin_of_this_process(),
             started_ms: now_ms(),
         })
     }
@@ -161,6 +189,7 @@ mod tests {
             timestamp: 1,
             heartbeat: 1,
             process_start: id.process_start,
+            origin: id.origin.clone(),
             mode: LockMode::Shared,
             lock_id: id.next_lock_id(),
             token: 7,
@@ -181,7 +210,19 @@ mod tests {
             assert!(json.get(key).is_some(), "missing {key}");
         }
         assert_eq!(json["mode"], "shared");
+        #[cfg(target_os = "linux")]
+        for key in ["bootId", "pidNs", "startTicks"] {
+            assert!(json.get(key).is_some(), "missing {key}");
+        }
         assert_eq!(last_token(&serde_json::to_vec(&record).unwrap()), 7);
+    }
+
+    #[test]
+    fn records_without_an_origin_still_parse() {
+        let old = br#"{"pid":1,"host":"h","process":"p","user":"u","timestamp":1,"mode":"exclusive","lockId":"x","token":2}"#;
+        let record: OwnerRecord = serde_json::from_slice(old).unwrap();
+        assert_eq!(record.origin, ProcessOrigin::default());
+        assert_eq!(record.token, 2);
     }
 
     #[test]
