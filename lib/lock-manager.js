@@ -256,7 +256,7 @@ class LockManager extends EventEmitter {
       throw lockError('EINVAL', 'dryRun must be a boolean')
     }
     const dryRun = options?.dryRun === true
-    const report = this._native.cleanup(dir, dryRun)
+    const report = await this._native.cleanup(dir, dryRun)
     if (!dryRun) {
       for (const path of report.cleared) this.#log(`cleanup cleared ${path}`)
       for (const path of report.removed) this.#log(`cleanup removed ${path}`)
@@ -275,7 +275,7 @@ class LockManager extends EventEmitter {
     if (options?.force !== undefined && typeof options.force !== 'boolean') {
       throw invalidFor('force must be a boolean', path)
     }
-    const changed = this._native.forceRelease(path, options, options?.force === true)
+    const changed = await this._native.forceRelease(path, options, options?.force === true)
     if (changed) this.#log(`force-release cleared the leftovers of ${path}`)
     return changed
   }

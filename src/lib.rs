@@ -4,9 +4,9 @@
 //! `lockwright.js` builds the public API (re-entrant `withLock`, `Symbol.asyncDispose`,
 //! exit handling) on top of these.
 
-mod atomic_write_task;
 mod bench_floors;
 pub mod engine;
+mod engine_task;
 mod js_args;
 mod js_error;
 #[cfg(target_os = "linux")]
@@ -454,44 +454,47 @@ impl NativeLockManager {
     }
 
     /// Removes what dead holders left; with `dryRun`, only lists what it would remove.
-    #[napi(catch_unwind)]
+    /// The scan and the process look-ups run on the threadpool.
+    #[napi(catch_unwind, ts_return_type = "Promise<NativeCleanup>")]
     pub fn cleanup(
         &self,
         env: Env,
         dir: Option<Unknown>,
         dry_run: Option<bool>,
-    ) -> napi::Result<NativeCleanup> {
-        let report = guarded(&env, || {
-            self.engine
-                .cleanup(optional_dir(dir)?.as_deref(), dry_run.unwrap_or(false))
-        })?;
-        let strings = |paths: &[std::path::PathBuf]| -> Vec<String> {
-            paths
-                .iter()
-                .map(|p| p.to_string_lossy().into_owned())
-                .collect()
-        };
-        Ok(NativeCleanup {
-            removed: strings(&report.removed),
-            cleared: strings(&report.cleared),
-            kept: report.kept as u32,
-        })
+    ) -> napi::Result<AsyncTask<engine_task::EngineTask<NativeCleanup>>> {
+        let dir = optional_dir(dir).map_err(|e| js_error::to_js(&env, e))?;
+        let engine = self.engine.clone();
+        Ok(engine_task::EngineTask::spawn("cleaning up", move || {
+            let report = engine.cleanup(dir.as_deref(), dry_run.unwrap_or(false))?;
+            let strings = |paths: &[std::path::PathBuf]| -> Vec<String> {
+                paths
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect()
+            };
+            Ok(NativeCleanup {
+                removed: strings(&report.removed),
+                cleared: strings(&report.cleared),
+                kept: report.kept as u32,
+            })
+        }))
     }
 
-    /// Breaks a lock nobody alive holds; returns whether anything was removed.
-    #[napi(catch_unwind)]
+    /// Breaks a lock nobody alive holds; resolves to whether anything was removed.
+    /// Runs on the threadpool.
+    #[napi(catch_unwind, ts_return_type = "Promise<boolean>")]
     pub fn force_release(
         &self,
         env: Env,
         path: Unknown,
         options: Option<Unknown>,
         force: bool,
-    ) -> napi::Result<bool> {
-        guarded(&env, || {
-            let (target, options) = read_request(path, options)?;
-            self.engine
-                .force_release(&target, options.lockfile_path.as_deref(), force)
-        })
+    ) -> napi::Result<AsyncTask<engine_task::EngineTask<bool>>> {
+        let (target, options) = read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
+        let engine = self.engine.clone();
+        Ok(engine_task::EngineTask::spawn("force-releasing", move || {
+            engine.force_release(&target, options.lockfile_path.as_deref(), force)
+        }))
     }
 
     #[napi(catch_unwind)]
@@ -548,21 +551,20 @@ impl NativeLockManager {
 }
 
 /// Replaces `path` with `data` so a crash leaves the old content or the new, never a
-/// mix. Runs on the threadpool; resolves when the new content is durable.
+/// mix. Runs on the threadpool (fsync can take milliseconds); resolves when the new
+/// content is durable.
 #[napi(catch_unwind, ts_return_type = "Promise<void>")]
 pub fn write_file_atomic(
     env: Env,
     path: Unknown,
     data: Buffer,
     options: Option<Unknown>,
-) -> napi::Result<AsyncTask<atomic_write_task::AtomicWriteTask>> {
+) -> napi::Result<AsyncTask<engine_task::EngineTask<()>>> {
     let (path, options) =
         read_write_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
-    Ok(AsyncTask::new(atomic_write_task::AtomicWriteTask {
-        path,
-        data: data.to_vec(),
-        options,
-        failure: None,
+    let data = data.to_vec();
+    Ok(engine_task::EngineTask::spawn("writing", move || {
+        engine::atomic_file::write_file_atomic(&path, &data, options)
     }))
 }
 
