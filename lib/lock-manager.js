@@ -83,6 +83,15 @@ function sameFileIn(held, lockfile) {
   return undefined
 }
 
+/**
+ * Locks held in the current async context, by lock file: what `withLock` re-enters.
+ * One store for every manager in the process (every copy of this module too): a
+ * lock that one manager holds here is the same kernel lock for all of them, so a
+ * call through another (the module-level `updateJson`) must re-enter it, not wait
+ * for itself.
+ */
+const context = (globalThis[Symbol.for('lockwright.context')] ??= new AsyncLocalStorage())
+
 /** Resolves once every call that re-entered `level` is done, later ones included. */
 async function settled(level) {
   for (let last; last !== level.last; ) {
@@ -92,8 +101,6 @@ async function settled(level) {
 }
 
 class LockManager extends EventEmitter {
-  /** Locks held in the current async context, by lock file: what `withLock` re-enters. */
-  #context = new AsyncLocalStorage()
   #debug
 
   constructor(options) {
@@ -171,7 +178,7 @@ class LockManager extends EventEmitter {
     const level = { lock, last: Promise.resolve() }
     let failure = NO_FAILURE
     try {
-      return await this.#context.run(this.#withLevel(level), fn, lock)
+      return await context.run(this.#withLevel(level), fn, lock)
     } catch (err) {
       failure = err
       throw err
@@ -188,7 +195,7 @@ class LockManager extends EventEmitter {
     const lock = this.acquireSync(path, options)
     let failure = NO_FAILURE
     try {
-      return this.#context.run(this.#withLevel({ lock, sync: true }), fn, lock)
+      return context.run(this.#withLevel({ lock, sync: true }), fn, lock)
     } catch (err) {
       failure = err
       throw err
@@ -302,7 +309,7 @@ class LockManager extends EventEmitter {
    */
   #reentry(path, options) {
     const lockfile = this._native.lockfileFor(path, options)
-    const held = this.#context.getStore()
+    const held = context.getStore()
     const outer = held?.get(lockfile) ?? (held?.size ? sameFileIn(held, lockfile) : undefined)
     if (!outer || outer.lock.released) return undefined
     if (outer.lock.mode === 'shared' && (options?.mode ?? 'exclusive') === 'exclusive') {
@@ -322,7 +329,7 @@ class LockManager extends EventEmitter {
       // re-enter any more, so take it like any other caller.
       if (level.lock.released) return this.withLock(path, fn, options)
       const inner = { lock: level.lock, last: Promise.resolve() }
-      return this.#context.run(this.#withLevel(inner), async () => {
+      return context.run(this.#withLevel(inner), async () => {
         try {
           return await fn(level.lock)
         } finally {
@@ -338,7 +345,7 @@ class LockManager extends EventEmitter {
   }
 
   #withLevel(level) {
-    const held = new Map(this.#context.getStore())
+    const held = new Map(context.getStore())
     held.set(level.lock.lockfilePath, level)
     return held
   }
