@@ -261,8 +261,9 @@ impl NativeLockManager {
                         .unwrap_or(defaults.timeout),
                     stale_ms: js_args::optional_millis(options, "stale")?
                         .unwrap_or(defaults.stale_ms),
-                    heartbeat_ms: js_args::optional_millis(options, "heartbeat")?,
+                    heartbeat_ms: js_args::optional_number(options, "heartbeat")?,
                     metrics: js_args::optional_bool(options, "metrics")?.unwrap_or(true),
+                    realpath: js_args::optional_bool(options, "realpath")?.unwrap_or(true),
                     mkdir,
                     ..defaults
                 })?,
@@ -409,7 +410,7 @@ impl NativeLockManager {
         guarded(&env, || {
             let (target, options) = read_request(path, options)?;
             self.engine
-                .resolve(&target, options.lockfile_path.as_deref())
+                .resolve(&target, options.lockfile_path.as_deref(), options.realpath)
                 .map(|(_, lockfile)| lockfile.to_string_lossy().into_owned())
         })
     }
@@ -749,6 +750,7 @@ fn read_request(
             mode: js_args::optional_mode(options)?.unwrap_or(engine::LockMode::Exclusive),
             timeout: js_args::optional_wait(options, "timeout")?,
             lockfile_path: js_args::optional_string(options, "lockfilePath")?,
+            realpath: js_args::optional_bool(options, "realpath")?,
         })
     };
     let options = read_options().map_err(|e| e.about(&target))?;
