@@ -393,6 +393,20 @@ impl NativeLockManager {
         })
     }
 
+    /// A copy of a held lock's descriptor that a child process inherits (see
+    /// `LockManager::inheritable_fd`), or `null` when the lock has none to give
+    /// (the mkdir strategy, or not Unix). The caller closes it.
+    #[napi(catch_unwind)]
+    pub fn inheritable_fd(&self, env: Env, id: f64) -> napi::Result<Option<i32>> {
+        #[cfg(unix)]
+        return guarded(&env, || self.engine.inheritable_fd(grant_id(id)));
+        #[cfg(not(unix))]
+        {
+            let _ = (env, id);
+            Ok(None)
+        }
+    }
+
     #[napi(catch_unwind)]
     pub fn is_held(&self, id: f64) -> bool {
         self.engine.is_held(grant_id(id))
