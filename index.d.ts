@@ -46,8 +46,15 @@ export declare class NativeLockManager {
   lockfileFor(path: unknown, options?: unknown | undefined | null): string
   held(): Array<NativeGrant>
   get stale(): number
-  status(path: unknown, options?: unknown | undefined | null): NativeStatus
-  list(dir?: unknown | undefined | null): Array<NativeStatus>
+  /**
+   * Who holds the lock on `path` (any process's). The record reads and process
+   * look-ups run on the threadpool.
+   */
+  status(path: unknown, options?: unknown | undefined | null): Promise<NativeStatus>
+  statusSync(path: unknown, options?: unknown | undefined | null): NativeStatus
+  /** The status of every lock file in `dir`, read on the threadpool. */
+  list(dir?: unknown | undefined | null): Promise<Array<NativeStatus>>
+  listSync(dir?: unknown | undefined | null): Array<NativeStatus>
   /**
    * Removes what dead holders left; with `dryRun`, only lists what it would remove.
    * The scan and the process look-ups run on the threadpool.
@@ -187,7 +194,8 @@ export interface NativeStatus {
 
 /**
  * Replaces `path` with `data` so a crash leaves the old content or the new, never a
- * mix. Runs on the threadpool; resolves when the new content is durable.
+ * mix. Runs on the threadpool (fsync can take milliseconds); resolves when the new
+ * content is durable.
  */
 export declare function writeFileAtomic(path: unknown, data: Buffer, options?: unknown | undefined | null): Promise<void>
 

@@ -140,9 +140,13 @@ export declare class LockManager extends EventEmitter {
   /** Ends pending waits (ABORT_ERR) and releases everything held. */
   close(): Promise<void>
   /** Who holds the lock on `path`, in any process, and whether they are alive. */
-  status(path: string, options?: { lockfilePath?: string }): LockStatus
+  status(path: string, options?: { lockfilePath?: string }): Promise<LockStatus>
+  /** `status` on the calling thread. */
+  statusSync(path: string, options?: { lockfilePath?: string }): LockStatus
   /** The status of every lock file in `dir` (default: lockDir). */
-  list(dir?: string): LockStatus[]
+  list(dir?: string): Promise<LockStatus[]>
+  /** `list` on the calling thread. */
+  listSync(dir?: string): LockStatus[]
   /** Removes dead holders' lock files, corrupted ones and dead readers' records in `dir` (default: lockDir). */
   /**
    * Clears dead holders' records (the files stay, keeping their fencing token) and

@@ -28,7 +28,7 @@ test('with: the command keeps the lock when its wrapper is SIGKILLed, until it e
 
   const manager = new LockManager({ owner: 'second' })
   assert.equal(manager.tryAcquire(file), null, 'the lock went with the wrapper while its command still runs')
-  assert.equal(manager.status(file).locked, true)
+  assert.equal(manager.statusSync(file).locked, true)
   const second = await runCommand(process.execPath, [CLI, 'with', file, '--timeout', '0', '--', 'true'])
   assert.equal(second.code, 3, 'a second `lockwright with` ran beside the command')
 
@@ -46,7 +46,7 @@ test('with: a normal end still clears the record and leaves the command no lock 
   const linger = `while [ -d '${dir}' ]; do sleep 0.2; done`
   const run = await runCommand(process.execPath, [CLI, 'with', file, '--', 'sh', '-c', `(${linger}) <&- >&- 2>&- & exit 0`])
   assert.equal(run.code, 0, run.stderr)
-  const status = new LockManager().status(file)
+  const status = new LockManager().statusSync(file)
   assert.equal(status.locked, false)
   assert.deepEqual(status.owners, [])
   const lock = new LockManager().tryAcquire(file)

@@ -21,7 +21,7 @@ test('a symlink and the file it names are one lock; realpath: false keeps them a
   const manager = new LockManager()
   assert.equal(manager.tryAcquire(link), null, 'the link was locked apart from its target')
   await assert.rejects(manager.acquire(link, { timeout: 0 }), { code: 'ELOCKED', message: /locked by holder/ })
-  assert.equal(manager.status(link).locked, true)
+  assert.equal(manager.statusSync(link).locked, true)
 
   // Turned off, per manager or per call, the link has a lock of its own.
   const own = new LockManager({ realpath: false }).tryAcquire(link)

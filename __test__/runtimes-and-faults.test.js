@@ -147,7 +147,7 @@ test('garbage in a lock record does not stop the next holder', async (t) => {
   fs.writeFileSync(`${file}.lock`, '\u0000\u0001 not json at all {{{')
   const manager = new LockManager()
   // Not ours to judge (a sweep leaves it alone), and no obstacle to a grant.
-  assert.deepEqual([manager.status(file).locked, manager.status(file).stale], [false, false])
+  assert.deepEqual([manager.statusSync(file).locked, manager.statusSync(file).stale], [false, false])
   const lock = await manager.acquire(file, { timeout: 0 })
   assert.equal(lock.token, 1)
   assert.equal(JSON.parse(fs.readFileSync(`${file}.lock`, 'utf8')).lockId, lock.id)

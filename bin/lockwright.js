@@ -157,7 +157,7 @@ const commands = {
     const isDir = fs.statSync(target, { throwIfNoEntry: false })?.isDirectory() && !(values.strategy === 'mkdir' && target.endsWith('.lock'))
     // A path ending in .lock (as `status <dir>` prints them) names the lock file itself.
     const asLockfile = !isDir && target.endsWith('.lock')
-    const statuses = isDir ? manager.list(target) : [manager.status(target, asLockfile ? { lockfilePath: target } : undefined)]
+    const statuses = isDir ? await manager.list(target) : [await manager.status(target, asLockfile ? { lockfilePath: target } : undefined)]
     if (values.json) return print(JSON.stringify(isDir ? statuses : statuses[0], null, 2))
     if (statuses.length === 0) return print(`no locks in ${target}`)
     return print(statuses.map((s) => describeStatus(s, values.verbose)).join('\n'))

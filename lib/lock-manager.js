@@ -238,16 +238,30 @@ class LockManager extends EventEmitter {
     this._afterRelease()
   }
 
-  /** Who holds the lock on `path` (in any process), and whether they are alive. */
-  status(path, options) {
-    const status = this._native.status(path, options)
-    if (status.stale) this.#log(`stale ${status.lockfilePath}`)
-    return status
+  /**
+   * Who holds the lock on `path` (in any process), and whether they are alive. The
+   * records are read and the processes looked up on the threadpool.
+   */
+  async status(path, options) {
+    return this.#logStale(await this._native.status(path, options))
+  }
+
+  statusSync(path, options) {
+    return this.#logStale(this._native.statusSync(path, options))
   }
 
   /** The status of every lock file in `dir` (default: this manager's lockDir). */
-  list(dir) {
+  async list(dir) {
     return this._native.list(dir)
+  }
+
+  listSync(dir) {
+    return this._native.listSync(dir)
+  }
+
+  #logStale(status) {
+    if (status.stale) this.#log(`stale ${status.lockfilePath}`)
+    return status
   }
 
   /**

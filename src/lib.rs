@@ -443,8 +443,26 @@ impl NativeLockManager {
         self.engine.stale_ms() as f64
     }
 
-    #[napi(catch_unwind)]
+    /// Who holds the lock on `path` (any process's). The record reads and process
+    /// look-ups run on the threadpool.
+    #[napi(catch_unwind, ts_return_type = "Promise<NativeStatus>")]
     pub fn status(
+        &self,
+        env: Env,
+        path: Unknown,
+        options: Option<Unknown>,
+    ) -> napi::Result<AsyncTask<engine_task::EngineTask<NativeStatus>>> {
+        let (target, options) = read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
+        let engine = self.engine.clone();
+        Ok(engine_task::EngineTask::spawn("reading a status", move || {
+            engine
+                .status(&target, options.lockfile_path.as_deref())
+                .map(Into::into)
+        }))
+    }
+
+    #[napi(catch_unwind)]
+    pub fn status_sync(
         &self,
         env: Env,
         path: Unknown,
@@ -458,14 +476,23 @@ impl NativeLockManager {
         })
     }
 
+    /// The status of every lock file in `dir`, read on the threadpool.
+    #[napi(catch_unwind, ts_return_type = "Promise<Array<NativeStatus>>")]
+    pub fn list(
+        &self,
+        env: Env,
+        dir: Option<Unknown>,
+    ) -> napi::Result<AsyncTask<engine_task::EngineTask<Vec<NativeStatus>>>> {
+        let dir = optional_dir(dir).map_err(|e| js_error::to_js(&env, e))?;
+        let engine = self.engine.clone();
+        Ok(engine_task::EngineTask::spawn("listing locks", move || {
+            list_statuses(&engine, dir.as_deref())
+        }))
+    }
+
     #[napi(catch_unwind)]
-    pub fn list(&self, env: Env, dir: Option<Unknown>) -> napi::Result<Vec<NativeStatus>> {
-        guarded(&env, || {
-            let dir = optional_dir(dir)?;
-            self.engine
-                .list(dir.as_deref())
-                .map(|l| l.into_iter().map(Into::into).collect())
-        })
+    pub fn list_sync(&self, env: Env, dir: Option<Unknown>) -> napi::Result<Vec<NativeStatus>> {
+        guarded(&env, || list_statuses(&self.engine, optional_dir(dir)?.as_deref()))
     }
 
     /// Removes what dead holders left; with `dryRun`, only lists what it would remove.
@@ -736,6 +763,12 @@ fn read_write_request(
         path,
         engine::atomic_file::AtomicWriteOptions { mode, fsync },
     ))
+}
+
+fn list_statuses(engine: &LockManager, dir: Option<&str>) -> engine::Result<Vec<NativeStatus>> {
+    engine
+        .list(dir)
+        .map(|l| l.into_iter().map(Into::into).collect())
 }
 
 fn optional_dir(dir: Option<Unknown>) -> engine::Result<Option<String>> {
