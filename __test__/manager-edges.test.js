@@ -13,7 +13,7 @@ test('once closed, a manager grants nothing: tryAcquire, acquire, acquireSync, w
   const file = join(tempDir(t), 'state.json')
   const manager = new LockManager()
   await manager.close()
-  assert.throws(() => manager.tryAcquire(file), { code: 'ABORT_ERR', path: file })
+  assert.throws(() => manager.tryAcquire(file), { code: 'ABORT_ERR', path: file, message: /is closed/ })
   assert.throws(() => manager.acquireSync(file), { code: 'ABORT_ERR' })
   await assert.rejects(manager.acquire(file), { code: 'ABORT_ERR' })
   await assert.rejects(manager.withLock(file, () => 1), { code: 'ABORT_ERR' })

@@ -452,13 +452,17 @@ impl NativeLockManager {
         path: Unknown,
         options: Option<Unknown>,
     ) -> napi::Result<AsyncTask<engine_task::EngineTask<NativeStatus>>> {
-        let (target, options) = read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
+        let (target, options) =
+            read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
         let engine = self.engine.clone();
-        Ok(engine_task::EngineTask::spawn("reading a status", move || {
-            engine
-                .status(&target, options.lockfile_path.as_deref())
-                .map(Into::into)
-        }))
+        Ok(engine_task::EngineTask::spawn(
+            "reading a status",
+            move || {
+                engine
+                    .status(&target, options.lockfile_path.as_deref())
+                    .map(Into::into)
+            },
+        ))
     }
 
     #[napi(catch_unwind)]
@@ -492,7 +496,9 @@ impl NativeLockManager {
 
     #[napi(catch_unwind)]
     pub fn list_sync(&self, env: Env, dir: Option<Unknown>) -> napi::Result<Vec<NativeStatus>> {
-        guarded(&env, || list_statuses(&self.engine, optional_dir(dir)?.as_deref()))
+        guarded(&env, || {
+            list_statuses(&self.engine, optional_dir(dir)?.as_deref())
+        })
     }
 
     /// Removes what dead holders left; with `dryRun`, only lists what it would remove.
@@ -532,11 +538,13 @@ impl NativeLockManager {
         options: Option<Unknown>,
         force: bool,
     ) -> napi::Result<AsyncTask<engine_task::EngineTask<bool>>> {
-        let (target, options) = read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
+        let (target, options) =
+            read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
         let engine = self.engine.clone();
-        Ok(engine_task::EngineTask::spawn("force-releasing", move || {
-            engine.force_release(&target, options.lockfile_path.as_deref(), force)
-        }))
+        Ok(engine_task::EngineTask::spawn(
+            "force-releasing",
+            move || engine.force_release(&target, options.lockfile_path.as_deref(), force),
+        ))
     }
 
     #[napi(catch_unwind)]

@@ -397,7 +397,9 @@ impl HeldLock for KernelLock {
     #[cfg(unix)]
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
-        self.file.as_ref().map(|lock_file| lock_file.file.as_raw_fd())
+        self.file
+            .as_ref()
+            .map(|lock_file| lock_file.file.as_raw_fd())
     }
 }
 

@@ -316,7 +316,7 @@ impl LockManager {
         let (target, lockfile) =
             self.resolve(target, options.lockfile_path.as_deref(), options.realpath)?;
         if self.inner.closing.is_cancelled() {
-            return Err(closed_error(&target));
+            return Err(closed_error(&target, false));
         }
         self.attempt_now(&target, &lockfile, options.mode, Instant::now())
     }
@@ -343,16 +343,13 @@ impl LockManager {
         cancel: CancellationToken,
         events: impl FnOnce() -> Option<Arc<ReleaseEvents>>,
     ) -> Acquisition {
-        let (target, lockfile) = match self.resolve(
-            target,
-            options.lockfile_path.as_deref(),
-            options.realpath,
-        ) {
-            Ok(paths) => paths,
-            Err(e) => return Acquisition::Ready(Err(e)),
-        };
+        let (target, lockfile) =
+            match self.resolve(target, options.lockfile_path.as_deref(), options.realpath) {
+                Ok(paths) => paths,
+                Err(e) => return Acquisition::Ready(Err(e)),
+            };
         if self.inner.closing.is_cancelled() {
-            return Acquisition::Ready(Err(closed_error(&target)));
+            return Acquisition::Ready(Err(closed_error(&target, false)));
         }
         let asked = Instant::now();
         // The uncontended path stays on the calling thread.
@@ -434,7 +431,7 @@ impl LockManager {
             granted = attempt => granted.and_then(|lock| self.register(&target, lock, asked)),
             _ = deadline => Err(timeout_error(&target, &lockfile, wait)),
             _ = cancel.cancelled() => Err(LockError::new(code::ABORTED, format!("The wait for the lock on {} was aborted", target.display()), Some(&target))),
-            _ = self.inner.closing.cancelled() => Err(closed_error(&target)),
+            _ = self.inner.closing.cancelled() => Err(closed_error(&target, true)),
         };
         match &outcome {
             Err(e) if e.is(code::TIMEOUT) => self.inner.metrics.record(Event::TimedOut),
@@ -500,7 +497,7 @@ impl LockManager {
         if self.inner.closing.is_cancelled() {
             drop(held);
             drop(lock);
-            return Err(closed_error(target));
+            return Err(closed_error(target, true));
         }
         held.insert(
             grant.id,
@@ -730,15 +727,20 @@ fn start_heartbeat(manager: Weak<Inner>, period: Duration, closing: Cancellation
     });
 }
 
-fn closed_error(target: &Path) -> LockError {
-    LockError::new(
-        code::ABORTED,
+/// `ABORT_ERR` for an acquire that met `close()`: before it started, or while it waited.
+fn closed_error(target: &Path, waiting: bool) -> LockError {
+    let message = if waiting {
         format!(
-            "The LockManager was closed while waiting for {}, or before the call",
+            "The LockManager was closed while waiting for {}",
             target.display()
-        ),
-        Some(target),
-    )
+        )
+    } else {
+        format!(
+            "The LockManager is closed: {} was not locked",
+            target.display()
+        )
+    };
+    LockError::new(code::ABORTED, message, Some(target))
 }
 
 /// The heartbeat period in ms, 0 for none. A beat slower than `stale / 2` (or none
@@ -1000,8 +1002,14 @@ mod tests {
     #[test]
     fn heartbeats_are_clamped_to_half_of_stale_and_never_rounded_to_none() {
         assert_eq!(heartbeat_period(None, 10_000, false).unwrap(), 5_000);
-        assert_eq!(heartbeat_period(Some(60_000.0), 10_000, true).unwrap(), 5_000);
-        assert_eq!(heartbeat_period(Some(10_000.0), 10_000, false).unwrap(), 5_000);
+        assert_eq!(
+            heartbeat_period(Some(60_000.0), 10_000, true).unwrap(),
+            5_000
+        );
+        assert_eq!(
+            heartbeat_period(Some(10_000.0), 10_000, false).unwrap(),
+            5_000
+        );
         assert_eq!(heartbeat_period(Some(0.5), 10_000, true).unwrap(), 1);
         assert_eq!(heartbeat_period(Some(0.0), 10_000, false).unwrap(), 0);
         assert_eq!(
@@ -1113,10 +1121,7 @@ mod tests {
         // The copy shares the lock: closing the manager's grant releases both.
         a.release(grant.id, code::RELEASED).unwrap();
         drop(copy);
-        assert_eq!(
-            a.inheritable_fd(grant.id).unwrap_err().code,
-            "ENOTACQUIRED"
-        );
+        assert_eq!(a.inheritable_fd(grant.id).unwrap_err().code, "ENOTACQUIRED");
     }
 
     #[test]

@@ -349,7 +349,9 @@ mod backend {
                         _ = shared.stop.notified() => break "stopped".to_string(),
                     }
                 };
-                debug(format_args!("release watcher stopped ({ended}); restarting it"));
+                debug(format_args!(
+                    "release watcher stopped ({ended}); restarting it"
+                ));
                 let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
                 match state.started_at {
                     // A stream that fails at once again would spin: wait a little.
@@ -581,7 +583,10 @@ mod restarts {
         let backend = events.backend.as_ref().unwrap();
         let give_up = Instant::now() + Duration::from_secs(30);
         while backend.running() != Some(starts) {
-            assert!(Instant::now() < give_up, "the release watcher was not started again");
+            assert!(
+                Instant::now() < give_up,
+                "the release watcher was not started again"
+            );
             events.ensure_watched(path);
             std::thread::sleep(Duration::from_millis(20));
         }
