@@ -33,14 +33,29 @@ pub fn validate_path(path: &str, what: &str) -> Result<PathBuf> {
 /// is, and the open of its lock file reports the error.
 pub fn real_target(target: &Path) -> PathBuf {
     if let Ok(real) = std::fs::canonicalize(target) {
-        return real;
+        return plain(real);
     }
     match (target.parent(), target.file_name()) {
         (Some(dir), Some(name)) => std::fs::canonicalize(dir)
-            .map(|dir| dir.join(name))
+            .map(|dir| plain(dir).join(name))
             .unwrap_or_else(|_| target.to_path_buf()),
         _ => target.to_path_buf(),
     }
+}
+
+/// Windows' canonical form of a drive path is `\\?\C:\…`; callers wrote, and should
+/// read back, `C:\…`.
+#[cfg(windows)]
+fn plain(path: PathBuf) -> PathBuf {
+    match path.to_str().and_then(|p| p.strip_prefix(r"\\?\")) {
+        Some(rest) if rest.as_bytes().get(1) == Some(&b':') => PathBuf::from(rest),
+        _ => path,
+    }
+}
+
+#[cfg(not(windows))]
+fn plain(path: PathBuf) -> PathBuf {
+    path
 }
 
 /// Resolves the lock file for `target`.
