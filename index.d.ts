@@ -32,6 +32,12 @@ export declare class NativeLockManager {
   release(id: number, byLock: boolean): number
   /** Releases every grant this manager holds on `path`; returns how many. */
   releasePath(path: unknown, lockfilePath?: string | undefined | null): number
+  /**
+   * A copy of a held lock's descriptor that a child process inherits (see
+   * `LockManager::inheritable_fd`), or `null` when the lock has none to give
+   * (the mkdir strategy, or not Unix). The caller closes it.
+   */
+  inheritableFd(id: number): number | null
   isHeld(id: number): boolean
   /**
    * The lock file an acquire of `path` with `options` would use, after the same
@@ -40,12 +46,25 @@ export declare class NativeLockManager {
   lockfileFor(path: unknown, options?: unknown | undefined | null): string
   held(): Array<NativeGrant>
   get stale(): number
-  status(path: unknown, options?: unknown | undefined | null): NativeStatus
-  list(dir?: unknown | undefined | null): Array<NativeStatus>
-  /** Removes what dead holders left; with `dryRun`, only lists what it would remove. */
-  cleanup(dir?: unknown | undefined | null, dryRun?: boolean | undefined | null): NativeCleanup
-  /** Breaks a lock nobody alive holds; returns whether anything was removed. */
-  forceRelease(path: unknown, options: unknown | undefined | null, force: boolean): boolean
+  /**
+   * Who holds the lock on `path` (any process's). The record reads and process
+   * look-ups run on the threadpool.
+   */
+  status(path: unknown, options?: unknown | undefined | null): Promise<NativeStatus>
+  statusSync(path: unknown, options?: unknown | undefined | null): NativeStatus
+  /** The status of every lock file in `dir`, read on the threadpool. */
+  list(dir?: unknown | undefined | null): Promise<Array<NativeStatus>>
+  listSync(dir?: unknown | undefined | null): Array<NativeStatus>
+  /**
+   * Removes what dead holders left; with `dryRun`, only lists what it would remove.
+   * The scan and the process look-ups run on the threadpool.
+   */
+  cleanup(dir?: unknown | undefined | null, dryRun?: boolean | undefined | null): Promise<NativeCleanup>
+  /**
+   * Breaks a lock nobody alive holds; resolves to whether anything was removed.
+   * Runs on the threadpool.
+   */
+  forceRelease(path: unknown, options: unknown | undefined | null, force: boolean): Promise<boolean>
   metrics(): NativeMetrics
   resetMetrics(): void
   /**
@@ -175,7 +194,8 @@ export interface NativeStatus {
 
 /**
  * Replaces `path` with `data` so a crash leaves the old content or the new, never a
- * mix. Runs on the threadpool; resolves when the new content is durable.
+ * mix. Runs on the threadpool (fsync can take milliseconds); resolves when the new
+ * content is durable.
  */
 export declare function writeFileAtomic(path: unknown, data: Buffer, options?: unknown | undefined | null): Promise<void>
 

@@ -41,8 +41,10 @@ export interface LockManagerOptions {
   timeout?: number
   /** A holder on another host whose heartbeat is older than this (ms) is dead. Default 10000, at least 2000. */
   stale?: number
-  /** Heartbeat period in ms, from a native thread. Default stale/2; 0 turns beats off. */
+  /** Heartbeat period in ms, from a native thread. Default stale/2, and at most that; 0 turns beats off (kernel locks only). */
   heartbeat?: number
+  /** Lock the file a symlink names, not the link, as proper-lockfile does. Default true. */
+  realpath?: boolean
   /** Record counts and wait/hold times for `metrics()`. Default true. */
   metrics?: boolean
   /** Called when a held lock turns out lost (code ECOMPROMISED); the 'compromised' event fires too. */
@@ -94,6 +96,8 @@ export interface AcquireOptions {
   signal?: AbortSignal
   /** Use exactly this lock file. */
   lockfilePath?: string
+  /** Resolve symlinks in the path for this call. Default: the manager's (true). */
+  realpath?: boolean
 }
 
 export type SyncAcquireOptions = Omit<AcquireOptions, 'signal'>
@@ -136,9 +140,13 @@ export declare class LockManager extends EventEmitter {
   /** Ends pending waits (ABORT_ERR) and releases everything held. */
   close(): Promise<void>
   /** Who holds the lock on `path`, in any process, and whether they are alive. */
-  status(path: string, options?: { lockfilePath?: string }): LockStatus
+  status(path: string, options?: { lockfilePath?: string }): Promise<LockStatus>
+  /** `status` on the calling thread. */
+  statusSync(path: string, options?: { lockfilePath?: string }): LockStatus
   /** The status of every lock file in `dir` (default: lockDir). */
-  list(dir?: string): LockStatus[]
+  list(dir?: string): Promise<LockStatus[]>
+  /** `list` on the calling thread. */
+  listSync(dir?: string): LockStatus[]
   /** Removes dead holders' lock files, corrupted ones and dead readers' records in `dir` (default: lockDir). */
   /**
    * Clears dead holders' records (the files stay, keeping their fencing token) and

@@ -21,11 +21,11 @@ const node = (code) => [process.execPath, '-e', code]
 test('with: runs the command holding the lock, exits with its code, releases after', async (t) => {
   const file = join(tempDir(t), 'state.json')
   const check = `const { LockManager } = require(${JSON.stringify(join(__dirname, '..'))});
-    const s = new LockManager().status(${JSON.stringify(file)});
+    const s = new LockManager().statusSync(${JSON.stringify(file)});
     process.exit(s.locked && s.owners[0].process === 'script' ? 7 : 1)`
   const run = await cli(['with', file, '--owner', 'script', '--', ...node(check)])
   assert.equal(run.code, 7, run.stderr)
-  assert.equal(new LockManager().status(file).locked, false)
+  assert.equal(new LockManager().statusSync(file).locked, false)
 })
 
 test('with: the owner label defaults to the command\'s file name; a command that cannot start exits 127', async (t) => {
@@ -33,14 +33,14 @@ test('with: the owner label defaults to the command\'s file name; a command that
   const file = join(dir, 'state.json')
   const script = join(dir, 'update-state.sh')
   // The script asks, as another process would, who holds the lock.
-  fs.writeFileSync(script, `#!/bin/sh\n"${process.execPath}" -e 'process.stdout.write(new (require(${JSON.stringify(join(__dirname, '..'))}).LockManager)().status(${JSON.stringify(file)}).owners[0].process)'\n`, { mode: 0o755 })
+  fs.writeFileSync(script, `#!/bin/sh\n"${process.execPath}" -e 'process.stdout.write(new (require(${JSON.stringify(join(__dirname, '..'))}).LockManager)().statusSync(${JSON.stringify(file)}).owners[0].process)'\n`, { mode: 0o755 })
   const run = await cli(['with', file, '--', script])
   assert.equal(run.code, 0, run.stderr)
   assert.equal(run.stdout, 'update-state.sh')
   const missing = await cli(['with', file, '--', join(dir, 'no-such-command')])
   assert.equal(missing.code, 127)
   assert.match(missing.stderr, /cannot run .*no-such-command/)
-  assert.equal(new LockManager().status(file).locked, false)
+  assert.equal(new LockManager().statusSync(file).locked, false)
 })
 
 test('with: --timeout 0 on a held lock exits 3; a timeout exits 4; --shared holders overlap', async (t) => {
@@ -68,7 +68,7 @@ test('with: forwards signals to the command and reports how it ended', async (t)
   child.kill('SIGTERM')
   const [code] = await once(child, 'exit')
   assert.equal(code, 42)
-  assert.equal(new LockManager().status(file).locked, false)
+  assert.equal(new LockManager().statusSync(file).locked, false)
   // Killed by a signal it does not handle: 128 + the signal number, as a shell reports it.
   const killed = await cli(['with', file, '--', 'sh', '-c', 'kill -KILL $$'])
   assert.equal(killed.code, 128 + 9)
@@ -114,8 +114,8 @@ test('status and cleanup report and sweep a directory; release --force breaks a 
   run = await cli(['cleanup', dir])
   assert.equal(run.stdout, [`cleared ${dry.wouldClear[0]}`, `removed ${dry.wouldRemove[0]}`, '1 cleared, 1 removed, 2 kept\n'].join('\n'))
   assert.equal(fs.existsSync(dry.wouldRemove[0]), false)
-  assert.equal(new LockManager().status(join(dir, 'b.json')).stale, false)
-  assert.equal(new LockManager().status(join(dir, 'c.json')).locked, true)
+  assert.equal(new LockManager().statusSync(join(dir, 'b.json')).stale, false)
+  assert.equal(new LockManager().statusSync(join(dir, 'c.json')).locked, true)
 
   run = await cli(['release', join(dir, 'a.json'), '--force'])
   assert.equal(run.code, 3)

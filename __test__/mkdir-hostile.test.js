@@ -101,14 +101,14 @@ test('a live holder in another PID namespace keeps its lock: its PID means nothi
   await holder.call('lock', { file, options: { stale: 60_000 } })
   assert.equal(await lockfile.check(file, { stale: 60_000 }), true)
   await assert.rejects(lockfile.lock(file, { stale: 60_000 }), { code: 'ELOCKED' })
-  const status = new LockManager({ strategy: 'mkdir', stale: 60_000 }).status(file)
+  const status = new LockManager({ strategy: 'mkdir', stale: 60_000 }).statusSync(file)
   assert.deepEqual([status.locked, status.stale, status.owners[0].pid, status.owners[0].alive], [true, false, 1, true])
 
   // The kernel strategy's status judges owners the same way.
   const kernelHolder = spawnAgent(t, { wrap })
   const other = join(dir, 'other.json')
   await kernelHolder.call('acquire', { path: other })
-  const kernel = new LockManager().status(other)
+  const kernel = new LockManager().statusSync(other)
   assert.deepEqual([kernel.locked, kernel.stale, kernel.owners[0].pid, kernel.owners[0].alive], [true, false, 1, true])
 
   // Once it dies, its lock goes stale by its mtime, as proper-lockfile's would.
@@ -189,7 +189,7 @@ test('a kernel-strategy lock file where the lock directory goes: a typed error n
       return true
     })
   }
-  assert.throws(() => new LockManager({ strategy: 'mkdir' }).status(file), { code: 'ENOTDIR', message: /kernel strategy/ })
+  assert.throws(() => new LockManager({ strategy: 'mkdir' }).statusSync(file), { code: 'ENOTDIR', message: /kernel strategy/ })
   assert.equal(fs.readFileSync(`${file}.lock`, 'utf8'), held)
 
   const foreign = targetIn(tempDir(t))

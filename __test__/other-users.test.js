@@ -82,14 +82,14 @@ test('status names a holder that could write no record (read access is enough to
   t.after(() => holder.kill('SIGKILL'))
   await once(holder.stdout, 'data')
   const manager = new LockManager()
-  const status = manager.status(target)
+  const status = manager.statusSync(target)
   assert.equal(status.locked, true)
   assert.equal(status.owners.length, 1)
   assert.match(status.owners[0].user, /uid 65534/)
   await assert.rejects(manager.forceRelease(target, { force: true }), { code: 'ELOCKED', message: /PID \d+/ })
   holder.stdin.end()
   await once(holder, 'exit')
-  assert.equal(manager.status(target).locked, false)
+  assert.equal(manager.statusSync(target).locked, false)
 })
 
 test('observers (status, list, cleanup in a loop elsewhere) never make a free lock look held', async (t) => {

@@ -257,13 +257,13 @@ test('LockManager({ strategy: "mkdir" }) speaks the same protocol and is exclusi
   const peer = plAgent(t, REAL)
   await peer.call('lock', { file })
   await assert.rejects(manager.acquire(file, { timeout: 0 }), { code: 'ELOCKED' })
-  assert.equal(manager.status(file).locked, true)
+  assert.equal(manager.statusSync(file).locked, true)
   // Waiting: the peer's rmdir wakes the waiter.
   const waiting = manager.acquire(file, { timeout: 10_000 })
   await peer.call('unlock', { file })
   const lock = await waiting
   assert.ok(fs.statSync(`${file}.lock`).isDirectory())
-  assert.equal(manager.status(file).owners[0].pid, process.pid)
+  assert.equal(manager.statusSync(file).owners[0].pid, process.pid)
   await assert.rejects(peer.call('lock', { file }), { code: 'ELOCKED' })
   await lock.release()
   assert.equal(fs.existsSync(`${file}.lock`), false)
@@ -304,7 +304,7 @@ test('with strategy "mkdir", list, cleanupStaleLocks and forceRelease work on lo
   const old = new Date(Date.now() - 60_000)
   fs.utimesSync(`${dead}.lock`, old, old)
   const manager = new LockManager({ strategy: 'mkdir', lockDir: dir })
-  assert.deepEqual(manager.list().map((s) => [s.lockfilePath, s.locked, s.stale]), [
+  assert.deepEqual(manager.listSync().map((s) => [s.lockfilePath, s.locked, s.stale]), [
     [`${dead}.lock`, false, true],
     [`${live}.lock`, true, false],
   ])

@@ -152,7 +152,7 @@ test('garbage at a lock path is not ours: a grant refuses it with EEXIST and lea
   fs.writeFileSync(`${file}.lock`, garbage)
   const manager = new LockManager()
   // Not ours to judge (a sweep leaves it alone), and not ours to overwrite.
-  assert.deepEqual([manager.status(file).locked, manager.status(file).stale], [false, false])
+  assert.deepEqual([manager.statusSync(file).locked, manager.statusSync(file).stale], [false, false])
   await assert.rejects(manager.acquire(file, { timeout: 0 }), {
     code: 'EEXIST',
     message: /a\.json\.lock' exists and is not a lock file.*lockDir.*lockfilePath/,

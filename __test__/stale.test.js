@@ -31,7 +31,7 @@ test('a holder whose event loop is blocked for 3x stale keeps beating and keeps 
   // beats seen (the holder's own timestamps) span 3x stale.
   const beats = [record(lockfile).heartbeat]
   for await (const _ of fs.promises.watch(lockfile)) {
-    const status = observer.status(file)
+    const status = observer.statusSync(file)
     assert.equal(status.locked, true)
     assert.equal(status.stale, false)
     assert.equal(status.owners[0].alive, true)
@@ -54,7 +54,7 @@ test('status names another process holding the lock; a dead holder is stale and 
   await dead.call('acquire', { path: join(dir, 'a.json') })
   await live.call('acquire', { path: join(dir, 'b.json') })
   const manager = new LockManager({ lockDir: dir })
-  const held = manager.status(join(dir, 'b.json'))
+  const held = manager.statusSync(join(dir, 'b.json'))
   assert.equal(held.locked, true)
   assert.equal(held.mode, 'exclusive')
   assert.deepEqual(
@@ -63,12 +63,12 @@ test('status names another process holding the lock; a dead holder is stale and 
   )
   dead.child.kill('SIGKILL')
   await dead.exited
-  const stale = manager.status(join(dir, 'a.json'))
+  const stale = manager.statusSync(join(dir, 'a.json'))
   assert.equal(stale.locked, false)
   assert.equal(stale.stale, true)
   assert.equal(stale.owners[0].pid, dead.pid)
   assert.equal(stale.owners[0].alive, false)
-  assert.deepEqual(manager.list().map((s) => [s.lockfilePath, s.locked, s.stale]), [
+  assert.deepEqual(manager.listSync().map((s) => [s.lockfilePath, s.locked, s.stale]), [
     [join(dir, 'a.json.lock'), false, true],
     [join(dir, 'b.json.lock'), true, false],
   ])
@@ -76,12 +76,12 @@ test('status names another process holding the lock; a dead holder is stale and 
   const report = await manager.cleanupStaleLocks()
   assert.deepEqual(report, { removed: [], cleared: [join(dir, 'a.json.lock')], kept: 1 })
   assert.equal(fs.existsSync(join(dir, 'b.json.lock')), true)
-  assert.equal(manager.status(join(dir, 'b.json')).owners[0].alive, true)
+  assert.equal(manager.statusSync(join(dir, 'b.json')).owners[0].alive, true)
   assert.equal(manager.metrics().staleCleaned, 1)
   // The dead holder's record is gone but its fencing token stays: the next grant
   // continues the sequence rather than starting again at 1.
   assert.deepEqual(record(join(dir, 'a.json.lock')), { token: deadToken })
-  const cleared = manager.status(join(dir, 'a.json'))
+  const cleared = manager.statusSync(join(dir, 'a.json'))
   assert.deepEqual([cleared.locked, cleared.stale, cleared.owners], [false, false, []])
   const next = await manager.acquire(join(dir, 'a.json'))
   assert.equal(next.token, deadToken + 1)
@@ -97,18 +97,18 @@ test('a reused PID is not mistaken for the holder, nor a wall-clock step for a r
   const real = record(lockfile)
   assert.equal(real.pid, agent.pid)
   const manager = new LockManager()
-  assert.equal(manager.status(file).owners[0].alive, true)
+  assert.equal(manager.statusSync(file).owners[0].alive, true)
   // A step of the wall clock moves a start time in seconds since the epoch (boot time
   // plus ticks), not the start in clock ticks: still the holder.
   if (process.platform === 'linux') {
     assert.equal(typeof real.startTicks, 'number')
     fs.writeFileSync(lockfile, JSON.stringify({ ...real, processStart: real.processStart - 3600 }))
-    assert.equal(manager.status(file).owners[0].alive, true)
+    assert.equal(manager.statusSync(file).owners[0].alive, true)
   }
   // The same PID, but a process that started earlier: an older holder's record.
   const earlier = { processStart: real.processStart - 3600, ...(real.startTicks && { startTicks: real.startTicks - 1 }) }
   fs.writeFileSync(lockfile, JSON.stringify({ ...real, ...earlier }))
-  const status = manager.status(file)
+  const status = manager.statusSync(file)
   assert.equal(status.owners[0].pid, agent.pid)
   assert.equal(status.owners[0].alive, false)
   assert.equal(status.stale, true)
@@ -130,8 +130,8 @@ test('a sweep keeps every lock file, empty ones too, and other tools\' *.lock fi
   fs.writeFileSync(join(dir, 'released.lock'), '{"token":3}')
   fs.writeFileSync(join(dir, 'not-a-lock.json'), '{}')
   const manager = new LockManager()
-  assert.equal(manager.status(join(dir, 'Cargo')).stale, false)
-  assert.equal(manager.status(join(dir, 'empty')).stale, false)
+  assert.equal(manager.statusSync(join(dir, 'Cargo')).stale, false)
+  assert.equal(manager.statusSync(join(dir, 'empty')).stale, false)
   const report = await manager.cleanupStaleLocks(dir)
   assert.deepEqual(report, { removed: [], cleared: [], kept: 6 })
   for (const [name, content] of Object.entries(theirs)) assert.equal(fs.readFileSync(join(dir, name), 'utf8'), content)
@@ -191,7 +191,7 @@ test('a lock file removed under a waiter: the waiter re-opens the path and still
   await blocked
   // The file it waited on is gone: it locks what the path names now, which excludes.
   const lock = await waiting
-  const status = new LockManager().status(file)
+  const status = new LockManager().statusSync(file)
   assert.deepEqual([status.locked, status.owners[0].pid, status.owners[0].lockId], [true, waiter.pid, lock.id])
   assert.equal(new LockManager().tryAcquire(file), null)
 })
@@ -214,7 +214,7 @@ test('forceRelease refuses a live kernel lock, even with force, and clears a dea
   assert.equal(await manager.forceRelease(file), true)
   // The dead holder's record is cleared; the file keeps its fencing token.
   assert.deepEqual(record(`${file}.lock`), { token })
-  assert.equal(manager.status(file).stale, false)
+  assert.equal(manager.statusSync(file).stale, false)
   assert.equal(await manager.forceRelease(file), false)
 })
 

@@ -28,7 +28,9 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 locked (--timeout 0), 4 timed out;
 'with' exits with the command's own code.`,
   with: `Usage: lockwright with <file> [--shared] [--timeout ms] [--owner label] -- <cmd> [args...]
 
-Runs <cmd> holding the lock on <file>, and releases it when <cmd> ends.
+Runs <cmd> holding the lock on <file>, and releases it when <cmd> ends. <cmd> inherits
+the lock as its descriptor 3 (kernel strategy, Unix), so it keeps the lock until it
+ends even if this wrapper is killed.
   --shared          take a shared (read) lock instead of an exclusive one
   --timeout <ms>    how long to wait for the lock (default 30000; 0 tries once; Infinity)
   --owner <label>   owner label shown to others (default: the command's name)
@@ -117,7 +119,15 @@ const commands = {
     if (extra.length > 0) throw new UsageError(`one file before '--', got also '${extra.join("', '")}'\n\n${HELP.with}`)
     const manager = managerFor(values, { owner: values.owner ?? require('node:path').basename(cmd) })
     const lock = await manager.acquire(file, { mode: values.shared ? 'shared' : 'exclusive', timeout: timeoutOf(values.timeout) })
-    const child = spawn(cmd, cmdArgs, { stdio: 'inherit' })
+    // The command inherits the lock as its descriptor 3, as with flock(1): if this
+    // wrapper is killed (SIGKILL, the OOM killer), the lock stays with the command.
+    const fd = manager._native.inheritableFd(lock._grantId)
+    let child
+    try {
+      child = spawn(cmd, cmdArgs, { stdio: fd === null ? 'inherit' : ['inherit', 'inherit', 'inherit', fd] })
+    } finally {
+      if (fd !== null) fs.closeSync(fd)
+    }
     // Ctrl-C at a terminal reaches the whole foreground group, the command too: a
     // second SIGINT from us would read as "force quit" to many programs.
     const forward = (signal) => (signal === 'SIGINT' && process.stdin.isTTY ? undefined : child.kill(signal))
@@ -147,7 +157,7 @@ const commands = {
     const isDir = fs.statSync(target, { throwIfNoEntry: false })?.isDirectory() && !(values.strategy === 'mkdir' && target.endsWith('.lock'))
     // A path ending in .lock (as `status <dir>` prints them) names the lock file itself.
     const asLockfile = !isDir && target.endsWith('.lock')
-    const statuses = isDir ? manager.list(target) : [manager.status(target, asLockfile ? { lockfilePath: target } : undefined)]
+    const statuses = isDir ? await manager.list(target) : [await manager.status(target, asLockfile ? { lockfilePath: target } : undefined)]
     if (values.json) return print(JSON.stringify(isDir ? statuses : statuses[0], null, 2))
     if (statuses.length === 0) return print(`no locks in ${target}`)
     return print(statuses.map((s) => describeStatus(s, values.verbose)).join('\n'))

@@ -23,7 +23,7 @@ class TaskStore {
       this.lock = await this.locks.acquire(path.join(this.dir, 'tasks.json'), this.lockOptions)
     } catch (err) {
       if (err.code !== 'ELOCKED') throw err
-      const [owner] = this.locks.status(path.join(this.dir, 'tasks.json'), this.lockOptions).owners
+      const [owner] = (await this.locks.status(path.join(this.dir, 'tasks.json'), this.lockOptions)).owners
       const who = owner ? `${owner.process} (PID ${owner.pid})` : 'another process'
       throw Object.assign(new Error(`Task store is in use by ${who}. Close it or run lock-status --force if it crashed.`), { code: 'ELOCKED' })
     }
@@ -36,7 +36,7 @@ class TaskStore {
   /** `astrotask lock-status [--force]` */
   async lockStatus({ force = false } = {}) {
     const target = path.join(this.dir, 'tasks.json')
-    const status = this.locks.status(target, this.lockOptions)
+    const status = await this.locks.status(target, this.lockOptions)
     if (force && !status.locked) await this.locks.forceRelease(target, this.lockOptions)
     return status
   }

@@ -83,6 +83,15 @@ function sameFileIn(held, lockfile) {
   return undefined
 }
 
+/**
+ * Locks held in the current async context, by lock file: what `withLock` re-enters.
+ * One store for every manager in the process (every copy of this module too): a
+ * lock that one manager holds here is the same kernel lock for all of them, so a
+ * call through another (the module-level `updateJson`) must re-enter it, not wait
+ * for itself.
+ */
+const context = (globalThis[Symbol.for('lockwright.context')] ??= new AsyncLocalStorage())
+
 /** Resolves once every call that re-entered `level` is done, later ones included. */
 async function settled(level) {
   for (let last; last !== level.last; ) {
@@ -92,8 +101,6 @@ async function settled(level) {
 }
 
 class LockManager extends EventEmitter {
-  /** Locks held in the current async context, by lock file: what `withLock` re-enters. */
-  #context = new AsyncLocalStorage()
   #debug
 
   constructor(options) {
@@ -171,7 +178,7 @@ class LockManager extends EventEmitter {
     const level = { lock, last: Promise.resolve() }
     let failure = NO_FAILURE
     try {
-      return await this.#context.run(this.#withLevel(level), fn, lock)
+      return await context.run(this.#withLevel(level), fn, lock)
     } catch (err) {
       failure = err
       throw err
@@ -188,7 +195,7 @@ class LockManager extends EventEmitter {
     const lock = this.acquireSync(path, options)
     let failure = NO_FAILURE
     try {
-      return this.#context.run(this.#withLevel({ lock, sync: true }), fn, lock)
+      return context.run(this.#withLevel({ lock, sync: true }), fn, lock)
     } catch (err) {
       failure = err
       throw err
@@ -231,16 +238,30 @@ class LockManager extends EventEmitter {
     this._afterRelease()
   }
 
-  /** Who holds the lock on `path` (in any process), and whether they are alive. */
-  status(path, options) {
-    const status = this._native.status(path, options)
-    if (status.stale) this.#log(`stale ${status.lockfilePath}`)
-    return status
+  /**
+   * Who holds the lock on `path` (in any process), and whether they are alive. The
+   * records are read and the processes looked up on the threadpool.
+   */
+  async status(path, options) {
+    return this.#logStale(await this._native.status(path, options))
+  }
+
+  statusSync(path, options) {
+    return this.#logStale(this._native.statusSync(path, options))
   }
 
   /** The status of every lock file in `dir` (default: this manager's lockDir). */
-  list(dir) {
+  async list(dir) {
     return this._native.list(dir)
+  }
+
+  listSync(dir) {
+    return this._native.listSync(dir)
+  }
+
+  #logStale(status) {
+    if (status.stale) this.#log(`stale ${status.lockfilePath}`)
+    return status
   }
 
   /**
@@ -256,7 +277,7 @@ class LockManager extends EventEmitter {
       throw lockError('EINVAL', 'dryRun must be a boolean')
     }
     const dryRun = options?.dryRun === true
-    const report = this._native.cleanup(dir, dryRun)
+    const report = await this._native.cleanup(dir, dryRun)
     if (!dryRun) {
       for (const path of report.cleared) this.#log(`cleanup cleared ${path}`)
       for (const path of report.removed) this.#log(`cleanup removed ${path}`)
@@ -275,7 +296,7 @@ class LockManager extends EventEmitter {
     if (options?.force !== undefined && typeof options.force !== 'boolean') {
       throw invalidFor('force must be a boolean', path)
     }
-    const changed = this._native.forceRelease(path, options, options?.force === true)
+    const changed = await this._native.forceRelease(path, options, options?.force === true)
     if (changed) this.#log(`force-release cleared the leftovers of ${path}`)
     return changed
   }
@@ -302,7 +323,7 @@ class LockManager extends EventEmitter {
    */
   #reentry(path, options) {
     const lockfile = this._native.lockfileFor(path, options)
-    const held = this.#context.getStore()
+    const held = context.getStore()
     const outer = held?.get(lockfile) ?? (held?.size ? sameFileIn(held, lockfile) : undefined)
     if (!outer || outer.lock.released) return undefined
     if (outer.lock.mode === 'shared' && (options?.mode ?? 'exclusive') === 'exclusive') {
@@ -322,7 +343,7 @@ class LockManager extends EventEmitter {
       // re-enter any more, so take it like any other caller.
       if (level.lock.released) return this.withLock(path, fn, options)
       const inner = { lock: level.lock, last: Promise.resolve() }
-      return this.#context.run(this.#withLevel(inner), async () => {
+      return context.run(this.#withLevel(inner), async () => {
         try {
           return await fn(level.lock)
         } finally {
@@ -338,7 +359,7 @@ class LockManager extends EventEmitter {
   }
 
   #withLevel(level) {
-    const held = new Map(this.#context.getStore())
+    const held = new Map(context.getStore())
     held.set(level.lock.lockfilePath, level)
     return held
   }

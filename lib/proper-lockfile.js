@@ -201,7 +201,7 @@ function isLocked(file, options) {
   }
   // Fresh by its mtime; lockwright also knows a dead holder on this host at once.
   return managerFor({ stale: options.stale, update: Math.max(options.stale / 2, 1000) })
-    .status(file, { lockfilePath: lockfileOf(file, options) }).locked
+    .statusSync(file, { lockfilePath: lockfileOf(file, options) }).locked
 }
 
 async function check(file, options) {

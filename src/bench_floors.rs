@@ -51,7 +51,7 @@ pub fn measure(dir: &Path, iterations: u32) -> Result<Floors> {
     let cycle = |mkdir: bool, name: &str| -> Result<f64> {
         let manager = LockManager::new(ManagerOptions {
             mkdir,
-            heartbeat_ms: Some(0),
+            heartbeat_ms: Some(0.0),
             ..ManagerOptions::new("bench-floor")
         })?;
         let target = dir.join(name).to_string_lossy().into_owned();

@@ -4,9 +4,9 @@
 //! `lockwright.js` builds the public API (re-entrant `withLock`, `Symbol.asyncDispose`,
 //! exit handling) on top of these.
 
-mod atomic_write_task;
 mod bench_floors;
 pub mod engine;
+mod engine_task;
 mod js_args;
 mod js_error;
 #[cfg(target_os = "linux")]
@@ -261,8 +261,9 @@ impl NativeLockManager {
                         .unwrap_or(defaults.timeout),
                     stale_ms: js_args::optional_millis(options, "stale")?
                         .unwrap_or(defaults.stale_ms),
-                    heartbeat_ms: js_args::optional_millis(options, "heartbeat")?,
+                    heartbeat_ms: js_args::optional_number(options, "heartbeat")?,
                     metrics: js_args::optional_bool(options, "metrics")?.unwrap_or(true),
+                    realpath: js_args::optional_bool(options, "realpath")?.unwrap_or(true),
                     mkdir,
                     ..defaults
                 })?,
@@ -392,6 +393,20 @@ impl NativeLockManager {
         })
     }
 
+    /// A copy of a held lock's descriptor that a child process inherits (see
+    /// `LockManager::inheritable_fd`), or `null` when the lock has none to give
+    /// (the mkdir strategy, or not Unix). The caller closes it.
+    #[napi(catch_unwind)]
+    pub fn inheritable_fd(&self, env: Env, id: f64) -> napi::Result<Option<i32>> {
+        #[cfg(unix)]
+        return guarded(&env, || self.engine.inheritable_fd(grant_id(id)));
+        #[cfg(not(unix))]
+        {
+            let _ = (env, id);
+            Ok(None)
+        }
+    }
+
     #[napi(catch_unwind)]
     pub fn is_held(&self, id: f64) -> bool {
         self.engine.is_held(grant_id(id))
@@ -409,7 +424,7 @@ impl NativeLockManager {
         guarded(&env, || {
             let (target, options) = read_request(path, options)?;
             self.engine
-                .resolve(&target, options.lockfile_path.as_deref())
+                .resolve(&target, options.lockfile_path.as_deref(), options.realpath)
                 .map(|(_, lockfile)| lockfile.to_string_lossy().into_owned())
         })
     }
@@ -428,8 +443,30 @@ impl NativeLockManager {
         self.engine.stale_ms() as f64
     }
 
-    #[napi(catch_unwind)]
+    /// Who holds the lock on `path` (any process's). The record reads and process
+    /// look-ups run on the threadpool.
+    #[napi(catch_unwind, ts_return_type = "Promise<NativeStatus>")]
     pub fn status(
+        &self,
+        env: Env,
+        path: Unknown,
+        options: Option<Unknown>,
+    ) -> napi::Result<AsyncTask<engine_task::EngineTask<NativeStatus>>> {
+        let (target, options) =
+            read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
+        let engine = self.engine.clone();
+        Ok(engine_task::EngineTask::spawn(
+            "reading a status",
+            move || {
+                engine
+                    .status(&target, options.lockfile_path.as_deref())
+                    .map(Into::into)
+            },
+        ))
+    }
+
+    #[napi(catch_unwind)]
+    pub fn status_sync(
         &self,
         env: Env,
         path: Unknown,
@@ -443,55 +480,71 @@ impl NativeLockManager {
         })
     }
 
+    /// The status of every lock file in `dir`, read on the threadpool.
+    #[napi(catch_unwind, ts_return_type = "Promise<Array<NativeStatus>>")]
+    pub fn list(
+        &self,
+        env: Env,
+        dir: Option<Unknown>,
+    ) -> napi::Result<AsyncTask<engine_task::EngineTask<Vec<NativeStatus>>>> {
+        let dir = optional_dir(dir).map_err(|e| js_error::to_js(&env, e))?;
+        let engine = self.engine.clone();
+        Ok(engine_task::EngineTask::spawn("listing locks", move || {
+            list_statuses(&engine, dir.as_deref())
+        }))
+    }
+
     #[napi(catch_unwind)]
-    pub fn list(&self, env: Env, dir: Option<Unknown>) -> napi::Result<Vec<NativeStatus>> {
+    pub fn list_sync(&self, env: Env, dir: Option<Unknown>) -> napi::Result<Vec<NativeStatus>> {
         guarded(&env, || {
-            let dir = optional_dir(dir)?;
-            self.engine
-                .list(dir.as_deref())
-                .map(|l| l.into_iter().map(Into::into).collect())
+            list_statuses(&self.engine, optional_dir(dir)?.as_deref())
         })
     }
 
     /// Removes what dead holders left; with `dryRun`, only lists what it would remove.
-    #[napi(catch_unwind)]
+    /// The scan and the process look-ups run on the threadpool.
+    #[napi(catch_unwind, ts_return_type = "Promise<NativeCleanup>")]
     pub fn cleanup(
         &self,
         env: Env,
         dir: Option<Unknown>,
         dry_run: Option<bool>,
-    ) -> napi::Result<NativeCleanup> {
-        let report = guarded(&env, || {
-            self.engine
-                .cleanup(optional_dir(dir)?.as_deref(), dry_run.unwrap_or(false))
-        })?;
-        let strings = |paths: &[std::path::PathBuf]| -> Vec<String> {
-            paths
-                .iter()
-                .map(|p| p.to_string_lossy().into_owned())
-                .collect()
-        };
-        Ok(NativeCleanup {
-            removed: strings(&report.removed),
-            cleared: strings(&report.cleared),
-            kept: report.kept as u32,
-        })
+    ) -> napi::Result<AsyncTask<engine_task::EngineTask<NativeCleanup>>> {
+        let dir = optional_dir(dir).map_err(|e| js_error::to_js(&env, e))?;
+        let engine = self.engine.clone();
+        Ok(engine_task::EngineTask::spawn("cleaning up", move || {
+            let report = engine.cleanup(dir.as_deref(), dry_run.unwrap_or(false))?;
+            let strings = |paths: &[std::path::PathBuf]| -> Vec<String> {
+                paths
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect()
+            };
+            Ok(NativeCleanup {
+                removed: strings(&report.removed),
+                cleared: strings(&report.cleared),
+                kept: report.kept as u32,
+            })
+        }))
     }
 
-    /// Breaks a lock nobody alive holds; returns whether anything was removed.
-    #[napi(catch_unwind)]
+    /// Breaks a lock nobody alive holds; resolves to whether anything was removed.
+    /// Runs on the threadpool.
+    #[napi(catch_unwind, ts_return_type = "Promise<boolean>")]
     pub fn force_release(
         &self,
         env: Env,
         path: Unknown,
         options: Option<Unknown>,
         force: bool,
-    ) -> napi::Result<bool> {
-        guarded(&env, || {
-            let (target, options) = read_request(path, options)?;
-            self.engine
-                .force_release(&target, options.lockfile_path.as_deref(), force)
-        })
+    ) -> napi::Result<AsyncTask<engine_task::EngineTask<bool>>> {
+        let (target, options) =
+            read_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
+        let engine = self.engine.clone();
+        Ok(engine_task::EngineTask::spawn(
+            "force-releasing",
+            move || engine.force_release(&target, options.lockfile_path.as_deref(), force),
+        ))
     }
 
     #[napi(catch_unwind)]
@@ -548,21 +601,20 @@ impl NativeLockManager {
 }
 
 /// Replaces `path` with `data` so a crash leaves the old content or the new, never a
-/// mix. Runs on the threadpool; resolves when the new content is durable.
+/// mix. Runs on the threadpool (fsync can take milliseconds); resolves when the new
+/// content is durable.
 #[napi(catch_unwind, ts_return_type = "Promise<void>")]
 pub fn write_file_atomic(
     env: Env,
     path: Unknown,
     data: Buffer,
     options: Option<Unknown>,
-) -> napi::Result<AsyncTask<atomic_write_task::AtomicWriteTask>> {
+) -> napi::Result<AsyncTask<engine_task::EngineTask<()>>> {
     let (path, options) =
         read_write_request(path, options).map_err(|e| js_error::to_js(&env, e))?;
-    Ok(AsyncTask::new(atomic_write_task::AtomicWriteTask {
-        path,
-        data: data.to_vec(),
-        options,
-        failure: None,
+    let data = data.to_vec();
+    Ok(engine_task::EngineTask::spawn("writing", move || {
+        engine::atomic_file::write_file_atomic(&path, &data, options)
     }))
 }
 
@@ -721,6 +773,12 @@ fn read_write_request(
     ))
 }
 
+fn list_statuses(engine: &LockManager, dir: Option<&str>) -> engine::Result<Vec<NativeStatus>> {
+    engine
+        .list(dir)
+        .map(|l| l.into_iter().map(Into::into).collect())
+}
+
 fn optional_dir(dir: Option<Unknown>) -> engine::Result<Option<String>> {
     match dir {
         Some(value)
@@ -747,6 +805,7 @@ fn read_request(
             mode: js_args::optional_mode(options)?.unwrap_or(engine::LockMode::Exclusive),
             timeout: js_args::optional_wait(options, "timeout")?,
             lockfile_path: js_args::optional_string(options, "lockfilePath")?,
+            realpath: js_args::optional_bool(options, "realpath")?,
         })
     };
     let options = read_options().map_err(|e| e.about(&target))?;

@@ -8,11 +8,12 @@ async function main() {
   const t: number = lock.token
   const metrics: LockMetrics = m.metrics()
   const p50: number = metrics.wait.p50
-  const s = m.status('a.json')
-  const alive: boolean = s.owners[0].alive
+  const s = await m.status('a.json')
+  const alive: boolean = s.owners[0].alive && m.statusSync('a.json').locked
+  const listed: number = (await m.list('.')).length + m.listSync('.').length
   m.on('compromised', (err) => console.log(err.code, err.lockId))
   const r = await m.cleanupStaleLocks('.')
-  console.log(t, p50, alive, r.removed.length)
+  console.log(t, p50, alive, listed, r.removed.length)
 }
 main()
 

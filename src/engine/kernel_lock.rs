@@ -479,6 +479,14 @@ impl HeldLock for KernelLock {
     fn release(self: Box<Self>) -> Result<()> {
         KernelLock::release(*self)
     }
+
+    #[cfg(unix)]
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.file
+            .as_ref()
+            .map(|lock_file| lock_file.file.as_raw_fd())
+    }
 }
 
 impl Contend for Contender {

@@ -27,6 +27,37 @@ pub fn validate_path(path: &str, what: &str) -> Result<PathBuf> {
     std::path::absolute(path).map_err(|e| LockError::from_io(&e, "resolve", Path::new(path)))
 }
 
+/// `target` with its symlinks resolved, so a link and the file it names share one
+/// lock (proper-lockfile's `realpath`). A target that does not exist yet is its
+/// directory's real path joined with its name; anything unresolvable stays as it
+/// is, and the open of its lock file reports the error.
+pub fn real_target(target: &Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(target) {
+        return plain(real);
+    }
+    match (target.parent(), target.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|dir| plain(dir).join(name))
+            .unwrap_or_else(|_| target.to_path_buf()),
+        _ => target.to_path_buf(),
+    }
+}
+
+/// Windows' canonical form of a drive path is `\\?\C:\…`; callers wrote, and should
+/// read back, `C:\…`.
+#[cfg(windows)]
+fn plain(path: PathBuf) -> PathBuf {
+    match path.to_str().and_then(|p| p.strip_prefix(r"\\?\")) {
+        Some(rest) if rest.as_bytes().get(1) == Some(&b':') => PathBuf::from(rest),
+        _ => path,
+    }
+}
+
+#[cfg(not(windows))]
+fn plain(path: PathBuf) -> PathBuf {
+    path
+}
+
 /// Resolves the lock file for `target`.
 pub fn lockfile_for(
     target: &Path,
@@ -95,6 +126,26 @@ mod tests {
         let err = validate_path("a\0b", "path").unwrap_err();
         assert_eq!(err.code, "EINVAL");
         assert!(err.message.contains("NUL"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_resolves_to_its_target_and_a_missing_file_to_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let real_dir = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::write(dir.path().join("state.json"), "{}").unwrap();
+        std::os::unix::fs::symlink("state.json", dir.path().join("link.json")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("via")).unwrap();
+        assert_eq!(
+            real_target(&dir.path().join("link.json")),
+            real_dir.join("state.json")
+        );
+        assert_eq!(
+            real_target(&dir.path().join("via/new.json")),
+            real_dir.join("new.json")
+        );
+        let nowhere = dir.path().join("missing/x.json");
+        assert_eq!(real_target(&nowhere), nowhere);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::{code, LockError, Result};
 use super::inspect::{self, CleanupReport, LockStatus};
 use super::kernel_lock::{read_holders, Claimant};
-use super::lock_path::{lockfile_for, validate_path};
+use super::lock_path::{lockfile_for, real_target, validate_path};
 use super::metrics::{Event, Metrics, MetricsSnapshot};
 use super::owner_record::{now_ms, LockMode, OwnerRecord, ProcessIdentity};
 use super::release_events::ReleaseEvents;
@@ -71,12 +71,15 @@ pub struct ManagerOptions {
     pub timeout: Wait,
     /// Raised to `MIN_STALE_MS` if lower.
     pub stale_ms: u64,
-    /// Heartbeat period; `None` means half of `stale`, `Some(0)` turns beats off.
-    pub heartbeat_ms: Option<u64>,
+    /// Heartbeat period; `None` means half of `stale`, `Some(0)` turns beats off
+    /// (kernel locks only). Clamped to `[1, stale / 2]`.
+    pub heartbeat_ms: Option<f64>,
     /// Kernel locks, or proper-lockfile's mkdir protocol (whose `stale` is set here).
     pub mkdir: bool,
     /// Record counts and wait/hold times (on unless turned off).
     pub metrics: bool,
+    /// Lock a symlink's real target, as proper-lockfile does (on unless turned off).
+    pub realpath: bool,
 }
 
 impl ManagerOptions {
@@ -89,6 +92,7 @@ impl ManagerOptions {
             heartbeat_ms: None,
             mkdir: false,
             metrics: true,
+            realpath: true,
         }
     }
 }
@@ -98,6 +102,8 @@ pub struct AcquireOptions {
     pub mode: LockMode,
     pub timeout: Option<Wait>,
     pub lockfile_path: Option<String>,
+    /// Overrides the manager's `realpath` for this call.
+    pub realpath: Option<bool>,
 }
 
 impl Default for AcquireOptions {
@@ -106,6 +112,7 @@ impl Default for AcquireOptions {
             mode: LockMode::Exclusive,
             timeout: None,
             lockfile_path: None,
+            realpath: None,
         }
     }
 }
@@ -143,11 +150,24 @@ struct Request {
     place: Option<OwnedMutexGuard<()>>,
 }
 
+/// One grant. The heartbeat beats each through its own mutex, so file I/O never
+/// holds the map of held locks that every acquire and release needs.
 struct Held {
     grant: LockGrant,
-    lock: Box<dyn HeldLock>,
     granted: Instant,
+    state: Mutex<HeldState>,
+}
+
+struct HeldState {
+    /// `None` once released (a beat may still hold the `Held` a moment).
+    lock: Option<Box<dyn HeldLock>>,
     compromised: Option<LockError>,
+}
+
+impl Held {
+    fn state(&self) -> std::sync::MutexGuard<'_, HeldState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 struct Inner {
@@ -155,8 +175,9 @@ struct Inner {
     lock_dir: Option<PathBuf>,
     timeout: Wait,
     stale_ms: u64,
+    realpath: bool,
     strategy: Strategy,
-    held: Mutex<HashMap<u64, Held>>,
+    held: Mutex<HashMap<u64, Arc<Held>>>,
     metrics: Metrics,
     on_compromised: Mutex<Option<CompromisedHandler>>,
     /// Cancelled by `close()`, which ends this manager's waits too.
@@ -182,6 +203,7 @@ impl LockManager {
         };
         let identity = ProcessIdentity::get();
         let stale_ms = options.stale_ms.max(MIN_STALE_MS);
+        let heartbeat_ms = heartbeat_period(options.heartbeat_ms, stale_ms, options.mkdir)?;
         let manager = LockManager {
             inner: Arc::new(Inner {
                 claimant: Claimant {
@@ -194,6 +216,7 @@ impl LockManager {
                 lock_dir,
                 timeout: options.timeout,
                 stale_ms,
+                realpath: options.realpath,
                 strategy: if options.mkdir {
                     Strategy::Mkdir { stale_ms }
                 } else {
@@ -205,7 +228,7 @@ impl LockManager {
                 closing: CancellationToken::new(),
             }),
         };
-        match options.heartbeat_ms.unwrap_or(stale_ms / 2) {
+        match heartbeat_ms {
             0 => {}
             period => start_heartbeat(
                 Arc::downgrade(&manager.inner),
@@ -228,14 +251,19 @@ impl LockManager {
             .unwrap_or_else(|p| p.into_inner()) = handler;
     }
 
-    /// Refreshes every held lock's heartbeat; reports locks found lost.
+    /// Refreshes every held lock's heartbeat; reports locks found lost. The map is
+    /// held only to copy it: acquires and releases go on during the file I/O.
     fn beat(&self) {
         let now = now_ms();
         let mut lost = Vec::new();
-        for held in self.held().values_mut() {
-            if let Err(err) = held.lock.beat(now) {
-                if held.compromised.is_none() {
-                    held.compromised = Some(err.clone());
+        let held: Vec<Arc<Held>> = self.held().values().cloned().collect();
+        for held in held {
+            let mut state = held.state();
+            let HeldState { lock, compromised } = &mut *state;
+            let Some(lock) = lock.as_mut() else { continue };
+            if let Err(err) = lock.beat(now) {
+                if compromised.is_none() {
+                    *compromised = Some(err.clone());
                     lost.push((held.grant.clone(), err));
                 }
             }
@@ -261,8 +289,17 @@ impl LockManager {
     }
 
     /// The lock file `target` maps to, after the same checks `acquire` makes.
-    pub fn resolve(&self, target: &str, lockfile_path: Option<&str>) -> Result<(PathBuf, PathBuf)> {
-        let target_path = validate_path(target, "path")?;
+    /// `realpath` (default: the manager's) locks a symlink's target, not the link.
+    pub fn resolve(
+        &self,
+        target: &str,
+        lockfile_path: Option<&str>,
+        realpath: Option<bool>,
+    ) -> Result<(PathBuf, PathBuf)> {
+        let mut target_path = validate_path(target, "path")?;
+        if realpath.unwrap_or(self.inner.realpath) {
+            target_path = real_target(&target_path);
+        }
         let explicit = lockfile_path
             .map(|p| validate_path(p, "lockfilePath"))
             .transpose()?;
@@ -276,7 +313,11 @@ impl LockManager {
 
     /// One attempt that neither waits nor jumps this process's queue for the file.
     pub fn try_acquire(&self, target: &str, options: &AcquireOptions) -> Result<Option<LockGrant>> {
-        let (target, lockfile) = self.resolve(target, options.lockfile_path.as_deref())?;
+        let (target, lockfile) =
+            self.resolve(target, options.lockfile_path.as_deref(), options.realpath)?;
+        if self.inner.closing.is_cancelled() {
+            return Err(closed_error(&target, false));
+        }
         self.attempt_now(&target, &lockfile, options.mode, Instant::now())
     }
 
@@ -302,12 +343,13 @@ impl LockManager {
         cancel: CancellationToken,
         events: impl FnOnce() -> Option<Arc<ReleaseEvents>>,
     ) -> Acquisition {
-        let (target, lockfile) = match self.resolve(target, options.lockfile_path.as_deref()) {
-            Ok(paths) => paths,
-            Err(e) => return Acquisition::Ready(Err(e)),
-        };
+        let (target, lockfile) =
+            match self.resolve(target, options.lockfile_path.as_deref(), options.realpath) {
+                Ok(paths) => paths,
+                Err(e) => return Acquisition::Ready(Err(e)),
+            };
         if self.inner.closing.is_cancelled() {
-            return Acquisition::Ready(Err(closed_error(&target)));
+            return Acquisition::Ready(Err(closed_error(&target, false)));
         }
         let asked = Instant::now();
         // The uncontended path stays on the calling thread.
@@ -386,10 +428,10 @@ impl LockManager {
         // wait that lost to the deadline or the abort held nothing when it was dropped.
         let outcome = tokio::select! {
             biased;
-            granted = attempt => granted.map(|lock| self.register(&target, lock, asked)),
+            granted = attempt => granted.and_then(|lock| self.register(&target, lock, asked)),
             _ = deadline => Err(timeout_error(&target, &lockfile, wait)),
             _ = cancel.cancelled() => Err(LockError::new(code::ABORTED, format!("The wait for the lock on {} was aborted", target.display()), Some(&target))),
-            _ = self.inner.closing.cancelled() => Err(closed_error(&target)),
+            _ = self.inner.closing.cancelled() => Err(closed_error(&target, true)),
         };
         match &outcome {
             Err(e) if e.is(code::TIMEOUT) => self.inner.metrics.record(Event::TimedOut),
@@ -423,7 +465,7 @@ impl LockManager {
             },
         };
         match granted {
-            Some(lock) => Ok(Some(self.register(target, lock, asked))),
+            Some(lock) => self.register(target, lock, asked).map(Some),
             None => {
                 self.inner.metrics.record(Event::Contended);
                 Ok(None)
@@ -431,7 +473,14 @@ impl LockManager {
         }
     }
 
-    fn register(&self, target: &Path, lock: Box<dyn HeldLock>, asked: Instant) -> LockGrant {
+    /// Records a grant, unless `close()` came first: then the lock goes at once, as
+    /// `close()` let go of everything else.
+    fn register(
+        &self,
+        target: &Path,
+        lock: Box<dyn HeldLock>,
+        asked: Instant,
+    ) -> Result<LockGrant> {
         let record = lock.record();
         let grant = LockGrant {
             id: NEXT_GRANT_ID.fetch_add(1, Ordering::Relaxed),
@@ -443,19 +492,29 @@ impl LockManager {
             acquired_at: record.timestamp,
         };
         let granted = Instant::now();
+        let mut held = self.held();
+        // Checked under the map's lock, which `close()` drains after cancelling.
+        if self.inner.closing.is_cancelled() {
+            drop(held);
+            drop(lock);
+            return Err(closed_error(target, true));
+        }
+        held.insert(
+            grant.id,
+            Arc::new(Held {
+                grant: grant.clone(),
+                granted,
+                state: Mutex::new(HeldState {
+                    lock: Some(lock),
+                    compromised: None,
+                }),
+            }),
+        );
+        drop(held);
         self.inner.metrics.record(Event::Acquired {
             waited: granted - asked,
         });
-        self.held().insert(
-            grant.id,
-            Held {
-                grant: grant.clone(),
-                lock,
-                granted,
-                compromised: None,
-            },
-        );
-        grant
+        Ok(grant)
     }
 
     /// Releases one grant. `missing` is the code for a grant this manager does not
@@ -472,15 +531,53 @@ impl LockManager {
         self.inner.metrics.record(Event::Released {
             held: held.granted.elapsed(),
         });
-        if let Some(lost) = held.compromised {
+        // Waits for a beat of this lock in progress, if any.
+        let (lock, compromised) = {
+            let mut state = held.state();
+            (state.lock.take(), state.compromised.take())
+        };
+        if let Some(lost) = compromised {
+            drop(lock);
             return Err(lost);
         }
-        held.lock.release()
+        match lock {
+            Some(lock) => lock.release(),
+            None => Ok(()),
+        }
+    }
+
+    /// A duplicate of a held kernel lock's descriptor without close-on-exec, for a
+    /// child process to inherit: the lock then lasts while either holds it open.
+    /// `None` when the lock has no descriptor (the mkdir strategy). The caller closes it.
+    #[cfg(unix)]
+    pub fn inheritable_fd(&self, id: u64) -> Result<Option<std::os::fd::RawFd>> {
+        let Some(held) = self.held().get(&id).cloned() else {
+            return Err(LockError::new(
+                code::NOT_ACQUIRED,
+                format!("No lock with id {id} is held by this LockManager"),
+                None,
+            ));
+        };
+        let state = held.state();
+        let Some(fd) = state.lock.as_ref().and_then(|lock| lock.raw_fd()) else {
+            return Ok(None);
+        };
+        // F_DUPFD shares the open file description, which is what holds the flock,
+        // and leaves FD_CLOEXEC clear on the copy. Above stdio.
+        let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD, 3) };
+        if copy < 0 {
+            return Err(LockError::from_io(
+                &std::io::Error::last_os_error(),
+                "duplicate",
+                &held.grant.lockfile,
+            ));
+        }
+        Ok(Some(copy))
     }
 
     /// Releases every lock this manager holds on `target` (its lock file).
     pub fn release_path(&self, target: &str, lockfile_path: Option<&str>) -> Result<usize> {
-        let (target, lockfile) = self.resolve(target, lockfile_path)?;
+        let (target, lockfile) = self.resolve(target, lockfile_path, None)?;
         let ids: Vec<u64> = self
             .held()
             .values()
@@ -520,10 +617,12 @@ impl LockManager {
 
     /// Releases everything without ending the manager: used at process exit.
     pub fn release_all(&self) -> usize {
-        let drained: Vec<Held> = self.held().drain().map(|(_, held)| held).collect();
-        let count = drained.len();
-        drop(drained); // each lock clears its record and unlocks as it drops
-        count
+        let drained: Vec<Arc<Held>> = self.held().drain().map(|(_, held)| held).collect();
+        for held in &drained {
+            // Each lock clears its record and unlocks as it drops.
+            drop(held.state().lock.take());
+        }
+        drained.len()
     }
 
     /// Ends pending waits and releases everything; later acquires fail.
@@ -542,7 +641,7 @@ impl LockManager {
 
     /// Who holds the lock for `target` (any process's), and whether they are alive.
     pub fn status(&self, target: &str, lockfile_path: Option<&str>) -> Result<LockStatus> {
-        let (_, lockfile) = self.resolve(target, lockfile_path)?;
+        let (_, lockfile) = self.resolve(target, lockfile_path, None)?;
         match self.inner.strategy {
             Strategy::Kernel => inspect::status(&lockfile, self.inner.stale_ms),
             Strategy::Mkdir { stale_ms } => inspect::mkdir_status(&lockfile, stale_ms),
@@ -579,7 +678,7 @@ impl LockManager {
         lockfile_path: Option<&str>,
         force: bool,
     ) -> Result<bool> {
-        let (target, lockfile) = self.resolve(target, lockfile_path)?;
+        let (target, lockfile) = self.resolve(target, lockfile_path, None)?;
         let removed = match self.inner.strategy {
             Strategy::Kernel => inspect::force_release(&lockfile, &target, self.inner.stale_ms)?,
             Strategy::Mkdir { stale_ms } => {
@@ -602,7 +701,7 @@ impl LockManager {
         }
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Held>>> {
         self.inner.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -622,20 +721,50 @@ fn start_heartbeat(manager: Weak<Inner>, period: Duration, closing: Cancellation
             let Some(inner) = manager.upgrade() else {
                 return;
             };
-            LockManager { inner }.beat();
+            // Off the wait runtime's single worker: the beats are file I/O.
+            let _ = tokio::task::spawn_blocking(move || LockManager { inner }.beat()).await;
         }
     });
 }
 
-fn closed_error(target: &Path) -> LockError {
-    LockError::new(
-        code::ABORTED,
+/// `ABORT_ERR` for an acquire that met `close()`: before it started, or while it waited.
+fn closed_error(target: &Path, waiting: bool) -> LockError {
+    let message = if waiting {
         format!(
             "The LockManager was closed while waiting for {}",
             target.display()
-        ),
-        Some(target),
-    )
+        )
+    } else {
+        format!(
+            "The LockManager is closed: {} was not locked",
+            target.display()
+        )
+    };
+    LockError::new(code::ABORTED, message, Some(target))
+}
+
+/// The heartbeat period in ms, 0 for none. A beat slower than `stale / 2` (or none
+/// at all, or a fraction of a millisecond read as none) lets a live holder's mkdir
+/// lock look stale, so it is clamped as proper-lockfile clamps `update`; only a
+/// kernel lock, whose liveness on this host is its PID, may turn beats off.
+fn heartbeat_period(asked: Option<f64>, stale_ms: u64, mkdir: bool) -> Result<u64> {
+    let Some(ms) = asked else {
+        return Ok(stale_ms / 2);
+    };
+    if !ms.is_finite() || ms < 0.0 {
+        return Err(LockError::invalid(format!(
+            "heartbeat must be a finite, non-negative number of milliseconds, got {ms}"
+        )));
+    }
+    if ms == 0.0 {
+        if mkdir {
+            return Err(LockError::invalid(
+                "heartbeat 0 would let a held mkdir lock go stale under its live holder; the mkdir strategy needs heartbeats",
+            ));
+        }
+        return Ok(0);
+    }
+    Ok((ms.ceil() as u64).clamp(1, stale_ms / 2))
 }
 
 fn locked_error(target: &Path, lockfile: &Path) -> LockError {
@@ -837,6 +966,162 @@ mod tests {
             .try_acquire(&target(&dir), &AcquireOptions::default())
             .unwrap()
             .is_some());
+    }
+
+    #[test]
+    fn nothing_is_granted_once_closed_not_even_a_wait_won_at_that_instant() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = manager("a");
+        a.close();
+        let err = a
+            .try_acquire(&target(&dir), &AcquireOptions::default())
+            .unwrap_err();
+        assert_eq!(err.code, "ABORT_ERR");
+        assert_eq!(a.held_count(), 0);
+        // A wait whose lock came as close() ran: the grant is let go, not registered.
+        let b = manager("b");
+        let (_, lockfile) = b.resolve(&target(&dir), None, None).unwrap();
+        let lock = Strategy::Kernel
+            .contender(lockfile, LockMode::Exclusive)
+            .unwrap()
+            .try_acquire(&b.inner.claimant, "b-1".into(), false)
+            .unwrap()
+            .unwrap();
+        b.close();
+        let err = b
+            .register(Path::new(&target(&dir)), lock, Instant::now())
+            .unwrap_err();
+        assert_eq!(err.code, "ABORT_ERR");
+        assert_eq!(b.held_count(), 0);
+        assert!(manager("c")
+            .try_acquire(&target(&dir), &AcquireOptions::default())
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn heartbeats_are_clamped_to_half_of_stale_and_never_rounded_to_none() {
+        assert_eq!(heartbeat_period(None, 10_000, false).unwrap(), 5_000);
+        assert_eq!(
+            heartbeat_period(Some(60_000.0), 10_000, true).unwrap(),
+            5_000
+        );
+        assert_eq!(
+            heartbeat_period(Some(10_000.0), 10_000, false).unwrap(),
+            5_000
+        );
+        assert_eq!(heartbeat_period(Some(0.5), 10_000, true).unwrap(), 1);
+        assert_eq!(heartbeat_period(Some(0.0), 10_000, false).unwrap(), 0);
+        assert_eq!(
+            heartbeat_period(Some(0.0), 10_000, true).unwrap_err().code,
+            "EINVAL"
+        );
+        assert_eq!(
+            heartbeat_period(Some(f64::NAN), 10_000, false)
+                .unwrap_err()
+                .code,
+            "EINVAL"
+        );
+    }
+
+    /// A held lock whose heartbeat blocks until the test lets it go.
+    #[derive(Debug)]
+    struct StuckBeat {
+        path: PathBuf,
+        record: OwnerRecord,
+        entered: std::sync::mpsc::SyncSender<()>,
+        go: std::sync::mpsc::Receiver<()>,
+    }
+
+    impl HeldLock for StuckBeat {
+        fn path(&self) -> &Path {
+            &self.path
+        }
+        fn record(&self) -> &OwnerRecord {
+            &self.record
+        }
+        fn beat(&mut self, _now_ms: u64) -> Result<()> {
+            let _ = self.entered.send(());
+            let _ = self.go.recv();
+            Ok(())
+        }
+        fn release(self: Box<Self>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn acquires_and_releases_go_on_while_a_heartbeat_does_its_file_io() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = LockManager::new(ManagerOptions {
+            heartbeat_ms: Some(0.0), // beats only when the test calls `beat`
+            ..ManagerOptions::new("m")
+        })
+        .unwrap();
+        let (entered_tx, entered) = std::sync::mpsc::sync_channel(1);
+        let (go, go_rx) = std::sync::mpsc::channel();
+        let stuck = StuckBeat {
+            path: dir.path().join("stuck.lock"),
+            record: m
+                .inner
+                .claimant
+                .record(LockMode::Exclusive, "stuck".into(), 1),
+            entered: entered_tx,
+            go: go_rx,
+        };
+        m.register(&dir.path().join("stuck"), Box::new(stuck), Instant::now())
+            .unwrap();
+        let beating = {
+            let m = m.clone();
+            std::thread::spawn(move || m.beat())
+        };
+        entered.recv_timeout(Duration::from_secs(30)).unwrap();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let worker = {
+            let (m, target) = (m.clone(), target(&dir));
+            std::thread::spawn(move || {
+                let grant = m
+                    .try_acquire(&target, &AcquireOptions::default())
+                    .unwrap()
+                    .unwrap();
+                m.release(grant.id, code::RELEASED).unwrap();
+                let _ = done_tx.send(m.held_count());
+            })
+        };
+        // A deadlock detector, not a speed check: before the fix this never came.
+        let held = done.recv_timeout(Duration::from_secs(30));
+        go.send(()).unwrap();
+        beating.join().unwrap();
+        worker.join().unwrap();
+        assert_eq!(
+            held.expect("an acquire and release waited for a heartbeat's file I/O"),
+            1
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_inheritable_descriptor_is_the_held_lock_without_close_on_exec() {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let a = manager("a");
+        let grant = a
+            .try_acquire(&target(&dir), &AcquireOptions::default())
+            .unwrap()
+            .unwrap();
+        let fd = a.inheritable_fd(grant.id).unwrap().unwrap();
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        let copy = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        assert_eq!(flags & libc::FD_CLOEXEC, 0);
+        assert_eq!(
+            copy.metadata().unwrap().ino(),
+            std::fs::metadata(&grant.lockfile).unwrap().ino()
+        );
+        // The copy shares the lock: closing the manager's grant releases both.
+        a.release(grant.id, code::RELEASED).unwrap();
+        drop(copy);
+        assert_eq!(a.inheritable_fd(grant.id).unwrap_err().code, "ENOTACQUIRED");
     }
 
     #[test]

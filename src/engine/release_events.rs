@@ -69,16 +69,18 @@ impl ReleaseEvents {
     /// The process's instance, read on the wait runtime.
     pub fn global() -> Arc<ReleaseEvents> {
         static EVENTS: OnceLock<Arc<ReleaseEvents>> = OnceLock::new();
-        let events = EVENTS.get_or_init(|| {
-            let watched: Table = Arc::default();
-            // Without a watcher (no inotify instances left, say) waiters still make
-            // progress on the safety-net tick.
-            Arc::new(ReleaseEvents {
-                backend: backend::Backend::start(Arc::clone(&watched)),
-                watched,
-            })
-        });
-        Arc::clone(events)
+        Arc::clone(EVENTS.get_or_init(ReleaseEvents::started))
+    }
+
+    /// An instance read on the wait runtime. Without a watcher (no inotify instances
+    /// left, say) waiters still make progress on the safety-net tick; on Linux a
+    /// failed or ended watcher is started again.
+    fn started() -> Arc<ReleaseEvents> {
+        let watched: Table = Arc::default();
+        Arc::new(ReleaseEvents {
+            backend: backend::Backend::start(Arc::clone(&watched)),
+            watched,
+        })
     }
 
     /// An instance nobody reads: the caller watches `fd()` for readability and calls
@@ -174,6 +176,19 @@ pub fn listen(subscriptions: &[Subscription]) -> Vec<Pin<Box<Notified<'_>>>> {
     wakes
 }
 
+/// Logs to stderr under `LOCKWRIGHT_DEBUG=1`, as the JavaScript side logs lock events.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn debug(line: std::fmt::Arguments) {
+    static ON: OnceLock<bool> = OnceLock::new();
+    let on = ON.get_or_init(|| {
+        std::env::var("LOCKWRIGHT_DEBUG")
+            .is_ok_and(|v| ["1", "true", "yes"].contains(&v.to_ascii_lowercase().as_str()))
+    });
+    if *on {
+        eprintln!("lockwright[{}] {line}", std::process::id());
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.events.unsubscribe(&self.path);
@@ -184,12 +199,13 @@ impl Drop for Subscription {
 mod backend {
     use std::collections::HashMap;
     use std::path::{Path, PathBuf};
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
 
     use futures_util::StreamExt;
     use inotify::{Event, EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 
-    use super::{deliver, deliver_to_all, Table};
+    use super::{debug, deliver, deliver_to_all, lock_table, Table};
     use crate::engine::waiting::runtime;
 
     /// A read (a releasing holder reads one byte after its unlock), the close of a
@@ -202,13 +218,50 @@ mod backend {
         .union(WatchMask::DELETE_SELF)
         .union(WatchMask::MOVE_SELF);
 
+    /// How often a watcher that failed to start is tried again: each try is a system
+    /// call, and waits keep asking while inotify instances are exhausted.
+    const RETRY: Duration = Duration::from_secs(1);
+
     pub struct Watching {
-        watches: Watches,
+        /// `None` while the instance failed to start or its stream ended.
+        watches: Option<Watches>,
         by_path: HashMap<PathBuf, WatchDescriptor>,
+        /// When a missing instance may be started again.
+        retry_at: Option<Instant>,
+        /// When the instance was last started, and how many times it was.
+        started_at: Option<Instant>,
+        starts: u32,
+    }
+
+    impl Watching {
+        fn new(watches: Option<Watches>) -> Watching {
+            Watching {
+                watches,
+                by_path: HashMap::new(),
+                retry_at: None,
+                started_at: None,
+                starts: 0,
+            }
+        }
+
+        fn add(&mut self, paths: &ByWatch, path: &Path) {
+            let Some(watches) = self.watches.as_mut() else {
+                return;
+            };
+            if let Ok(wd) = watches.add(path, RELEASE_EVENTS) {
+                paths
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(wd.clone())
+                    .or_default()
+                    .push(path.to_path_buf());
+                self.by_path.insert(path.to_path_buf(), wd);
+            }
+        }
     }
 
     /// The paths each watch stands for.
-    type ByWatch = std::sync::Arc<Mutex<HashMap<WatchDescriptor, Vec<PathBuf>>>>;
+    type ByWatch = Arc<Mutex<HashMap<WatchDescriptor, Vec<PathBuf>>>>;
 
     /// Wakes the waiters of the paths these events name. An overflow means events
     /// were dropped, any waiter's release among them: it wakes every waiter.
@@ -228,23 +281,108 @@ mod backend {
         deliver(table, named.iter().map(PathBuf::as_path));
     }
 
+    /// What the instance read on the wait runtime shares with its reading task, which
+    /// starts a new instance when the stream ends.
+    #[derive(Clone)]
+    struct Shared {
+        state: Arc<Mutex<Watching>>,
+        paths: ByWatch,
+        table: Table,
+        /// Ends the reading task as a failed stream would (tests).
+        stop: Arc<tokio::sync::Notify>,
+    }
+
+    // Test hook: how many of this thread's next instance starts fail.
+    #[cfg(test)]
+    thread_local! {
+        pub static FAIL_STARTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    fn init() -> std::io::Result<Inotify> {
+        #[cfg(test)]
+        if FAIL_STARTS.with(|n| n.replace(n.get().saturating_sub(1))) > 0 {
+            return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+        }
+        Inotify::init()
+    }
+
+    impl Shared {
+        /// Starts a fresh instance watching every subscribed path, and its reader.
+        /// Waiters are woken after: a release may have gone unseen meanwhile.
+        fn open(&self, state: &mut Watching) {
+            state.by_path.clear();
+            self.paths.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            state.watches = None;
+            let _guard = runtime().enter();
+            let opened = init().and_then(|inotify| {
+                let watches = inotify.watches();
+                Ok((watches, inotify.into_event_stream(vec![0u8; 4096])?))
+            });
+            let (watches, mut events) = match opened {
+                Ok(opened) => opened,
+                Err(err) => {
+                    debug(format_args!(
+                        "release watcher could not start ({err}); waits retry every 50 ms until it does"
+                    ));
+                    state.retry_at = Some(Instant::now() + RETRY);
+                    return;
+                }
+            };
+            state.watches = Some(watches);
+            state.retry_at = None;
+            state.started_at = Some(Instant::now());
+            state.starts += 1;
+            let wanted: Vec<PathBuf> = lock_table(&self.table).keys().cloned().collect();
+            for path in wanted {
+                state.add(&self.paths, &path);
+            }
+            let shared = self.clone();
+            // Read on the wait runtime itself: the waiter woken runs on the same thread.
+            runtime().spawn(async move {
+                let ended = loop {
+                    tokio::select! {
+                        event = events.next() => match event {
+                            Some(Ok(event)) => dispatch(&shared.paths, &shared.table, [event]),
+                            Some(Err(err)) => break err.to_string(),
+                            None => break "end of stream".to_string(),
+                        },
+                        _ = shared.stop.notified() => break "stopped".to_string(),
+                    }
+                };
+                debug(format_args!(
+                    "release watcher stopped ({ended}); restarting it"
+                ));
+                let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                match state.started_at {
+                    // A stream that fails at once again would spin: wait a little.
+                    Some(at) if at.elapsed() < RETRY => {
+                        state.watches = None;
+                        state.retry_at = Some(at + RETRY);
+                    }
+                    _ => shared.open(&mut state),
+                }
+            });
+            deliver_to_all(&self.table);
+        }
+    }
+
     pub struct Backend {
-        state: Mutex<Watching>,
+        state: Arc<Mutex<Watching>>,
         paths: ByWatch,
         /// The instance itself when its owner reads it (`ReleaseEvents::polled`).
         polled: Option<Mutex<Inotify>>,
+        /// Set for the instance read on the wait runtime, which restarts itself.
+        shared: Option<Shared>,
     }
 
     impl Backend {
         pub fn start_polled() -> Option<Backend> {
-            let inotify = Inotify::init().ok()?; // non-blocking, close-on-exec
+            let inotify = init().ok()?; // non-blocking, close-on-exec
             Some(Backend {
-                state: Mutex::new(Watching {
-                    watches: inotify.watches(),
-                    by_path: HashMap::new(),
-                }),
+                state: Arc::new(Mutex::new(Watching::new(Some(inotify.watches())))),
                 paths: Default::default(),
                 polled: Some(Mutex::new(inotify)),
+                shared: None,
             })
         }
 
@@ -272,26 +410,35 @@ mod backend {
         }
 
         pub fn start(table: Table) -> Option<Backend> {
-            let inotify = Inotify::init().ok()?;
-            let watches = inotify.watches();
-            let paths: ByWatch = Default::default();
-            let by_wd = std::sync::Arc::clone(&paths);
-            let _guard = runtime().enter();
-            let mut events = inotify.into_event_stream(vec![0u8; 4096]).ok()?;
-            // Read on the wait runtime itself: the waiter woken runs on the same thread.
-            runtime().spawn(async move {
-                while let Some(Ok(event)) = events.next().await {
-                    dispatch(&by_wd, &table, [event]);
-                }
-            });
+            let state = Arc::new(Mutex::new(Watching::new(None)));
+            let shared = Shared {
+                state: Arc::clone(&state),
+                paths: Default::default(),
+                table,
+                stop: Default::default(),
+            };
+            shared.open(&mut state.lock().unwrap_or_else(|p| p.into_inner()));
             Some(Backend {
-                state: Mutex::new(Watching {
-                    watches,
-                    by_path: HashMap::new(),
-                }),
-                paths,
+                state,
+                paths: Arc::clone(&shared.paths),
                 polled: None,
+                shared: Some(shared),
             })
+        }
+
+        /// How many times the instance started, if it is running now (tests).
+        #[cfg(test)]
+        pub fn running(&self) -> Option<u32> {
+            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.watches.as_ref().map(|_| state.starts)
+        }
+
+        /// Ends the reading task as a stream error would (tests).
+        #[cfg(test)]
+        pub fn stop_stream(&self) {
+            if let Some(shared) = &self.shared {
+                shared.stop.notify_one();
+            }
         }
 
         /// Watches `path` if `wanted()` says so, else drops its watch. A path that does
@@ -302,19 +449,18 @@ mod backend {
                 self.forget(&mut state, path);
                 return;
             }
+            if let (Some(shared), Some(retry_at)) = (&self.shared, state.retry_at) {
+                if Instant::now() >= retry_at {
+                    // Watches every subscribed path, this one included.
+                    shared.open(&mut state);
+                    return;
+                }
+            }
             if state.by_path.contains_key(path) && !renew {
                 return;
             }
             self.forget(&mut state, path);
-            if let Ok(wd) = state.watches.add(path, RELEASE_EVENTS) {
-                self.paths
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(wd.clone())
-                    .or_default()
-                    .push(path.to_path_buf());
-                state.by_path.insert(path.to_path_buf(), wd);
-            }
+            state.add(&self.paths, path);
         }
 
         fn forget(&self, state: &mut Watching, path: &Path) {
@@ -327,7 +473,9 @@ mod backend {
                 if named.is_empty() {
                     paths.remove(&wd);
                     // Fails harmlessly when the kernel already dropped the watch.
-                    let _ = state.watches.remove(wd);
+                    if let Some(watches) = state.watches.as_mut() {
+                        let _ = watches.remove(wd);
+                    }
                 }
             }
         }
@@ -421,6 +569,54 @@ mod tests {
             woken.is_some(),
             "a waiter on an untouched file was not woken"
         );
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod restarts {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// Calls `ensure_watched` (what every waiting loop does) until the instance has
+    /// started `starts` times; bounded, so a watcher never restarted fails the test.
+    fn until_started(events: &ReleaseEvents, path: &Path, starts: u32) {
+        let backend = events.backend.as_ref().unwrap();
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while backend.running() != Some(starts) {
+            assert!(
+                Instant::now() < give_up,
+                "the release watcher was not started again"
+            );
+            events.ensure_watched(path);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A release of `path` wakes its subscriber.
+    fn wakes(subscription: &Subscription, path: &Path) -> bool {
+        let mut wake = Box::pin(subscription.wake.notified());
+        wake.as_mut().enable();
+        crate::engine::lock_file::wake_waiters(&std::fs::File::open(path).unwrap());
+        crate::engine::waiting::runtime()
+            .block_on(async { tokio::time::timeout(Duration::from_secs(30), wake).await })
+            .is_ok()
+    }
+
+    #[test]
+    fn a_watcher_that_failed_to_start_or_whose_stream_ended_is_started_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.lock");
+        std::fs::write(&path, "x").unwrap(); // an empty file's read reports nothing
+        backend::FAIL_STARTS.with(|n| n.set(1));
+        let events = ReleaseEvents::started();
+        assert_eq!(events.backend.as_ref().unwrap().running(), None);
+        let subscription = events.subscribe(&path);
+        until_started(&events, &path, 1);
+        assert!(wakes(&subscription, &path));
+        // The stream ends (as on a read error): a new instance watches the same paths.
+        events.backend.as_ref().unwrap().stop_stream();
+        until_started(&events, &path, 2);
+        assert!(wakes(&subscription, &path));
     }
 }
 

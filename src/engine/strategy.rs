@@ -17,6 +17,11 @@ pub trait HeldLock: Send + Debug {
     fn beat(&mut self, now_ms: u64) -> Result<()>;
     /// Releases now, reporting failures; dropping releases silently.
     fn release(self: Box<Self>) -> Result<()>;
+    /// The descriptor whose open file holds the lock, if the lock is one.
+    #[cfg(unix)]
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 pub trait Contend: Send {

@@ -1,0 +1,55 @@
+'use strict'
+// A symlink and the file it names are one lock, as proper-lockfile's `realpath` makes them.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const { join } = require('node:path')
+const { LockManager } = require('../lockwright.js')
+const { tempDir, spawnAgent } = require('./helpers.js')
+
+test('a symlink and the file it names are one lock; realpath: false keeps them apart', { skip: process.platform === 'win32' }, async (t) => {
+  const dir = tempDir(t)
+  const real = fs.realpathSync(dir)
+  const file = join(dir, 'state.json')
+  const link = join(dir, 'link.json')
+  fs.writeFileSync(file, '{}')
+  fs.symlinkSync('state.json', link)
+  const holder = spawnAgent(t, { owner: 'holder' })
+  const held = await holder.call('acquire', { path: file })
+
+  const manager = new LockManager()
+  assert.equal(manager.tryAcquire(link), null, 'the link was locked apart from its target')
+  await assert.rejects(manager.acquire(link, { timeout: 0 }), { code: 'ELOCKED', message: /locked by holder/ })
+  assert.equal(manager.statusSync(link).locked, true)
+
+  // Turned off, per manager or per call, the link has a lock of its own.
+  const own = new LockManager({ realpath: false }).tryAcquire(link)
+  assert.equal(own.lockfilePath, `${link}.lock`)
+  own.releaseSync()
+  const perCall = manager.tryAcquire(link, { realpath: false })
+  assert.equal(perCall.lockfilePath, `${link}.lock`)
+  perCall.releaseSync()
+
+  // A file that does not exist yet is resolved through its directory.
+  const via = join(tempDir(t), 'via')
+  fs.symlinkSync(dir, via)
+  const fresh = manager.tryAcquire(join(via, 'new.json'))
+  assert.equal(fresh.lockfilePath, join(real, 'new.json.lock'))
+  fresh.releaseSync()
+
+  // lockDir takes the real file's name; lockfilePath is used exactly as given.
+  const lockDir = tempDir(t)
+  const inDir = new LockManager({ lockDir })
+  const inLockDir = inDir.tryAcquire(link)
+  assert.equal(inLockDir.lockfilePath, join(lockDir, 'state.json.lock'))
+  inLockDir.releaseSync()
+  const exact = manager.tryAcquire(link, { lockfilePath: join(dir, 'exact.lock') })
+  assert.equal(exact.lockfilePath, join(dir, 'exact.lock'))
+  exact.releaseSync()
+
+  await holder.call('release', { lockId: held.id })
+  const after = manager.tryAcquire(link)
+  assert.equal(after.path, join(real, 'state.json'))
+  after.releaseSync()
+})
