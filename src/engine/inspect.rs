@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::{code, LockError, Result};
 use super::kernel_lock::{
-    self, dead_reader_records, observe, read_holders, sweep_unheld, Holding, Leftover, Swept,
+    self, dead_reader_records, observe, Observed, read_holders, sweep_unheld, Holding, Leftover, Swept,
 };
 use super::lock_table;
 use super::safe_fs;
@@ -35,7 +35,7 @@ pub struct LockStatus {
 }
 
 pub fn status(lockfile: &Path, stale_ms: u64) -> Result<LockStatus> {
-    let (holding, pids) = observe(lockfile)?;
+    let Observed { holding, pids, .. } = observe(lockfile)?;
     let now = now_ms();
     let judge = |record: OwnerRecord, alive: bool| OwnerStatus {
         heartbeat_age_ms: heartbeat_age_ms(&record, now),

@@ -608,21 +608,40 @@ pub fn probe(lockfile: &Path) -> Result<Holding> {
     }
 }
 
+/// What a look from outside found.
+#[derive(Debug)]
+pub struct Observed {
+    pub holding: Holding,
+    /// The holders' PIDs, where the kernel's table lists them.
+    pub pids: Vec<i32>,
+    /// The records named the same holders before and after a look that found the lock
+    /// free: they are dead (or were unseen, and the probe said which). Only then may a
+    /// sweep lock the file to clear them; a record seen once may be a live holder's
+    /// that was just let go, and locking then would refuse that holder's next try.
+    pub records_outlived_holders: bool,
+}
+
 /// Who holds a lock file, found without taking its lock: the kernel's table where it
 /// can be read, with the PIDs it lists. The table leaves out holders in PID
 /// namespaces we cannot see, so where it lists nobody while the records say someone
 /// is in, and the records stay the same around the look (a live holder we can see
 /// rewrites its record before it unlocks), only a probe can tell a dead holder from
 /// an unseen one. Off Linux the probe is all there is.
-pub fn observe(lockfile: &Path) -> Result<(Holding, Vec<i32>)> {
+pub fn observe(lockfile: &Path) -> Result<Observed> {
+    let seen = |holding, pids, records_outlived_holders| Observed {
+        holding,
+        pids,
+        records_outlived_holders,
+    };
     let file = match safe_fs::open_file(lockfile, Access::Read, Create::No) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Holding::Missing, Vec::new())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(seen(Holding::Missing, Vec::new(), false)),
         Err(e) => return Err(LockError::from_io(&e, "open", lockfile)),
     };
     let before = recorded_holders(&file, lockfile);
     let Some(entries) = lock_table::flocks_on(&file) else {
-        return Ok((probe(lockfile)?, Vec::new()));
+        let holding = probe(lockfile)?;
+        return Ok(seen(holding, Vec::new(), holding == Holding::Free && !before.is_empty()));
     };
     if !entries.is_empty() {
         let holding = if entries.iter().any(|e| e.exclusive) {
@@ -630,14 +649,15 @@ pub fn observe(lockfile: &Path) -> Result<(Holding, Vec<i32>)> {
         } else {
             Holding::Shared
         };
-        return Ok((holding, entries.iter().map(|e| e.pid).collect()));
+        return Ok(seen(holding, entries.iter().map(|e| e.pid).collect(), false));
     }
     if before.is_empty() || recorded_holders(&file, lockfile) != before {
         // Nobody was recorded, or holders came and went while we looked: at the
         // moment the table was read, the lock was free.
-        return Ok((Holding::Free, Vec::new()));
+        return Ok(seen(Holding::Free, Vec::new(), false));
     }
-    Ok((probe(lockfile)?, Vec::new()))
+    let holding = probe(lockfile)?;
+    Ok(seen(holding, Vec::new(), holding == Holding::Free))
 }
 
 /// The lock ids the records name as holding now: the exclusive holder's, and each
@@ -708,7 +728,8 @@ pub enum Swept {
 /// finds nothing to do never takes the lock (a `tryAcquire` elsewhere would fail).
 /// With `dry_run`, makes the same checks and says what it would do.
 pub fn sweep_unheld(lockfile: &Path, dry_run: bool) -> Result<Swept> {
-    if !matches!(leftover(lockfile), Leftover::DeadHolder(_)) || observe(lockfile)?.0 != Holding::Free {
+    let seen = observe(lockfile)?;
+    if seen.holding != Holding::Free || !seen.records_outlived_holders {
         return Ok(Swept::Kept);
     }
     let file = match safe_fs::open_file(lockfile, Access::ReadWrite, Create::No) {
