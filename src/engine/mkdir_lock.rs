@@ -375,7 +375,7 @@ fn next_token(dir: &Path) -> Result<u64> {
     let path = &path;
     let io_err = |action| move |e: io::Error| LockError::from_io(&e, action, path);
     let file =
-        safe_fs::open_file(&path, Access::ReadWrite, Create::IfMissing).map_err(io_err("open"))?;
+        safe_fs::open_file(path, Access::ReadWrite, Create::IfMissing).map_err(io_err("open"))?;
     let content = safe_fs::read_bounded(&file).map_err(io_err("read"))?;
     let last = match classify(&content) {
         Leftover::Empty => 0,
