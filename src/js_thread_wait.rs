@@ -24,7 +24,7 @@ use napi::bindgen_prelude::{Env, JsObjectValue, Object};
 use napi::JsDeferred;
 
 use crate::engine::release_events::ReleaseEvents;
-use crate::engine::waiting::runtime;
+use crate::engine::runtime::runtime;
 use crate::engine::LockError;
 use crate::{js_error, NativeGrant};
 

@@ -667,7 +667,7 @@ fn settle_in_background<'env>(
     wait: impl std::future::Future<Output = engine::Result<LockGrant>> + Send + 'static,
 ) -> napi::Result<Object<'env>> {
     let (deferred, promise) = env.create_deferred()?;
-    engine::waiting::runtime().spawn(async move {
+    engine::runtime::runtime().spawn(async move {
         let result = tokio::spawn(wait).await.unwrap_or_else(|failed| {
             Err(match failed.try_into_panic() {
                 Ok(payload) => LockError::panicked("waiting", payload.as_ref()),

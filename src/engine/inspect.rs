@@ -7,14 +7,15 @@ use std::path::{Path, PathBuf};
 
 use super::error::{code, LockError, Result};
 use super::kernel_lock::{
-    self, dead_reader_records, observe, Observed, read_holders, sweep_unheld, Holding, Leftover, Swept,
+    self, dead_reader_records, observe, Observed, read_holders, sweep_unheld, Holding, Swept,
 };
 use super::lock_table;
 use super::safe_fs;
 use super::liveness::{heartbeat_age_ms, holder_alive};
 use super::lock_path::LOCK_SUFFIX;
 use super::mkdir_lock;
-use super::owner_record::{now_ms, LockMode, OwnerRecord, ProcessIdentity};
+use super::owner_record::{now_ms, LockMode, Leftover, OwnerRecord};
+use super::process::ProcessIdentity;
 
 #[derive(Debug, Clone)]
 pub struct OwnerStatus {

@@ -27,42 +27,13 @@ use serde::Deserialize;
 use super::error::{code, LockError, Result};
 use super::lock_table;
 use super::lock_file::{overwrite, read_whole, still_at_path, wake_waiters, LockFile};
-use super::owner_record::{now_ms, LockMode, OwnerRecord, ReleasedRecord};
+use super::lock_path::sibling;
+use super::owner_record::{classify, Claimant, Leftover, LockMode, OwnerRecord, ReleasedRecord};
 use super::safe_fs::{self, Access, Create, Dir};
 use super::strategy::{Contend, HeldLock};
 
 pub const READERS_DIR_SUFFIX: &str = ".readers";
 pub const WRITER_WAITING_SUFFIX: &str = ".writer-waiting";
-
-/// Who is asking: the parts of the owner record that do not change per grant.
-#[derive(Debug, Clone)]
-pub struct Claimant {
-    pub pid: u32,
-    pub host: String,
-    pub process: String,
-    pub user: String,
-    pub process_start: Option<u64>,
-}
-
-impl Claimant {
-    /// The owner record of a grant made now.
-    pub fn record(&self, mode: LockMode, lock_id: String, token: u64) -> OwnerRecord {
-        let now = now_ms();
-        OwnerRecord {
-            pid: self.pid,
-            host: self.host.clone(),
-            process: self.process.clone(),
-            user: self.user.clone(),
-            timestamp: now,
-            heartbeat: now,
-            process_start: self.process_start,
-            origin: super::owner_record::ProcessIdentity::get().origin.clone(),
-            mode,
-            lock_id,
-            token,
-        }
-    }
-}
 
 /// A shared holder's record file, with the directory it was made in.
 #[derive(Debug)]
@@ -674,33 +645,6 @@ fn recorded_holders(file: &File, lockfile: &Path) -> Vec<String> {
     ids
 }
 
-/// What a lock file nobody holds contains.
-#[derive(Debug)]
-pub enum Leftover {
-    /// `{"token":N}`: a clean release.
-    Released,
-    /// A holder's record: it died without releasing.
-    DeadHolder(OwnerRecord),
-    /// Nothing (or only padding): a lock file made but never written.
-    Empty,
-    /// Content that is none of ours: another tool's `*.lock` file (`Cargo.lock`,
-    /// `yarn.lock`) or a record torn by a crash. Never swept: it may be someone's data.
-    Foreign,
-}
-
-pub fn classify(content: &[u8]) -> Leftover {
-    if content.iter().all(u8::is_ascii_whitespace) {
-        return Leftover::Empty;
-    }
-    if let Ok(record) = serde_json::from_slice::<OwnerRecord>(content) {
-        return Leftover::DeadHolder(record);
-    }
-    if serde_json::from_slice::<ReleasedRecord>(content).is_ok() {
-        return Leftover::Released;
-    }
-    Leftover::Foreign
-}
-
 /// What a lock file holds now, read without locking it; an unreadable, oversized or
 /// non-regular file is `Foreign`.
 pub fn leftover(lockfile: &Path) -> Leftover {
@@ -786,11 +730,6 @@ pub fn dead_reader_records(lockfile: &Path) -> Vec<OwnerRecord> {
     reader_owners(lockfile, false)
 }
 
-pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_os_string();
-    name.push(suffix);
-    PathBuf::from(name)
-}
 
 fn write_reader_record(lockfile: &Path, lock_id: &str, json: &[u8]) -> Result<ReaderRecord> {
     let dir_path = sibling(lockfile, READERS_DIR_SUFFIX);
@@ -811,13 +750,7 @@ mod tests {
     use super::*;
 
     fn claimant(label: &str) -> Claimant {
-        Claimant {
-            pid: std::process::id(),
-            host: "h".into(),
-            process: label.into(),
-            user: "u".into(),
-            process_start: None,
-        }
+        crate::engine::process::ProcessIdentity::get().claimant(label)
     }
 
     fn contender(dir: &Path, mode: LockMode) -> Contender {
@@ -945,7 +878,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     fn release_wakes_waiters(path: &Path, holder: KernelLock) -> bool {
         use super::super::release_events::ReleaseEvents;
-        use super::super::waiting::runtime;
+        use super::super::runtime::runtime;
         let subscription = ReleaseEvents::global().subscribe(path);
         let mut wake = Box::pin(subscription.wake.notified());
         wake.as_mut().enable();

@@ -4,59 +4,12 @@
 //! another process is not the holder). Anywhere else (another host, a container that
 //! shares the host name, a record too old to say) its heartbeat must be fresh.
 
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
-
-use super::owner_record::{OwnerRecord, ProcessIdentity, ProcessOrigin};
-
-/// When `pid` started, in seconds since the epoch, or `None` if no such process runs.
-pub fn process_start(pid: u32) -> Option<u64> {
-    let pid = Pid::from_u32(pid);
-    let mut system = System::new();
-    system.refresh_processes_specifics(
-        ProcessesToUpdate::Some(&[pid]),
-        true,
-        ProcessRefreshKind::nothing(),
-    );
-    system.process(pid).map(|p| p.start_time())
-}
-
-/// This process's boot, PID namespace and start ticks, where the OS has them.
-#[cfg(target_os = "linux")]
-pub fn origin_of_this_process() -> ProcessOrigin {
-    use std::os::unix::fs::MetadataExt;
-    ProcessOrigin {
-        boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .ok()
-            .map(|id| id.trim().to_string())
-            .filter(|id| !id.is_empty()),
-        pid_ns: std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino()),
-        start_ticks: start_ticks(std::process::id()),
-    }
-}
-
+use super::owner_record::{OwnerRecord, ProcessOrigin};
+use super::process::ProcessIdentity;
 #[cfg(not(target_os = "linux"))]
-pub fn origin_of_this_process() -> ProcessOrigin {
-    ProcessOrigin::default()
-}
-
-/// When `pid` started, in clock ticks since boot (field 22 of `/proc/<pid>/stat`), or
-/// `None` if no such process runs here. A zombie has exited: it holds nothing.
+use super::process::process_start;
 #[cfg(target_os = "linux")]
-pub fn start_ticks(pid: u32) -> Option<u64> {
-    ticks_from_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-}
-
-#[cfg(target_os = "linux")]
-fn ticks_from_stat(stat: &str) -> Option<u64> {
-    // Field 2, the command name, is in parentheses and may itself hold spaces and
-    // parentheses: the fields after it start after the last ')'.
-    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
-    let state = fields.next()?; // field 3
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    fields.nth(18)?.parse().ok() // field 22
-}
+use super::process::start_ticks;
 
 /// Milliseconds since the holder last showed life: its heartbeat, or the grant time
 /// for a record written before its first beat.
@@ -103,8 +56,8 @@ fn same_process_runs(pid: u32, origin: &ProcessOrigin, _process_start: Option<u6
 }
 
 #[cfg(not(target_os = "linux"))]
-fn same_process_runs(pid: u32, _origin: &ProcessOrigin, process_start: Option<u64>) -> bool {
-    match (self::process_start(pid), process_start) {
+fn same_process_runs(pid: u32, _origin: &ProcessOrigin, recorded_start: Option<u64>) -> bool {
+    match (process_start(pid), recorded_start) {
         (None, _) => false,
         // Start times come from the same clock tick count; allow a second of rounding.
         (Some(started), Some(recorded)) => started.abs_diff(recorded) <= 1,
@@ -201,20 +154,5 @@ mod tests {
             let old = record(u32::MAX - 7, elsewhere.clone(), &host, now - 11_000);
             assert!(!holder_alive(&old, 10_000, now), "{elsewhere:?}");
         }
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn start_ticks_read_past_a_command_name_with_parentheses() {
-        let rest = "0 0 0 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 12345 0";
-        assert_eq!(
-            ticks_from_stat(&format!("42 (a) (b c)) S {rest}")),
-            Some(12345)
-        );
-        assert_eq!(ticks_from_stat(&format!("42 (node) Z {rest}")), None);
-        let ticks = start_ticks(std::process::id());
-        assert!(ticks.is_some());
-        assert_eq!(ticks, ProcessIdentity::get().origin.start_ticks);
-        assert!(start_ticks(u32::MAX - 7).is_none());
     }
 }

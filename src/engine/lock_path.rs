@@ -81,6 +81,13 @@ pub fn lockfile_for(
     })
 }
 
+/// `path` with `suffix` appended to its last component: `x.lock` -> `x.lock.readers`.
+pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

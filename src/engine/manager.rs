@@ -15,13 +15,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{code, LockError, Result};
 use super::inspect::{self, CleanupReport, LockStatus};
-use super::kernel_lock::{read_holders, Claimant};
+use super::kernel_lock::read_holders;
+use super::owner_record::Claimant;
 use super::lock_path::{lockfile_for, real_target, validate_path};
 use super::metrics::{Event, Metrics, MetricsSnapshot};
-use super::owner_record::{now_ms, LockMode, OwnerRecord, ProcessIdentity};
+use super::owner_record::{now_ms, LockMode, OwnerRecord};
+use super::process::ProcessIdentity;
+use super::runtime::runtime;
 use super::release_events::ReleaseEvents;
 use super::strategy::{HeldLock, Strategy};
-use super::waiting::{existing_turn, runtime, turn_for, wait_for_lock, Turn};
+use super::waiting::{existing_turn, turn_for, wait_for_lock, Turn};
 
 /// Used when neither the manager nor the call sets `timeout`.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
@@ -206,13 +209,7 @@ impl LockManager {
         let heartbeat_ms = heartbeat_period(options.heartbeat_ms, stale_ms, options.mkdir)?;
         let manager = LockManager {
             inner: Arc::new(Inner {
-                claimant: Claimant {
-                    pid: identity.pid,
-                    host: identity.host.clone(),
-                    process: options.owner,
-                    user: identity.user.clone(),
-                    process_start: identity.process_start,
-                },
+                claimant: identity.claimant(options.owner),
                 lock_dir,
                 timeout: options.timeout,
                 stale_ms,

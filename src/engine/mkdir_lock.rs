@@ -28,7 +28,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::error::{code, LockError, Result};
-use super::kernel_lock::{classify, sibling, Claimant, Leftover};
+use super::lock_path::sibling;
+use super::owner_record::{classify, Claimant, Leftover};
 use super::liveness::holder_alive;
 use super::lock_file::overwrite;
 use super::owner_record::{now_ms, LockMode, OwnerRecord, ReleasedRecord};
@@ -585,14 +586,7 @@ mod tests {
     use super::*;
 
     fn claimant() -> Claimant {
-        let id = super::super::owner_record::ProcessIdentity::get();
-        Claimant {
-            pid: id.pid,
-            host: id.host.clone(),
-            process: "t".into(),
-            user: "u".into(),
-            process_start: id.process_start,
-        }
+        super::super::process::ProcessIdentity::get().claimant("t")
     }
 
     fn set_mtime(dir: &Path, at: SystemTime) {

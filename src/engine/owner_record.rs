@@ -2,8 +2,6 @@
 //! fencing token of the grant. Field names are a superset of astrotask's
 //! `{pid, timestamp, host, process}` so tools that read those keep working.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -106,6 +104,64 @@ pub fn last_token(content: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
+/// Who is asking: the parts of the owner record that do not change per grant.
+#[derive(Debug, Clone)]
+pub struct Claimant {
+    pub pid: u32,
+    pub host: String,
+    pub process: String,
+    pub user: String,
+    pub process_start: Option<u64>,
+    pub origin: ProcessOrigin,
+}
+
+impl Claimant {
+    /// The owner record of a grant made now.
+    pub fn record(&self, mode: LockMode, lock_id: String, token: u64) -> OwnerRecord {
+        let now = now_ms();
+        OwnerRecord {
+            pid: self.pid,
+            host: self.host.clone(),
+            process: self.process.clone(),
+            user: self.user.clone(),
+            timestamp: now,
+            heartbeat: now,
+            process_start: self.process_start,
+            origin: self.origin.clone(),
+            mode,
+            lock_id,
+            token,
+        }
+    }
+}
+
+/// What a lock file nobody holds contains.
+#[derive(Debug)]
+pub enum Leftover {
+    /// `{"token":N}`: a clean release.
+    Released,
+    /// A holder's record: it died without releasing.
+    DeadHolder(OwnerRecord),
+    /// Nothing (or only padding): a lock file made but never written.
+    Empty,
+    /// Content that is none of ours: another tool's `*.lock` file (`Cargo.lock`,
+    /// `yarn.lock`) or a record torn by a crash. Never swept: it may be someone's data.
+    Foreign,
+}
+
+pub fn classify(content: &[u8]) -> Leftover {
+    if content.iter().all(u8::is_ascii_whitespace) {
+        return Leftover::Empty;
+    }
+    if let Ok(record) = serde_json::from_slice::<OwnerRecord>(content) {
+        return Leftover::DeadHolder(record);
+    }
+    if serde_json::from_slice::<ReleasedRecord>(content).is_ok() {
+        return Leftover::Released;
+    }
+    Leftover::Foreign
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -113,70 +169,10 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Host and user are looked up once per process; they cannot change under us.
-pub struct ProcessIdentity {
-    pub pid: u32,
-    pub host: String,
-    pub user: String,
-    /// This process's start as the OS reports it (seconds since the epoch).
-    pub process_start: Option<u64>,
-    /// Boot, PID namespace and start ticks of this process, for its records.
-    pub origin: ProcessOrigin,
-    /// Process start in ms: with the pid and a counter it makes lock ids unique on a host.
-    started_ms: u64,
-}
-
-impl ProcessIdentity {
-    pub fn get() -> &'static ProcessIdentity {
-        static IDENTITY: OnceLock<ProcessIdentity> = OnceLock::new();
-        IDENTITY.get_or_init(|| ProcessIdentity {
-            pid: std::process::id(),
-            host: host_name(),
-            user: user_name(),
-            process_start: super::liveness::process_start(std::process::id()),
-            origin: super::liveness::origin_of_this_process(),
-            started_ms: now_ms(),
-        })
-    }
-
-    pub fn next_lock_id(&self) -> String {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
-        format!("{}-{:x}-{}", self.pid, self.started_ms, n)
-    }
-}
-
-#[cfg(unix)]
-fn host_name() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into())
-}
-
-#[cfg(not(unix))]
-fn host_name() -> String {
-    std::env::var("COMPUTERNAME").unwrap_or_else(|_| "localhost".into())
-}
-
-#[cfg(unix)]
-fn user_name() -> String {
-    let uid = nix::unistd::getuid();
-    nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| uid.to_string())
-}
-
-#[cfg(not(unix))]
-fn user_name() -> String {
-    std::env::var("USERNAME").unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::process::ProcessIdentity;
 
     #[test]
     fn record_serialises_with_astrotask_fields() {

@@ -206,7 +206,7 @@ mod backend {
     use inotify::{Event, EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 
     use super::{debug, deliver, deliver_to_all, lock_table, Table};
-    use crate::engine::waiting::runtime;
+    use crate::engine::runtime::runtime;
 
     /// A read (a releasing holder reads one byte after its unlock), the close of a
     /// file opened for writing (every holder opens its lock file so, and a crash
@@ -597,7 +597,7 @@ mod restarts {
         let mut wake = Box::pin(subscription.wake.notified());
         wake.as_mut().enable();
         crate::engine::lock_file::wake_waiters(&std::fs::File::open(path).unwrap());
-        crate::engine::waiting::runtime()
+        crate::engine::runtime::runtime()
             .block_on(async { tokio::time::timeout(Duration::from_secs(30), wake).await })
             .is_ok()
     }

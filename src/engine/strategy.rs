@@ -6,7 +6,8 @@ use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
 use super::error::{LockError, Result};
-use super::kernel_lock::{Claimant, Contender};
+use super::kernel_lock::Contender;
+use super::owner_record::Claimant;
 use super::mkdir_lock::MkdirContender;
 use super::owner_record::{LockMode, OwnerRecord};
 

@@ -11,12 +11,11 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use futures_util::future::select_all;
-use tokio::runtime::Runtime;
 use tokio::sync::{Mutex as FifoMutex, OwnedMutexGuard};
 
 use super::error::Result;
-use super::kernel_lock::Claimant;
-use super::owner_record::ProcessIdentity;
+use super::owner_record::Claimant;
+use super::process::ProcessIdentity;
 use super::release_events::{listen, ReleaseEvents};
 use super::strategy::{Contend, HeldLock};
 
@@ -24,18 +23,6 @@ use super::strategy::{Contend, HeldLock};
 /// network filesystem, or a crashed holder whose close event beat its lock's removal.
 pub const SAFETY_TICK: Duration = Duration::from_millis(50);
 
-pub fn runtime() -> &'static Runtime {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("lockwright-wait")
-            .enable_time()
-            .enable_io() // the inotify stream on Linux
-            .build()
-            .expect("the lockwright wait runtime starts")
-    })
-}
 
 pub type Turn = Arc<FifoMutex<()>>;
 
