@@ -6,6 +6,7 @@ use std::fs::{self, OpenOptions};
 use std::path::Path;
 use std::time::Instant;
 
+use crate::engine::backend::Strategy;
 use crate::engine::{AcquireOptions, LockManager, ManagerOptions, Result};
 
 /// Nanoseconds per iteration of each floor.
@@ -48,9 +49,9 @@ pub fn measure(dir: &Path, iterations: u32) -> Result<Floors> {
     }
     let mkdir_rmdir = per(started);
 
-    let cycle = |mkdir: bool, name: &str| -> Result<f64> {
+    let cycle = |strategy: Strategy, name: &str| -> Result<f64> {
         let manager = LockManager::new(ManagerOptions {
-            mkdir,
+            strategy,
             heartbeat_ms: Some(0.0),
             ..ManagerOptions::new("bench-floor")
         })?;
@@ -66,7 +67,7 @@ pub fn measure(dir: &Path, iterations: u32) -> Result<Floors> {
     Ok(Floors {
         flock_pair,
         mkdir_rmdir,
-        engine_cycle: cycle(false, "floor-engine.json")?,
-        engine_mkdir_cycle: cycle(true, "floor-engine-mkdir.json")?,
+        engine_cycle: cycle(Strategy::Kernel, "floor-engine.json")?,
+        engine_mkdir_cycle: cycle(Strategy::Mkdir, "floor-engine-mkdir.json")?,
     })
 }

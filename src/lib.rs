@@ -18,6 +18,7 @@ use napi::bindgen_prelude::{
 use napi_derive::napi;
 use tokio_util::sync::CancellationToken;
 
+use engine::backend::Strategy;
 use engine::inspect::{LockStatus, OwnerStatus};
 use engine::metrics::{Distribution, MetricsSnapshot};
 use engine::{
@@ -244,14 +245,9 @@ impl NativeLockManager {
             let options = options.as_ref();
             let owner =
                 js_args::optional_string(options, "owner")?.unwrap_or_else(|| "node".into());
-            let mkdir = match js_args::optional_string(options, "strategy")?.as_deref() {
-                None | Some("kernel") => false,
-                Some("mkdir") => true,
-                Some(other) => {
-                    return Err(LockError::invalid(format!(
-                        "strategy must be 'kernel' or 'mkdir', got '{other}'"
-                    )))
-                }
+            let strategy = match js_args::optional_string(options, "strategy")? {
+                Some(name) => Strategy::parse(&name)?,
+                None => Strategy::Kernel,
             };
             let defaults = ManagerOptions::new(owner);
             Ok(NativeLockManager {
@@ -264,7 +260,7 @@ impl NativeLockManager {
                     heartbeat_ms: js_args::optional_number(options, "heartbeat")?,
                     metrics: js_args::optional_bool(options, "metrics")?.unwrap_or(true),
                     realpath: js_args::optional_bool(options, "realpath")?.unwrap_or(true),
-                    mkdir,
+                    strategy,
                     ..defaults
                 })?,
             })

@@ -53,7 +53,10 @@ pub fn write_file_atomic(target: &Path, data: &[u8], options: AtomicWriteOptions
     // A random name made with O_EXCL: no other writer, on this host or another sharing
     // the directory, can hold the same name, and none of them has to guess whether a
     // temp file is abandoned. Removed on any failure (dropping it unlinks it).
-    let prefix = format!(".{}.lockwright-", real.file_name().unwrap_or_default().to_string_lossy());
+    let prefix = format!(
+        ".{}.lockwright-",
+        real.file_name().unwrap_or_default().to_string_lossy()
+    );
     let mut builder = tempfile::Builder::new();
     builder.prefix(&prefix).suffix(".tmp");
     #[cfg(unix)]
@@ -68,7 +71,9 @@ pub fn write_file_atomic(target: &Path, data: &[u8], options: AtomicWriteOptions
     }
     temp.write_all(data).map_err(io_err("write", temp.path()))?;
     if options.fsync {
-        temp.as_file().sync_all().map_err(io_err("fsync", temp.path()))?;
+        temp.as_file()
+            .sync_all()
+            .map_err(io_err("fsync", temp.path()))?;
     }
     temp.persist(&real)
         .map_err(|e| LockError::from_io(&e.error, "rename", &real))?;
@@ -158,7 +163,11 @@ mod tests {
         fs::write(&theirs, b"in flight").unwrap();
         write_file_atomic(&target, b"new", AtomicWriteOptions::default()).unwrap();
         assert_eq!(fs::read(&theirs).unwrap(), b"in flight");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "ours was renamed away");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "ours was renamed away"
+        );
     }
 
     #[cfg(unix)]
@@ -172,9 +181,15 @@ mod tests {
         let link = dir.path().join("link.json");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         write_file_atomic(&link, b"new", AtomicWriteOptions::default()).unwrap();
-        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         assert_eq!(fs::read(&real).unwrap(), b"new");
-        assert_eq!(fs::metadata(&real).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            fs::metadata(&real).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
     }
 
     #[cfg(unix)]

@@ -5,11 +5,11 @@
 //! shares the host name, a record too old to say) its heartbeat must be fresh.
 
 use super::owner_record::{OwnerRecord, ProcessOrigin};
-use super::process::ProcessIdentity;
 #[cfg(not(target_os = "linux"))]
 use super::process::process_start;
 #[cfg(target_os = "linux")]
 use super::process::start_ticks;
+use super::process::ProcessIdentity;
 
 /// Milliseconds since the holder last showed life: its heartbeat, or the grant time
 /// for a record written before its first beat.

@@ -13,17 +13,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 
+use super::backend::{open_backend, Backend, HeldLock, Strategy};
 use super::error::{code, LockError, Result};
-use super::inspect::{self, CleanupReport, LockStatus};
-use super::kernel_lock::read_holders;
-use super::owner_record::Claimant;
+use super::inspect::{CleanupReport, LockStatus};
 use super::lock_path::{lockfile_for, real_target, validate_path};
 use super::metrics::{Event, Metrics, MetricsSnapshot};
+use super::owner_record::Claimant;
 use super::owner_record::{now_ms, LockMode, OwnerRecord};
 use super::process::ProcessIdentity;
-use super::runtime::runtime;
 use super::release_events::ReleaseEvents;
-use super::strategy::{HeldLock, Strategy};
+use super::runtime::runtime;
 use super::waiting::{existing_turn, turn_for, wait_for_lock, Turn};
 
 /// Used when neither the manager nor the call sets `timeout`.
@@ -77,8 +76,8 @@ pub struct ManagerOptions {
     /// Heartbeat period; `None` means half of `stale`, `Some(0)` turns beats off
     /// (kernel locks only). Clamped to `[1, stale / 2]`.
     pub heartbeat_ms: Option<f64>,
-    /// Kernel locks, or proper-lockfile's mkdir protocol (whose `stale` is set here).
-    pub mkdir: bool,
+    /// Which backend holds the locks (kernel locks by default).
+    pub strategy: Strategy,
     /// Record counts and wait/hold times (on unless turned off).
     pub metrics: bool,
     /// Lock a symlink's real target, as proper-lockfile does (on unless turned off).
@@ -93,7 +92,7 @@ impl ManagerOptions {
             timeout: Wait::For(Duration::from_millis(DEFAULT_TIMEOUT_MS)),
             stale_ms: DEFAULT_STALE_MS,
             heartbeat_ms: None,
-            mkdir: false,
+            strategy: Strategy::Kernel,
             metrics: true,
             realpath: true,
         }
@@ -179,7 +178,7 @@ struct Inner {
     timeout: Wait,
     stale_ms: u64,
     realpath: bool,
-    strategy: Strategy,
+    backend: Arc<dyn Backend>,
     held: Mutex<HashMap<u64, Arc<Held>>>,
     metrics: Metrics,
     on_compromised: Mutex<Option<CompromisedHandler>>,
@@ -206,7 +205,9 @@ impl LockManager {
         };
         let identity = ProcessIdentity::get();
         let stale_ms = options.stale_ms.max(MIN_STALE_MS);
-        let heartbeat_ms = heartbeat_period(options.heartbeat_ms, stale_ms, options.mkdir)?;
+        let backend = open_backend(options.strategy, stale_ms);
+        let heartbeat_ms =
+            heartbeat_period(options.heartbeat_ms, stale_ms, backend.needs_heartbeat())?;
         let manager = LockManager {
             inner: Arc::new(Inner {
                 claimant: identity.claimant(options.owner),
@@ -214,11 +215,7 @@ impl LockManager {
                 timeout: options.timeout,
                 stale_ms,
                 realpath: options.realpath,
-                strategy: if options.mkdir {
-                    Strategy::Mkdir { stale_ms }
-                } else {
-                    Strategy::Kernel
-                },
+                backend,
                 held: Mutex::default(),
                 metrics: Metrics::new(options.metrics),
                 on_compromised: Mutex::new(None),
@@ -357,7 +354,10 @@ impl LockManager {
         }
         let wait = options.timeout.unwrap_or(self.inner.timeout);
         if wait == Wait::Once {
-            return Acquisition::Ready(Err(locked_error(&target, &lockfile)));
+            return Acquisition::Ready(Err(locked_error(
+                &target,
+                self.inner.backend.holders(&lockfile),
+            )));
         }
         // Take this wait's place in the process's queue for the file now, not when the
         // wait is first polled: a later attempt in this process must not jump it.
@@ -402,7 +402,7 @@ impl LockManager {
             turn,
             place,
         } = request;
-        let contender = match self.inner.strategy.contender(lockfile.clone(), mode) {
+        let contender = match self.inner.backend.contender(&lockfile, mode) {
             Ok(contender) => contender,
             Err(e) => return Err(e),
         };
@@ -426,7 +426,7 @@ impl LockManager {
         let outcome = tokio::select! {
             biased;
             granted = attempt => granted.and_then(|lock| self.register(&target, lock, asked)),
-            _ = deadline => Err(timeout_error(&target, &lockfile, wait)),
+            _ = deadline => Err(timeout_error(&target, self.inner.backend.holders(&lockfile), wait)),
             _ = cancel.cancelled() => Err(LockError::new(code::ABORTED, format!("The wait for the lock on {} was aborted", target.display()), Some(&target))),
             _ = self.inner.closing.cancelled() => Err(closed_error(&target, true)),
         };
@@ -446,10 +446,7 @@ impl LockManager {
         asked: Instant,
     ) -> Result<Option<LockGrant>> {
         let attempt = || -> Result<Option<Box<dyn HeldLock>>> {
-            let mut contender = self
-                .inner
-                .strategy
-                .contender(lockfile.to_path_buf(), mode)?;
+            let mut contender = self.inner.backend.contender(lockfile, mode)?;
             let lock_id = ProcessIdentity::get().next_lock_id();
             contender.try_acquire(&self.inner.claimant, lock_id, false)
         };
@@ -639,28 +636,19 @@ impl LockManager {
     /// Who holds the lock for `target` (any process's), and whether they are alive.
     pub fn status(&self, target: &str, lockfile_path: Option<&str>) -> Result<LockStatus> {
         let (_, lockfile) = self.resolve(target, lockfile_path, None)?;
-        match self.inner.strategy {
-            Strategy::Kernel => inspect::status(&lockfile, self.inner.stale_ms),
-            Strategy::Mkdir { stale_ms } => inspect::mkdir_status(&lockfile, stale_ms),
-        }
+        self.inner.backend.status(&lockfile)
     }
 
     /// The status of every lock file in `dir`, or in this manager's `lockDir`.
     pub fn list(&self, dir: Option<&str>) -> Result<Vec<LockStatus>> {
         let dir = self.sweep_dir(dir)?;
-        match self.inner.strategy {
-            Strategy::Kernel => inspect::list(&dir, self.inner.stale_ms),
-            Strategy::Mkdir { stale_ms } => inspect::mkdir_list(&dir, stale_ms),
-        }
+        self.inner.backend.list(&dir)
     }
 
     /// Removes what dead holders left in `dir`; with `dry_run`, only lists it.
     pub fn cleanup(&self, dir: Option<&str>, dry_run: bool) -> Result<CleanupReport> {
         let dir = self.sweep_dir(dir)?;
-        let report = match self.inner.strategy {
-            Strategy::Kernel => inspect::cleanup(&dir, dry_run)?,
-            Strategy::Mkdir { stale_ms } => inspect::mkdir_cleanup(&dir, stale_ms, dry_run)?,
-        };
+        let report = self.inner.backend.cleanup(&dir, dry_run)?;
         if !dry_run {
             self.inner.metrics.record(Event::StaleCleaned(
                 (report.removed.len() + report.cleared.len()) as u64,
@@ -676,12 +664,10 @@ impl LockManager {
         force: bool,
     ) -> Result<bool> {
         let (target, lockfile) = self.resolve(target, lockfile_path, None)?;
-        let removed = match self.inner.strategy {
-            Strategy::Kernel => inspect::force_release(&lockfile, &target, self.inner.stale_ms)?,
-            Strategy::Mkdir { stale_ms } => {
-                inspect::mkdir_force_release(&lockfile, &target, stale_ms, force)?
-            }
-        };
+        let removed = self
+            .inner
+            .backend
+            .force_release(&lockfile, &target, force)?;
         if removed {
             self.inner.metrics.record(Event::StaleCleaned(1));
         }
@@ -744,7 +730,7 @@ fn closed_error(target: &Path, waiting: bool) -> LockError {
 /// at all, or a fraction of a millisecond read as none) lets a live holder's mkdir
 /// lock look stale, so it is clamped as proper-lockfile clamps `update`; only a
 /// kernel lock, whose liveness on this host is its PID, may turn beats off.
-fn heartbeat_period(asked: Option<f64>, stale_ms: u64, mkdir: bool) -> Result<u64> {
+fn heartbeat_period(asked: Option<f64>, stale_ms: u64, needed: bool) -> Result<u64> {
     let Some(ms) = asked else {
         return Ok(stale_ms / 2);
     };
@@ -754,9 +740,9 @@ fn heartbeat_period(asked: Option<f64>, stale_ms: u64, mkdir: bool) -> Result<u6
         )));
     }
     if ms == 0.0 {
-        if mkdir {
+        if needed {
             return Err(LockError::invalid(
-                "heartbeat 0 would let a held mkdir lock go stale under its live holder; the mkdir strategy needs heartbeats",
+                "heartbeat 0 would let a held lock go stale under its live holder; this strategy needs heartbeats",
             ));
         }
         return Ok(0);
@@ -764,19 +750,19 @@ fn heartbeat_period(asked: Option<f64>, stale_ms: u64, mkdir: bool) -> Result<u6
     Ok((ms.ceil() as u64).clamp(1, stale_ms / 2))
 }
 
-fn locked_error(target: &Path, lockfile: &Path) -> LockError {
+fn locked_error(target: &Path, holders: Vec<OwnerRecord>) -> LockError {
     LockError::new(
         code::LOCKED,
         format!(
             "{} is locked by {}",
             target.display(),
-            describe_holders(lockfile)
+            describe_holders(&holders)
         ),
         Some(target),
     )
 }
 
-fn timeout_error(target: &Path, lockfile: &Path, wait: Wait) -> LockError {
+fn timeout_error(target: &Path, holders: Vec<OwnerRecord>, wait: Wait) -> LockError {
     let waited = match wait {
         Wait::For(d) => format!("{} ms", d.as_millis()),
         _ => "the timeout".into(),
@@ -786,15 +772,14 @@ fn timeout_error(target: &Path, lockfile: &Path, wait: Wait) -> LockError {
         format!(
             "Timed out after {waited} waiting for the lock on {}, held by {}",
             target.display(),
-            describe_holders(lockfile)
+            describe_holders(&holders)
         ),
         Some(target),
     )
 }
 
 /// "mcp-server (PID 12345 on build-1, held 3.2 s)", for error messages.
-pub fn describe_holders(lockfile: &Path) -> String {
-    let holders = read_holders(lockfile);
+pub fn describe_holders(holders: &[OwnerRecord]) -> String {
     if holders.is_empty() {
         return "another process".into();
     }
@@ -806,7 +791,7 @@ pub fn describe_holders(lockfile: &Path) -> String {
             r.process, r.pid, r.host
         )
     };
-    match holders.as_slice() {
+    match holders {
         [only] => describe(only),
         many => format!(
             "{} readers: {}",
@@ -978,8 +963,8 @@ mod tests {
         // A wait whose lock came as close() ran: the grant is let go, not registered.
         let b = manager("b");
         let (_, lockfile) = b.resolve(&target(&dir), None, None).unwrap();
-        let lock = Strategy::Kernel
-            .contender(lockfile, LockMode::Exclusive)
+        let lock = open_backend(Strategy::Kernel, 10_000)
+            .contender(&lockfile, LockMode::Exclusive)
             .unwrap()
             .try_acquire(&b.inner.claimant, "b-1".into(), false)
             .unwrap()

@@ -559,7 +559,7 @@ mod tests {
         // Alternating files, so the kernel cannot merge consecutive events into one.
         let files = [&busy, &other].map(|p| std::fs::File::open(p).unwrap());
         for i in 0..=limit {
-            crate::engine::lock_file::wake_waiters(&files[i % 2]);
+            crate::engine::backend::kernel::lock_file::wake_waiters(&files[i % 2]);
         }
         let mut quiet_wake = Box::pin(subscriptions[2].wake.notified());
         quiet_wake.as_mut().enable();
@@ -596,7 +596,9 @@ mod restarts {
     fn wakes(subscription: &Subscription, path: &Path) -> bool {
         let mut wake = Box::pin(subscription.wake.notified());
         wake.as_mut().enable();
-        crate::engine::lock_file::wake_waiters(&std::fs::File::open(path).unwrap());
+        crate::engine::backend::kernel::lock_file::wake_waiters(
+            &std::fs::File::open(path).unwrap(),
+        );
         crate::engine::runtime::runtime()
             .block_on(async { tokio::time::timeout(Duration::from_secs(30), wake).await })
             .is_ok()
@@ -634,7 +636,9 @@ mod late_files {
         events.ensure_watched(&late);
         let mut wake = Box::pin(subscription.wake.notified());
         wake.as_mut().enable();
-        crate::engine::lock_file::wake_waiters(&std::fs::File::open(&late).unwrap());
+        crate::engine::backend::kernel::lock_file::wake_waiters(
+            &std::fs::File::open(&late).unwrap(),
+        );
         events.drain();
         assert!(futures_util::FutureExt::now_or_never(wake).is_some());
     }

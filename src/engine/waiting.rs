@@ -13,16 +13,15 @@ use std::time::Duration;
 use futures_util::future::select_all;
 use tokio::sync::{Mutex as FifoMutex, OwnedMutexGuard};
 
+use super::backend::{Contend, HeldLock};
 use super::error::Result;
 use super::owner_record::Claimant;
 use super::process::ProcessIdentity;
 use super::release_events::{listen, ReleaseEvents};
-use super::strategy::{Contend, HeldLock};
 
 /// Retry interval for releases no event reports: a holder on another host of a
 /// network filesystem, or a crashed holder whose close event beat its lock's removal.
 pub const SAFETY_TICK: Duration = Duration::from_millis(50);
-
 
 pub type Turn = Arc<FifoMutex<()>>;
 

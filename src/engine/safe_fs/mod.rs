@@ -12,6 +12,7 @@
 //! users who can reach it, as proper-lockfile's directories are.
 
 use std::fmt;
+use std::fs::File;
 use std::io;
 
 #[cfg(unix)]
@@ -66,7 +67,7 @@ pub fn as_not_a_lock_file(err: &io::Error) -> Option<NotALockFile> {
 
 /// Reads `file` from offset 0 up to `RECORD_LIMIT` bytes with positional reads: one
 /// read for a record of ordinary size. Longer content is not a record of ours.
-pub fn read_bounded(file: &std::fs::File) -> io::Result<Vec<u8>> {
+pub fn read_bounded(file: &File) -> io::Result<Vec<u8>> {
     let mut content = vec![0u8; 1024];
     let mut filled = 0;
     loop {
@@ -83,13 +84,39 @@ pub fn read_bounded(file: &std::fs::File) -> io::Result<Vec<u8>> {
     }
 }
 
+/// Replaces the record in place, padding with spaces (JSON allows trailing white
+/// space) instead of truncating. Truncating to zero makes ext4 flush the file to disk
+/// at close (its `auto_da_alloc` rule for replace-via-truncate), which costs a disk
+/// write on every acquire and release; one in-place write also never shows a reader
+/// an empty file.
+pub fn overwrite(file: &File, content: &[u8], old_len: usize) -> io::Result<()> {
+    if content.len() >= old_len {
+        return write_all_at_start(file, content);
+    }
+    let mut padded = content.to_vec();
+    padded.resize(old_len, b' ');
+    write_all_at_start(file, &padded)
+}
+
 #[cfg(unix)]
-pub fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+fn write_all_at_start(file: &File, content: &[u8]) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, content, 0)
+}
+
+#[cfg(windows)]
+fn write_all_at_start(mut file: &File, content: &[u8]) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(content)
+}
+
+#[cfg(unix)]
+pub fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     std::os::unix::fs::FileExt::read_at(file, buf, offset)
 }
 
 #[cfg(windows)]
-pub fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+pub fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     std::os::windows::fs::FileExt::seek_read(file, buf, offset)
 }
 
@@ -111,7 +138,11 @@ mod tests {
         assert_eq!(err.raw_os_error(), Some(libc::ELOOP));
         // A directory we made, replaced by a symlink to another directory.
         fs::create_dir(dir.path().join("elsewhere")).unwrap();
-        symlink(dir.path().join("elsewhere"), dir.path().join("t.lock.readers")).unwrap();
+        symlink(
+            dir.path().join("elsewhere"),
+            dir.path().join("t.lock.readers"),
+        )
+        .unwrap();
         let parent = Dir::open(dir.path()).unwrap();
         assert!(parent.sub_dir(OsStr::new("t.lock.readers"), true).is_err());
         assert_eq!(fs::read(&victim).unwrap(), b"precious");
@@ -141,7 +172,10 @@ mod tests {
         let err = read_bounded(&file).unwrap_err();
         assert!(as_not_a_lock_file(&err).is_some());
         fs::write(&path, b"{\"token\":3}").unwrap();
-        assert_eq!(read_bounded(&fs::File::open(&path).unwrap()).unwrap(), b"{\"token\":3}");
+        assert_eq!(
+            read_bounded(&fs::File::open(&path).unwrap()).unwrap(),
+            b"{\"token\":3}"
+        );
     }
 
     #[test]

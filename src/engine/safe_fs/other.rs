@@ -57,7 +57,10 @@ impl Dir {
     }
 
     pub fn names(&self) -> io::Result<Vec<OsString>> {
-        Ok(fs::read_dir(&self.path)?.flatten().map(|e| e.file_name()).collect())
+        Ok(fs::read_dir(&self.path)?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect())
     }
 
     /// Windows cannot remove or replace a file another process has open.

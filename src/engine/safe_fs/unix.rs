@@ -98,7 +98,11 @@ impl Dir {
 
     /// Whether `name` here is still the file `file` has open (same device and inode).
     pub fn holds(&self, name: &OsStr, file: &File) -> bool {
-        let named = fstatat(self.fd.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
+        let named = fstatat(
+            self.fd.as_fd(),
+            name,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        );
         match (named, fstat(file.as_fd())) {
             (Ok(named), Ok(open)) => (named.st_dev, named.st_ino) == (open.st_dev, open.st_ino),
             _ => false,
@@ -107,7 +111,12 @@ impl Dir {
 
     /// Who owns `name` here, for an `EACCES` that names the file's owner.
     pub fn owner_of(&self, name: &OsStr) -> Option<String> {
-        let stat = fstatat(self.fd.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+        let stat = fstatat(
+            self.fd.as_fd(),
+            name,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .ok()?;
         Some(user_name(stat.st_uid))
     }
 }
@@ -142,7 +151,10 @@ fn open_in(dir: BorrowedFd<'_>, name: &OsStr, access: Access, create: Create) ->
                 // Made private, then shared as the directory is: no moment where the
                 // umask's mode shows, and the umask cannot keep other users out.
                 let parent = parent_stat(dir, name)?;
-                fchmod(fd.as_fd(), Mode::from_bits_truncate(shared_mode(&parent, 0o644) & 0o777))?;
+                fchmod(
+                    fd.as_fd(),
+                    Mode::from_bits_truncate(shared_mode(&parent, 0o644) & 0o777),
+                )?;
                 return regular(fd);
             }
             Err(Errno::EEXIST) if create == Create::IfMissing => continue,

@@ -14,7 +14,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use super::safe_fs::{self, Access, Create};
+use crate::engine::safe_fs::{self, Access, Create};
 
 /// How many released lock files stay open. Only on Linux: waiters there also wake on
 /// a read (see `wake_waiters`), which an open descriptor can make after its unlock.
@@ -86,7 +86,13 @@ fn link_count(file: &File) -> io::Result<u64> {
     // `Identity` on why a stat must not ask for times).
     let mut buf: libc::statx = unsafe { std::mem::zeroed() };
     let status = unsafe {
-        libc::statx(file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_NLINK, &mut buf)
+        libc::statx(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_NLINK,
+            &mut buf,
+        )
     };
     if status != 0 {
         return Err(io::Error::last_os_error());
@@ -226,22 +232,12 @@ pub fn wake_waiters(_file: &File) {}
 
 /// Read-write, never through a symlink, never blocking, regular files only.
 pub fn open_no_follow(path: &Path, create: bool) -> io::Result<File> {
-    let create = if create { Create::IfMissing } else { Create::No };
+    let create = if create {
+        Create::IfMissing
+    } else {
+        Create::No
+    };
     safe_fs::open_file(path, Access::ReadWrite, create)
-}
-
-/// Replaces the record in place, padding with spaces (JSON allows trailing white
-/// space) instead of truncating. Truncating to zero makes ext4 flush the file to disk
-/// at close (its `auto_da_alloc` rule for replace-via-truncate), which costs a disk
-/// write on every acquire and release; one in-place write also never shows a reader
-/// an empty file.
-pub fn overwrite(file: &File, content: &[u8], old_len: usize) -> io::Result<()> {
-    if content.len() >= old_len {
-        return write_all_at_start(file, content);
-    }
-    let mut padded = content.to_vec();
-    padded.resize(old_len, b' ');
-    write_all_at_start(file, &padded)
 }
 
 /// The whole record, at most `safe_fs::RECORD_LIMIT` bytes (see `read_bounded`): a
@@ -252,18 +248,6 @@ pub fn read_whole(file: &File) -> io::Result<Vec<u8>> {
 
 fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     safe_fs::read_at(file, buf, offset)
-}
-
-#[cfg(unix)]
-fn write_all_at_start(file: &File, content: &[u8]) -> io::Result<()> {
-    std::os::unix::fs::FileExt::write_all_at(file, content, 0)
-}
-
-#[cfg(windows)]
-fn write_all_at_start(mut file: &File, content: &[u8]) -> io::Result<()> {
-    use std::io::{Seek, SeekFrom, Write};
-    file.seek(SeekFrom::Start(0))?;
-    file.write_all(content)
 }
 
 // Idle files are kept on Linux only.

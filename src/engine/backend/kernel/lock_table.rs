@@ -99,11 +99,20 @@ mod tests {
         held.unlock().unwrap();
         held.lock_shared().unwrap();
         assert!(!flocks_on(&observer).unwrap()[0].exclusive);
-        assert_eq!(parse_line("2: -> FLOCK  ADVISORY  WRITE 7 fd:01:5 0 EOF", 0xfd, 1, 5), None);
+        assert_eq!(
+            parse_line("2: -> FLOCK  ADVISORY  WRITE 7 fd:01:5 0 EOF", 0xfd, 1, 5),
+            None
+        );
         assert_eq!(
             parse_line("2: FLOCK  ADVISORY  READ 7 fd:01:5 0 EOF", 0xfd, 1, 5),
-            Some(TableEntry { exclusive: false, pid: 7 })
+            Some(TableEntry {
+                exclusive: false,
+                pid: 7
+            })
         );
-        assert_eq!(parse_line("3: POSIX  ADVISORY  WRITE 7 fd:01:5 0 EOF", 0xfd, 1, 5), None);
+        assert_eq!(
+            parse_line("3: POSIX  ADVISORY  WRITE 7 fd:01:5 0 EOF", 0xfd, 1, 5),
+            None
+        );
     }
 }

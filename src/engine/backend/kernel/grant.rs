@@ -1,0 +1,422 @@
+//! Granting a kernel lock: one non-blocking `flock` on the lock file, then the owner
+//! record written only once the content proves the file ours (empty, or a lockwright
+//! record): locking `Gemfile` must never overwrite a `Gemfile.lock` that is not a lock.
+//! Heartbeats and release of the held lock live here too.
+
+use std::fs;
+use std::fs::{File, TryLockError};
+use std::io;
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+use crate::engine::backend::traits::{Contend, HeldLock};
+use crate::engine::error::{code, LockError, Result};
+use crate::engine::lock_path::sibling;
+use crate::engine::owner_record::{Claimant, LockMode, OwnerRecord, ReleasedRecord};
+use crate::engine::safe_fs::{self, overwrite};
+
+use super::lock_file::{read_whole, wake_waiters, LockFile};
+use super::readers::{
+    announce_writer, leave_writer_gate, write_reader_record, writer_is_waiting, ReaderRecord,
+    WRITER_WAITING_SUFFIX,
+};
+
+/// A granted kernel lock. Dropping it releases the lock and clears the record.
+#[derive(Debug)]
+pub struct KernelLock {
+    file: Option<LockFile>,
+    path: PathBuf,
+    record: OwnerRecord,
+    /// Bytes the lock file holds now; a shorter record is padded to cover them.
+    record_len: usize,
+    reader_record: Option<ReaderRecord>,
+    /// Set once someone else removed or rewrote what we hold; release then leaves
+    /// the files alone, as they are no longer ours.
+    compromised: bool,
+}
+
+impl KernelLock {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn record(&self) -> &OwnerRecord {
+        &self.record
+    }
+
+    /// Writes a fresh heartbeat into the record, first checking that the record is
+    /// still ours: an `ECOMPROMISED` error means someone removed or replaced it.
+    pub fn beat(&mut self, now: u64) -> Result<()> {
+        if self.compromised {
+            return Ok(());
+        }
+        if let Err(reason) = self.check_still_ours() {
+            return Err(self.lose(reason));
+        }
+        self.record.heartbeat = now;
+        let json = serde_json::to_vec(&self.record).expect("an owner record serialises");
+        // A failed write (a full disk, EIO) loses nothing: the kernel lock is still
+        // ours. The next beat writes again; until then the heartbeat ages.
+        match (&self.reader_record, &self.file) {
+            (Some(reader), _) => {
+                let _ = overwrite(&reader.file, &json, 0);
+            }
+            (None, Some(lock_file)) => {
+                if overwrite(&lock_file.file, &json, self.record_len).is_ok() {
+                    self.record_len = self.record_len.max(json.len());
+                }
+            }
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
+    fn lose(&mut self, reason: &str) -> LockError {
+        self.compromised = true;
+        LockError::new(
+            code::COMPROMISED,
+            format!(
+                "The lock on {} was compromised: {reason}",
+                self.path.display()
+            ),
+            Some(&self.path),
+        )
+    }
+
+    fn check_still_ours(&mut self) -> std::result::Result<(), &'static str> {
+        let Some(lock_file) = self.file.as_ref() else {
+            return Ok(());
+        };
+        if !lock_file.is_at(&self.path) {
+            return Err("its lock file was removed or replaced");
+        }
+        if let Some(reader) = &self.reader_record {
+            return match reader.still_there() {
+                true => Ok(()),
+                false => Err("its reader record was removed or replaced"),
+            };
+        }
+        // Unreadable for now (EIO): no verdict; the next beat looks again.
+        let Ok(content) = read_whole(&lock_file.file) else {
+            return Ok(());
+        };
+        match serde_json::from_slice::<OwnerRecord>(&content) {
+            Ok(record) if record.lock_id == self.record.lock_id => Ok(()),
+            _ => Err("its owner record was overwritten"),
+        }
+    }
+
+    /// Releases now, reporting what went wrong; `Drop` does the same silently.
+    /// A lock whose file was removed or replaced while held (before any heartbeat
+    /// noticed) is `ECOMPROMISED`: someone may have held "the" lock beside us.
+    pub fn release(mut self) -> Result<()> {
+        if !self.compromised && self.file.as_ref().is_some_and(LockFile::is_unlinked) {
+            let lost = self.lose("its lock file was removed or replaced while it was held");
+            self.release_inner()?;
+            return Err(lost);
+        }
+        self.release_inner()
+    }
+
+    fn release_inner(&mut self) -> Result<()> {
+        let Some(lock_file) = self.file.take() else {
+            return Ok(());
+        };
+        let mut outcome = Ok(());
+        if self.compromised {
+            // Not ours any more: drop our lock without touching what replaced it.
+        } else if let Some(reader) = self.reader_record.take() {
+            // Unlink before closing: a prober that then takes the record's lock finds
+            // it gone from the directory, never a live-looking leftover.
+            let _ = reader.dir.unlink(&reader.name);
+        } else {
+            // Keep only the token, so the next exclusive grant continues the sequence.
+            let released = serde_json::to_vec(&ReleasedRecord {
+                token: self.record.token,
+            })
+            .expect("a token serialises");
+            outcome = overwrite(&lock_file.file, &released, self.record_len)
+                .map_err(|e| LockError::from_io(&e, "clear", &self.path));
+        }
+        // Unlock, then wake: waiters must find the lock free when they look. A file
+        // whose unlock failed is closed instead of kept: closing drops any lock left.
+        let unlocked = lock_file.file.unlock().is_ok();
+        wake_waiters(&lock_file.file);
+        if unlocked && !self.compromised {
+            // Released: the path is not needed here any more, and keys the idle file.
+            lock_file.keep_idle(std::mem::take(&mut self.path));
+        }
+        outcome
+    }
+}
+
+impl Drop for KernelLock {
+    fn drop(&mut self) {
+        let _ = self.release_inner();
+    }
+}
+
+/// One caller's attempts on one lock file. The file stays open between attempts so a
+/// retry is one non-blocking `flock`, and a waiter never re-creates a lock file.
+pub struct Contender {
+    path: PathBuf,
+    mode: LockMode,
+    main: Option<LockFile>,
+    writer_waiting: Option<File>,
+    opens: u32,
+}
+
+impl Contender {
+    pub fn new(path: PathBuf, mode: LockMode) -> Self {
+        Contender {
+            path,
+            mode,
+            main: None,
+            writer_waiting: None,
+            opens: 0,
+        }
+    }
+
+    pub fn writer_waiting_path(&self) -> PathBuf {
+        sibling(&self.path, WRITER_WAITING_SUFFIX)
+    }
+
+    /// One non-blocking attempt. `will_wait` says the caller waits if this fails; a
+    /// writer that will wait announces itself so new readers queue behind it.
+    pub fn try_acquire(
+        &mut self,
+        claimant: &Claimant,
+        lock_id: String,
+        will_wait: bool,
+    ) -> Result<Option<KernelLock>> {
+        if self.mode == LockMode::Shared && self.writer_is_waiting()? {
+            return Ok(None);
+        }
+        // A lock file deleted or replaced while we waited on it is no longer the lock:
+        // re-open and try again. A few rounds are enough; more means someone is
+        // deleting lock files in a loop, and the next wake-up tries again.
+        for _ in 0..4 {
+            let lock_file = match self.main {
+                Some(ref lock_file) => lock_file,
+                None => {
+                    let lock_file = match LockFile::take_idle(&self.path) {
+                        Some(idle) => idle,
+                        None => {
+                            self.opens += 1;
+                            LockFile::open(&self.path, true).map_err(|e| self.open_error(e))?
+                        }
+                    };
+                    self.main.insert(lock_file)
+                }
+            };
+            let locked = match self.mode {
+                LockMode::Exclusive => lock_file.file.try_lock(),
+                LockMode::Shared => lock_file.file.try_lock_shared(),
+            };
+            match locked {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    if will_wait && self.mode == LockMode::Exclusive {
+                        self.announce_writer();
+                    }
+                    return Ok(None);
+                }
+                Err(TryLockError::Error(e)) => {
+                    return Err(LockError::from_io(&e, "lock", &self.path))
+                }
+            }
+            if !lock_file.is_at(&self.path) {
+                self.main = None; // closing drops the lock on the orphaned inode
+                continue;
+            }
+            let lock_file = self.main.take().expect("opened above");
+            self.leave_writer_gate();
+            return self.grant(lock_file, claimant, lock_id).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// A directory at the lock path is most likely proper-lockfile's lock: say so, and
+    /// how to share locks with it, instead of a bare `EISDIR`.
+    fn open_error(&self, e: io::Error) -> LockError {
+        let directory = safe_fs::as_not_a_lock_file(&e).is_some_and(|n| n.found == "a directory")
+            || e.kind() == io::ErrorKind::IsADirectory;
+        if directory {
+            return foreign_protocol_error(&self.path);
+        }
+        LockError::from_io(&e, "open", &self.path)
+    }
+
+    fn grant(
+        &self,
+        lock_file: LockFile,
+        claimant: &Claimant,
+        lock_id: String,
+    ) -> Result<KernelLock> {
+        let io_err = |e: io::Error| LockError::from_io(&e, "read", &self.path);
+        let previous = read_whole(&lock_file.file).map_err(io_err)?;
+        // Written only if it is ours: `Gemfile.lock` next to a locked `Gemfile` is
+        // someone's data. Dropping `lock_file` on the error closes it and unlocks.
+        let Some(last) = recorded_token(&previous) else {
+            return Err(LockError::not_a_lock_file(
+                &self.path,
+                "its content is not a lockwright record",
+            ));
+        };
+        // Only exclusive grants advance the fencing token; readers see the last one.
+        let token = if self.mode == LockMode::Exclusive {
+            last + 1
+        } else {
+            last
+        };
+        let record = claimant.record(self.mode, lock_id, token);
+        let json = serde_json::to_vec(&record).expect("an owner record serialises");
+        let write_err = |e: io::Error| LockError::from_io(&e, "write owner record", &self.path);
+        let reader_record = match self.mode {
+            LockMode::Exclusive => {
+                overwrite(&lock_file.file, &json, previous.len()).map_err(write_err)?;
+                None
+            }
+            LockMode::Shared => {
+                // Releases wake waiters with a one-byte read, and reading an empty
+                // file makes no event: a file only readers ever used gets a record.
+                if previous.is_empty() {
+                    let released = serde_json::to_vec(&ReleasedRecord { token: 0 })
+                        .expect("a token serialises");
+                    let _ = overwrite(&lock_file.file, &released, 0);
+                }
+                Some(write_reader_record(&self.path, &record.lock_id, &json)?)
+            }
+        };
+        let record_len = json.len().max(previous.len());
+        Ok(KernelLock {
+            file: Some(lock_file),
+            path: self.path.clone(),
+            record,
+            record_len,
+            reader_record,
+            compromised: false,
+        })
+    }
+
+    /// Readers defer to a writer that holds the writer-waiting file.
+    fn writer_is_waiting(&self) -> Result<bool> {
+        writer_is_waiting(&self.writer_waiting_path())
+    }
+
+    /// A writer that will wait announces itself, once, so new readers queue behind it.
+    fn announce_writer(&mut self) {
+        if self.writer_waiting.is_none() {
+            self.writer_waiting = announce_writer(&self.writer_waiting_path());
+        }
+    }
+
+    fn leave_writer_gate(&mut self) {
+        if let Some(gate) = self.writer_waiting.take() {
+            leave_writer_gate(gate);
+        }
+    }
+}
+
+/// The fencing token a lock file's content carries: 0 for an empty file, `None` for
+/// content that is not a lockwright record (another tool's file, or garbage).
+pub(super) fn recorded_token(content: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct TokenOnly {
+        token: u64,
+    }
+    if content.iter().all(u8::is_ascii_whitespace) {
+        return Some(0);
+    }
+    serde_json::from_slice::<TokenOnly>(content)
+        .ok()
+        .map(|t| t.token)
+}
+
+/// `ELOCKED` for a directory at a kernel lock path that looks like a live
+/// proper-lockfile lock (fresh mtime), `EEXIST` otherwise; both name the way out.
+pub fn foreign_protocol_error(path: &Path) -> LockError {
+    /// proper-lockfile's default `stale`: its holders refresh the mtime well within it.
+    const PROPER_LOCKFILE_STALE_MS: u128 = 10_000;
+    let fresh = fs::symlink_metadata(path)
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age.as_millis() < PROPER_LOCKFILE_STALE_MS);
+    let hint = "lockwright's default kernel strategy cannot share a lock with proper-lockfile: \
+                use strategy: 'mkdir' (or require('lockwright/proper-lockfile')) in every process \
+                that shares this lock";
+    if fresh {
+        LockError::new(
+            code::LOCKED,
+            format!(
+                "'{}' is a proper-lockfile lock directory, held by a proper-lockfile process; {hint}",
+                path.display()
+            ),
+            Some(path),
+        )
+    } else {
+        LockError::not_a_lock_file(
+            path,
+            &format!("a directory, maybe a stale proper-lockfile lock; {hint}"),
+        )
+    }
+}
+
+impl Drop for Contender {
+    /// A file left here lost its attempt and holds no lock: keep it for the next one.
+    /// A writer that gives up lets the readers behind it go.
+    fn drop(&mut self) {
+        self.leave_writer_gate();
+        if let Some(lock_file) = self.main.take() {
+            lock_file.keep_idle(std::mem::take(&mut self.path));
+        }
+    }
+}
+
+impl HeldLock for KernelLock {
+    fn path(&self) -> &Path {
+        KernelLock::path(self)
+    }
+
+    fn record(&self) -> &OwnerRecord {
+        KernelLock::record(self)
+    }
+
+    fn beat(&mut self, now_ms: u64) -> Result<()> {
+        KernelLock::beat(self, now_ms)
+    }
+
+    fn release(self: Box<Self>) -> Result<()> {
+        KernelLock::release(*self)
+    }
+
+    #[cfg(unix)]
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.file
+            .as_ref()
+            .map(|lock_file| lock_file.file.as_raw_fd())
+    }
+}
+
+impl Contend for Contender {
+    fn try_acquire(
+        &mut self,
+        claimant: &Claimant,
+        lock_id: String,
+        will_wait: bool,
+    ) -> Result<Option<Box<dyn HeldLock>>> {
+        Ok(Contender::try_acquire(self, claimant, lock_id, will_wait)?
+            .map(|lock| Box::new(lock) as Box<dyn HeldLock>))
+    }
+
+    fn wake_paths(&self) -> Vec<PathBuf> {
+        vec![self.path.clone(), self.writer_waiting_path()]
+    }
+
+    fn generation(&self) -> u32 {
+        self.opens
+    }
+}
