@@ -6,118 +6,34 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Weak;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 
-use super::backend::{open_backend, Backend, HeldLock, Strategy};
-use super::error::{code, LockError, Result};
-use super::inspect::{CleanupReport, LockStatus};
-use super::lock_path::{lockfile_for, real_target, validate_path};
-use super::metrics::{Event, Metrics, MetricsSnapshot};
-use super::owner_record::Claimant;
-use super::owner_record::{now_ms, LockMode, OwnerRecord};
-use super::process::ProcessIdentity;
-use super::release_events::ReleaseEvents;
-use super::runtime::runtime;
-use super::waiting::{existing_turn, turn_for, wait_for_lock, Turn};
+use crate::engine::backend::{open_backend, Backend, HeldLock};
+use crate::engine::error::{code, LockError, Result};
+use crate::engine::inspect::{CleanupReport, LockStatus};
+use crate::engine::lock_path::{lockfile_for, real_target, validate_path};
+use crate::engine::metrics::{Event, Metrics, MetricsSnapshot};
+use crate::engine::owner_record::{now_ms, Claimant, LockMode, OwnerRecord};
+use crate::engine::process::ProcessIdentity;
+use crate::engine::release_events::ReleaseEvents;
+use crate::engine::runtime::runtime;
+use crate::engine::waiting::{existing_turn, turn_for, wait_for_lock, Turn};
 
-/// Used when neither the manager nor the call sets `timeout`.
-pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
-/// A holder on another host whose heartbeat is older than this is dead.
-pub const DEFAULT_STALE_MS: u64 = 10_000;
-/// proper-lockfile's floor for `stale`: below it, a busy holder looks dead.
-pub const MIN_STALE_MS: u64 = 2_000;
+mod heartbeat;
+mod options;
+
+use heartbeat::start_heartbeat;
+use options::heartbeat_period;
+pub use options::{
+    AcquireOptions, ManagerOptions, Wait, DEFAULT_STALE_MS, DEFAULT_TIMEOUT_MS, MIN_STALE_MS,
+};
 
 /// Called from the heartbeat thread when a held lock turns out to be lost.
 pub type CompromisedHandler = Box<dyn Fn(&LockGrant, &LockError) + Send + Sync>;
-
-/// How long an acquire may wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
-    /// `timeout: 0`: one attempt, `ELOCKED` when held.
-    Once,
-    For(Duration),
-    /// `timeout: Infinity`.
-    Forever,
-}
-
-impl Wait {
-    /// Reads a JavaScript number of milliseconds, rejecting what no caller means.
-    pub fn from_millis(value: f64, option: &str) -> Result<Wait> {
-        if value.is_nan() || value < 0.0 {
-            return Err(LockError::invalid(format!(
-                "{option} must be a non-negative number of milliseconds or Infinity, got {value}"
-            )));
-        }
-        // Beyond a century a deadline means nothing, and a far one overflows timers.
-        const CENTURY_MS: f64 = 100.0 * 365.25 * 24.0 * 3600.0 * 1000.0;
-        Ok(if value.is_infinite() || value > CENTURY_MS {
-            Wait::Forever
-        } else if value == 0.0 {
-            Wait::Once
-        } else {
-            Wait::For(Duration::from_secs_f64(value / 1000.0))
-        })
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct ManagerOptions {
-    /// The owner label written as `process` in records ("mcp-server").
-    pub owner: String,
-    pub lock_dir: Option<PathBuf>,
-    pub timeout: Wait,
-    /// Raised to `MIN_STALE_MS` if lower.
-    pub stale_ms: u64,
-    /// Heartbeat period; `None` means half of `stale`, `Some(0)` turns beats off
-    /// (kernel locks only). Clamped to `[1, stale / 2]`.
-    pub heartbeat_ms: Option<f64>,
-    /// Which backend holds the locks (kernel locks by default).
-    pub strategy: Strategy,
-    /// Record counts and wait/hold times (on unless turned off).
-    pub metrics: bool,
-    /// Lock a symlink's real target, as proper-lockfile does (on unless turned off).
-    pub realpath: bool,
-}
-
-impl ManagerOptions {
-    pub fn new(owner: impl Into<String>) -> Self {
-        ManagerOptions {
-            owner: owner.into(),
-            lock_dir: None,
-            timeout: Wait::For(Duration::from_millis(DEFAULT_TIMEOUT_MS)),
-            stale_ms: DEFAULT_STALE_MS,
-            heartbeat_ms: None,
-            strategy: Strategy::Kernel,
-            metrics: true,
-            realpath: true,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct AcquireOptions {
-    pub mode: LockMode,
-    pub timeout: Option<Wait>,
-    pub lockfile_path: Option<String>,
-    /// Overrides the manager's `realpath` for this call.
-    pub realpath: Option<bool>,
-}
-
-impl Default for AcquireOptions {
-    fn default() -> Self {
-        AcquireOptions {
-            mode: LockMode::Exclusive,
-            timeout: None,
-            lockfile_path: None,
-            realpath: None,
-        }
-    }
-}
 
 /// What a caller learns about a granted lock.
 #[derive(Debug, Clone)]
@@ -243,39 +159,6 @@ impl LockManager {
             .on_compromised
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = handler;
-    }
-
-    /// Refreshes every held lock's heartbeat; reports locks found lost. The map is
-    /// held only to copy it: acquires and releases go on during the file I/O.
-    fn beat(&self) {
-        let now = now_ms();
-        let mut lost = Vec::new();
-        let held: Vec<Arc<Held>> = self.held().values().cloned().collect();
-        for held in held {
-            let mut state = held.state();
-            let HeldState { lock, compromised } = &mut *state;
-            let Some(lock) = lock.as_mut() else { continue };
-            if let Err(err) = lock.beat(now) {
-                if compromised.is_none() {
-                    *compromised = Some(err.clone());
-                    lost.push((held.grant.clone(), err));
-                }
-            }
-        }
-        if lost.is_empty() {
-            return;
-        }
-        let handler = self
-            .inner
-            .on_compromised
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        for (grant, err) in lost {
-            self.inner.metrics.record(Event::Compromised);
-            if let Some(handler) = handler.as_ref() {
-                handler(&grant, &err);
-            }
-        }
     }
 
     pub fn owner(&self) -> &str {
@@ -689,27 +572,6 @@ impl LockManager {
     }
 }
 
-/// Beats on the shared runtime, so a holder whose JavaScript thread is blocked still
-/// shows life; ends with the manager.
-fn start_heartbeat(manager: Weak<Inner>, period: Duration, closing: CancellationToken) {
-    runtime().spawn(async move {
-        let mut ticks = tokio::time::interval(period);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks.tick().await; // the first tick is immediate; the grant wrote a fresh record
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                _ = closing.cancelled() => return,
-            }
-            let Some(inner) = manager.upgrade() else {
-                return;
-            };
-            // Off the wait runtime's single worker: the beats are file I/O.
-            let _ = tokio::task::spawn_blocking(move || LockManager { inner }.beat()).await;
-        }
-    });
-}
-
 /// `ABORT_ERR` for an acquire that met `close()`: before it started, or while it waited.
 fn closed_error(target: &Path, waiting: bool) -> LockError {
     let message = if waiting {
@@ -724,30 +586,6 @@ fn closed_error(target: &Path, waiting: bool) -> LockError {
         )
     };
     LockError::new(code::ABORTED, message, Some(target))
-}
-
-/// The heartbeat period in ms, 0 for none. A beat slower than `stale / 2` (or none
-/// at all, or a fraction of a millisecond read as none) lets a live holder's mkdir
-/// lock look stale, so it is clamped as proper-lockfile clamps `update`; only a
-/// kernel lock, whose liveness on this host is its PID, may turn beats off.
-fn heartbeat_period(asked: Option<f64>, stale_ms: u64, needed: bool) -> Result<u64> {
-    let Some(ms) = asked else {
-        return Ok(stale_ms / 2);
-    };
-    if !ms.is_finite() || ms < 0.0 {
-        return Err(LockError::invalid(format!(
-            "heartbeat must be a finite, non-negative number of milliseconds, got {ms}"
-        )));
-    }
-    if ms == 0.0 {
-        if needed {
-            return Err(LockError::invalid(
-                "heartbeat 0 would let a held lock go stale under its live holder; this strategy needs heartbeats",
-            ));
-        }
-        return Ok(0);
-    }
-    Ok((ms.ceil() as u64).clamp(1, stale_ms / 2))
 }
 
 fn locked_error(target: &Path, holders: Vec<OwnerRecord>) -> LockError {
@@ -804,6 +642,7 @@ pub fn describe_holders(holders: &[OwnerRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::backend::Strategy;
 
     fn manager(owner: &str) -> LockManager {
         LockManager::new(ManagerOptions {
