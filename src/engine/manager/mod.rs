@@ -29,7 +29,8 @@ mod options;
 use heartbeat::start_heartbeat;
 use options::heartbeat_period;
 pub use options::{
-    AcquireOptions, ManagerOptions, Wait, DEFAULT_STALE_MS, DEFAULT_TIMEOUT_MS, MIN_STALE_MS,
+    AcquireOptions, ManagerOptions, Wait, DEFAULT_STALE_MS, DEFAULT_TIMEOUT_MS, MAX_OWNER_LEN,
+    MIN_STALE_MS,
 };
 
 /// Called from the heartbeat thread when a held lock turns out to be lost.
@@ -114,6 +115,14 @@ impl LockManager {
     pub fn new(options: ManagerOptions) -> Result<LockManager> {
         if options.owner.is_empty() {
             return Err(LockError::invalid("owner must be a non-empty string"));
+        }
+        // Records live in fixed regions of the lock file (see the kernel backend's
+        // readers): a label this long is no label anyone reads anyway.
+        if options.owner.len() > MAX_OWNER_LEN {
+            return Err(LockError::invalid(format!(
+                "owner must be at most {MAX_OWNER_LEN} bytes, got {}",
+                options.owner.len()
+            )));
         }
         let lock_dir = match &options.lock_dir {
             Some(dir) => Some(validate_path(&dir.to_string_lossy(), "lockDir")?),

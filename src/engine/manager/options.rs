@@ -12,6 +12,8 @@ use crate::engine::owner_record::LockMode;
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 /// A holder on another host whose heartbeat is older than this is dead.
 pub const DEFAULT_STALE_MS: u64 = 10_000;
+/// The longest owner label: with the host and user names it must fit in a record.
+pub const MAX_OWNER_LEN: usize = 256;
 /// proper-lockfile's floor for `stale`: below it, a busy holder looks dead.
 pub const MIN_STALE_MS: u64 = 2_000;
 

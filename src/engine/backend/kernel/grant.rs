@@ -4,7 +4,7 @@
 //! Heartbeats and release of the held lock live here too.
 
 use std::fs;
-use std::fs::{File, TryLockError};
+use std::fs::TryLockError;
 use std::io;
 
 use serde::Deserialize;
@@ -12,20 +12,19 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::backend::traits::{Contend, HeldLock};
 use crate::engine::error::{code, LockError, Result};
-use crate::engine::lock_path::sibling;
 use crate::engine::owner_record::{Claimant, LockMode, OwnerRecord, ReleasedRecord};
 use crate::engine::safe_fs::{self, overwrite};
 
-use super::lock_file::{read_whole, wake_waiters, LockFile};
+use super::lock_file::{read_whole, wake_waiters, LockFile, RECORD_REGION};
 use super::readers::{
-    announce_writer, leave_writer_gate, write_reader_record, writer_is_waiting, ReaderRecord,
-    WRITER_WAITING_SUFFIX,
+    announce_writer, leave_writer_gate, wake_paths, write_reader_record, writer_is_waiting,
+    ReaderRecord, WriterGate,
 };
 
 /// A granted kernel lock. Dropping it releases the lock and clears the record.
 #[derive(Debug)]
 pub struct KernelLock {
-    file: Option<LockFile>,
+    pub(super) file: Option<LockFile>,
     path: PathBuf,
     record: OwnerRecord,
     /// Bytes the lock file holds now; a shorter record is padded to cover them.
@@ -59,15 +58,15 @@ impl KernelLock {
         // A failed write (a full disk, EIO) loses nothing: the kernel lock is still
         // ours. The next beat writes again; until then the heartbeat ages.
         match (&self.reader_record, &self.file) {
-            (Some(reader), _) => {
-                let _ = overwrite(&reader.file, &json, 0);
+            (Some(reader), Some(lock_file)) => {
+                let _ = reader.write(&lock_file.file, &json);
             }
             (None, Some(lock_file)) => {
                 if overwrite(&lock_file.file, &json, self.record_len).is_ok() {
                     self.record_len = self.record_len.max(json.len());
                 }
             }
-            (None, None) => {}
+            (_, None) => {}
         }
         Ok(())
     }
@@ -92,7 +91,7 @@ impl KernelLock {
             return Err("its lock file was removed or replaced");
         }
         if let Some(reader) = &self.reader_record {
-            return match reader.still_there() {
+            return match reader.still_there(&lock_file.file) {
                 true => Ok(()),
                 false => Err("its reader record was removed or replaced"),
             };
@@ -127,9 +126,7 @@ impl KernelLock {
         if self.compromised {
             // Not ours any more: drop our lock without touching what replaced it.
         } else if let Some(reader) = self.reader_record.take() {
-            // Unlink before closing: a prober that then takes the record's lock finds
-            // it gone from the directory, never a live-looking leftover.
-            let _ = reader.dir.unlink(&reader.name);
+            reader.remove(&lock_file.file);
         } else {
             // Keep only the token, so the next exclusive grant continues the sequence.
             let released = serde_json::to_vec(&ReleasedRecord {
@@ -163,7 +160,7 @@ pub struct Contender {
     path: PathBuf,
     mode: LockMode,
     main: Option<LockFile>,
-    writer_waiting: Option<File>,
+    writer_waiting: Option<WriterGate>,
     opens: u32,
 }
 
@@ -178,10 +175,6 @@ impl Contender {
         }
     }
 
-    pub fn writer_waiting_path(&self) -> PathBuf {
-        sibling(&self.path, WRITER_WAITING_SUFFIX)
-    }
-
     /// One non-blocking attempt. `will_wait` says the caller waits if this fails; a
     /// writer that will wait announces itself so new readers queue behind it.
     pub fn try_acquire(
@@ -190,9 +183,6 @@ impl Contender {
         lock_id: String,
         will_wait: bool,
     ) -> Result<Option<KernelLock>> {
-        if self.mode == LockMode::Shared && self.writer_is_waiting()? {
-            return Ok(None);
-        }
         // A lock file deleted or replaced while we waited on it is no longer the lock:
         // re-open and try again. A few rounds are enough; more means someone is
         // deleting lock files in a loop, and the next wake-up tries again.
@@ -210,6 +200,10 @@ impl Contender {
                     self.main.insert(lock_file)
                 }
             };
+            // Readers defer to a writer that waits, so a stream of them cannot starve it.
+            if self.mode == LockMode::Shared && writer_is_waiting(&lock_file.file, &self.path)? {
+                return Ok(None);
+            }
             let locked = match self.mode {
                 LockMode::Exclusive => lock_file.file.try_lock(),
                 LockMode::Shared => lock_file.file.try_lock_shared(),
@@ -227,11 +221,12 @@ impl Contender {
                 }
             }
             if !lock_file.is_at(&self.path) {
+                self.leave_writer_gate();
                 self.main = None; // closing drops the lock on the orphaned inode
                 continue;
             }
-            let lock_file = self.main.take().expect("opened above");
             self.leave_writer_gate();
+            let lock_file = self.main.take().expect("opened above");
             return self.grant(lock_file, claimant, lock_id).map(Some);
         }
         Ok(None)
@@ -281,12 +276,19 @@ impl Contender {
             LockMode::Shared => {
                 // Releases wake waiters with a one-byte read, and reading an empty
                 // file makes no event: a file only readers ever used gets a record.
-                if previous.is_empty() {
-                    let released = serde_json::to_vec(&ReleasedRecord { token: 0 })
+                // The record's region is padded to its full size, so readers' slots
+                // after it never leave a hole of NULs that no JSON parser reads.
+                if previous.len() < RECORD_REGION {
+                    let released = serde_json::to_vec(&ReleasedRecord { token: last })
                         .expect("a token serialises");
-                    let _ = overwrite(&lock_file.file, &released, 0);
+                    let _ = overwrite(&lock_file.file, &released, RECORD_REGION);
                 }
-                Some(write_reader_record(&self.path, &record.lock_id, &json)?)
+                Some(write_reader_record(
+                    &lock_file.file,
+                    &self.path,
+                    &record.lock_id,
+                    &json,
+                )?)
             }
         };
         let record_len = json.len().max(previous.len());
@@ -300,21 +302,18 @@ impl Contender {
         })
     }
 
-    /// Readers defer to a writer that holds the writer-waiting file.
-    fn writer_is_waiting(&self) -> Result<bool> {
-        writer_is_waiting(&self.writer_waiting_path())
-    }
-
     /// A writer that will wait announces itself, once, so new readers queue behind it.
     fn announce_writer(&mut self) {
-        if self.writer_waiting.is_none() {
-            self.writer_waiting = announce_writer(&self.writer_waiting_path());
+        if let (None, Some(main)) = (&self.writer_waiting, &self.main) {
+            self.writer_waiting = announce_writer(&main.file, &self.path);
         }
     }
 
+    /// Withdraws the announcement (the lock is ours, or we stop waiting) and wakes the
+    /// readers it held back.
     fn leave_writer_gate(&mut self) {
-        if let Some(gate) = self.writer_waiting.take() {
-            leave_writer_gate(gate);
+        if let (Some(gate), Some(main)) = (self.writer_waiting.take(), &self.main) {
+            leave_writer_gate(gate, &main.file);
         }
     }
 }
@@ -413,7 +412,7 @@ impl Contend for Contender {
     }
 
     fn wake_paths(&self) -> Vec<PathBuf> {
-        vec![self.path.clone(), self.writer_waiting_path()]
+        wake_paths(&self.path)
     }
 
     fn generation(&self) -> u32 {

@@ -240,10 +240,23 @@ pub fn open_no_follow(path: &Path, create: bool) -> io::Result<File> {
     safe_fs::open_file(path, Access::ReadWrite, create)
 }
 
-/// The whole record, at most `safe_fs::RECORD_LIMIT` bytes (see `read_bounded`): a
-/// sparse terabyte planted at a lock path is refused, not read.
+/// Bytes the owner record may take at the start of a lock file; shared holders'
+/// records follow in regions of the same size (see `readers::slots`).
+pub const RECORD_REGION: usize = 1024;
+
+/// The owner record's region: at most `RECORD_REGION` bytes from offset 0, in one
+/// positional read. Content past it is never read here, so a sparse terabyte planted
+/// at a lock path costs one small read and is then refused as not a record.
 pub fn read_whole(file: &File) -> io::Result<Vec<u8>> {
-    safe_fs::read_bounded(file)
+    let mut region = vec![0u8; RECORD_REGION];
+    let n = read_at(file, &mut region, 0)?;
+    region.truncate(n);
+    Ok(region)
+}
+
+/// The owner record at the start of `file`, if it holds one.
+pub fn read_record(file: &File) -> Option<crate::engine::owner_record::OwnerRecord> {
+    serde_json::from_slice(&read_whole(file).ok()?).ok()
 }
 
 fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {

@@ -33,7 +33,7 @@ use crate::engine::safe_fs;
 pub use grant::{Contender, KernelLock};
 use observe::Observed;
 pub use observe::{observe, read_holders, Holding};
-use readers::{dead_reader_records, remove_dead_reader_records};
+use readers::{clear_dead_readers, reader_owners, sweep_legacy};
 use sweep::{leftover, sweep_unheld, Swept};
 
 /// Kernel locks; `stale` judges holders on other hosts by their heartbeat.
@@ -80,7 +80,7 @@ fn status(lockfile: &Path, stale_ms: u64) -> Result<LockStatus> {
         Holding::Missing => (None, Vec::new(), false),
         Holding::Free => {
             // Nobody holds the kernel lock, so every record here is a dead holder's.
-            let mut owners: Vec<OwnerStatus> = dead_reader_records(lockfile)
+            let mut owners: Vec<OwnerStatus> = reader_owners(lockfile, false)
                 .into_iter()
                 .map(|r| judge(r, false))
                 .collect();
@@ -173,11 +173,12 @@ fn list(dir: &Path, stale_ms: u64) -> Result<Vec<LockStatus>> {
 fn cleanup(dir: &Path, dry_run: bool) -> Result<CleanupReport> {
     let mut report = CleanupReport::default();
     for lockfile in lock_files(dir)? {
-        report
-            .removed
-            .extend(remove_dead_reader_records(&lockfile, dry_run));
+        let dead = clear_dead_readers(&lockfile, dry_run);
+        report.removed.extend(dead.removed);
+        report.removed.extend(sweep_legacy(&lockfile, dry_run));
         match sweep_unheld(&lockfile, dry_run)? {
             Swept::Cleared => report.cleared.push(lockfile),
+            Swept::Kept if dead.cleared => report.cleared.push(lockfile),
             Swept::Kept => report.kept += 1,
         }
     }
@@ -211,7 +212,8 @@ fn force_release(lockfile: &Path, target: &Path, stale_ms: u64) -> Result<bool> 
             Some(target),
         ));
     }
-    let readers = remove_dead_reader_records(lockfile, false);
+    let dead = clear_dead_readers(lockfile, false);
+    let legacy = sweep_legacy(lockfile, false);
     let swept = sweep_unheld(lockfile, false)?;
-    Ok(swept != Swept::Kept || !readers.is_empty())
+    Ok(swept != Swept::Kept || dead.cleared || !dead.removed.is_empty() || !legacy.is_empty())
 }

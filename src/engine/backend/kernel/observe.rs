@@ -8,8 +8,9 @@ use crate::engine::error::{LockError, Result};
 use crate::engine::owner_record::OwnerRecord;
 use crate::engine::safe_fs::{self, Access, Create};
 
+use super::lock_file::read_record;
 use super::lock_table;
-use super::readers::{parse_record, reader_owners};
+use super::readers::reader_owners;
 
 /// Who holds a lock file, as the records say: the live shared holders if there are
 /// any, else the exclusive holder's record. A reader record whose lock can be taken
@@ -21,7 +22,7 @@ pub fn read_holders(lockfile: &Path) -> Vec<OwnerRecord> {
     }
     safe_fs::open_file(lockfile, Access::Read, Create::No)
         .ok()
-        .and_then(|file| parse_record(&file))
+        .and_then(|file| read_record(&file))
         .into_iter()
         .collect()
 }
@@ -128,7 +129,7 @@ pub(super) fn recorded_holders(file: &File, lockfile: &Path) -> Vec<String> {
         .into_iter()
         .map(|r| r.lock_id)
         .collect();
-    if let Some(record) = parse_record(file) {
+    if let Some(record) = read_record(file) {
         ids.push(record.lock_id);
     }
     ids.sort();

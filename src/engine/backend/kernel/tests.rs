@@ -10,7 +10,6 @@ use crate::engine::owner_record::{Claimant, LockMode, OwnerRecord};
 
 use super::grant::*;
 use super::observe::*;
-use super::readers::*;
 
 fn claimant(label: &str) -> Claimant {
     crate::engine::process::ProcessIdentity::get().claimant(label)
@@ -175,6 +174,7 @@ fn a_reader_releasing_a_lock_file_only_readers_used_wakes_waiters() {
 
 #[test]
 fn a_sweep_removes_dead_readers_records_but_not_one_still_being_made() {
+    use super::readers::files::{clear_dead_readers, READERS_DIR_SUFFIX};
     let dir = tempfile::tempdir().unwrap();
     let lockfile = dir.path().join("t.lock");
     let readers = sibling(&lockfile, READERS_DIR_SUFFIX);
@@ -182,9 +182,109 @@ fn a_sweep_removes_dead_readers_records_but_not_one_still_being_made() {
     // Created, not yet locked or written: a live reader a moment from its lock.
     fs::write(readers.join("new.json"), "").unwrap();
     fs::write(readers.join("dead.json"), "{\"pid\":1}").unwrap();
-    let removed = remove_dead_reader_records(&lockfile, false);
+    let removed = clear_dead_readers(&lockfile, false).removed;
     assert_eq!(removed, vec![readers.join("dead.json")]);
     assert!(readers.join("new.json").exists());
+}
+
+/// A lock is one entry on disk, whatever mode it was used in (Linux: readers and the
+/// writer gate live in the lock file).
+#[cfg(target_os = "linux")]
+#[test]
+fn exclusive_and_shared_use_leave_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let holder = attempt(dir.path(), LockMode::Exclusive, "h", false).unwrap();
+    let mut writer = contender(dir.path(), LockMode::Exclusive);
+    assert!(retry(&mut writer, "w").is_none()); // queued: the gate is held
+    assert!(
+        attempt(dir.path(), LockMode::Shared, "r0", false).is_none(),
+        "readers wait behind a writer"
+    );
+    drop(writer);
+    drop(holder);
+    let a = attempt(dir.path(), LockMode::Shared, "ra", false).unwrap();
+    let b = attempt(dir.path(), LockMode::Shared, "rb", false).unwrap();
+    let mut names: Vec<_> = read_holders(&dir.path().join("t.lock"))
+        .into_iter()
+        .map(|r| r.process)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ra", "rb"]);
+    a.release().unwrap();
+    b.release().unwrap();
+    let entries: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries, ["t.lock"]);
+    // What is left is still a record JSON can read: the token, then blank slots.
+    let left: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("t.lock")).unwrap()).unwrap();
+    assert!(left.get("token").is_some());
+}
+
+/// A reader that died holding the lock left its record in its slot: status sees it as
+/// dead (nobody holds the slot), a sweep blanks it, and a live reader's is kept.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_dead_readers_slot_is_dead_and_swept_a_live_ones_kept() {
+    use super::readers::{clear_dead_readers, reader_owners};
+    let dir = tempfile::tempdir().unwrap();
+    let lockfile = dir.path().join("t.lock");
+    let live = attempt(dir.path(), LockMode::Shared, "live", false).unwrap();
+    let dead = attempt(dir.path(), LockMode::Shared, "dead", false).unwrap();
+    // A crash: the descriptor closes (its locks go) without the release's clean-up.
+    let mut dead = std::mem::ManuallyDrop::new(dead);
+    drop(dead.file.take());
+    let names = |held| -> Vec<String> {
+        reader_owners(&lockfile, held)
+            .into_iter()
+            .map(|r| r.process)
+            .collect()
+    };
+    assert_eq!(names(true), ["live"]);
+    assert_eq!(names(false), ["dead"]);
+    assert!(
+        clear_dead_readers(&lockfile, true).cleared,
+        "a dry run says it would clear"
+    );
+    assert_eq!(names(false), ["dead"], "and changes nothing");
+    assert!(clear_dead_readers(&lockfile, false).cleared);
+    assert!(names(false).is_empty());
+    assert_eq!(names(true), ["live"]);
+    live.release().unwrap();
+}
+
+/// What the files layout left (a dead reader's record, the readers' directory, an
+/// unheld writer-waiting file) is swept away; a held writer-waiting file is kept.
+#[cfg(target_os = "linux")]
+#[test]
+fn leftovers_of_the_files_layout_are_swept() {
+    use super::readers::files::{READERS_DIR_SUFFIX, WRITER_WAITING_SUFFIX};
+    use super::readers::sweep_legacy;
+    let dir = tempfile::tempdir().unwrap();
+    let lockfile = dir.path().join("t.lock");
+    fs::write(&lockfile, "{\"token\":4}").unwrap();
+    let readers = sibling(&lockfile, READERS_DIR_SUFFIX);
+    fs::create_dir(&readers).unwrap();
+    fs::write(readers.join("dead.json"), "{\"pid\":1}").unwrap();
+    let gate = sibling(&lockfile, WRITER_WAITING_SUFFIX);
+    fs::write(&gate, "w").unwrap();
+    let held = fs::File::open(&gate).unwrap();
+    held.lock().unwrap();
+    let removed = sweep_legacy(&lockfile, false);
+    assert_eq!(removed, vec![readers.join("dead.json"), readers.clone()]);
+    assert!(
+        gate.exists(),
+        "a writer of the old layout still waits on it"
+    );
+    drop(held);
+    assert_eq!(sweep_legacy(&lockfile, false), vec![gate.clone()]);
+    let entries: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries, ["t.lock"]);
 }
 
 /// A reader held back by a waiting writer must not wake itself with its own

@@ -1,4 +1,5 @@
-//! Shared holders and the writer gate, beside the lock file:
+//! Shared holders and the writer gate in files beside the lock file, where the OS has
+//! no open-file-description byte locks (macOS, Windows; see `slots.rs` for Linux):
 //! - `<lockfile>.readers/<lockId>.json`: one owner record per shared holder, itself
 //!   locked by that holder, so a record whose lock can be taken is litter. Reached
 //!   only through the directory's descriptor (see `safe_fs`), so a planted symlink in
@@ -19,27 +20,38 @@ use crate::engine::lock_path::sibling;
 use crate::engine::owner_record::OwnerRecord;
 use crate::engine::safe_fs::{self, overwrite, Access, Create, Dir};
 
-use super::lock_file::{read_whole, wake_waiters};
+use super::super::lock_file::{read_whole, wake_waiters};
 
-pub const READERS_DIR_SUFFIX: &str = ".readers";
-pub const WRITER_WAITING_SUFFIX: &str = ".writer-waiting";
+pub(in super::super) const READERS_DIR_SUFFIX: &str = ".readers";
+pub(in super::super) const WRITER_WAITING_SUFFIX: &str = ".writer-waiting";
 
 /// A shared holder's record file, with the directory it was made in.
 #[derive(Debug)]
-pub(super) struct ReaderRecord {
-    pub(super) file: File,
-    pub(super) dir: Dir,
-    pub(super) name: OsString,
+pub(in super::super) struct ReaderRecord {
+    pub(in super::super) file: File,
+    pub(in super::super) dir: Dir,
+    pub(in super::super) name: OsString,
 }
 
 impl ReaderRecord {
-    pub(super) fn still_there(&self) -> bool {
+    /// Rewrites the record (a heartbeat).
+    pub(in super::super) fn write(&self, _main: &File, json: &[u8]) -> io::Result<()> {
+        overwrite(&self.file, json, 0)
+    }
+
+    pub(in super::super) fn still_there(&self, _main: &File) -> bool {
         self.dir.holds(&self.name, &self.file)
+    }
+
+    /// Unlinks the record before its file closes: a prober that then takes the
+    /// record's lock finds it gone from the directory, never a live-looking leftover.
+    pub(in super::super) fn remove(self, _main: &File) {
+        let _ = self.dir.unlink(&self.name);
     }
 }
 
 /// The readers' directory of `lockfile`, made if `create`. Never a symlink.
-pub(super) fn readers_dir(lockfile: &Path, create: bool) -> io::Result<Dir> {
+pub(in super::super) fn readers_dir(lockfile: &Path, create: bool) -> io::Result<Dir> {
     let parent = match lockfile.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -52,16 +64,16 @@ pub(super) fn readers_dir(lockfile: &Path, create: bool) -> io::Result<Dir> {
 }
 
 /// A reader record as found by a look at the readers' directory.
-pub(super) struct FoundRecord {
-    pub(super) name: OsString,
-    pub(super) file: File,
+pub(in super::super) struct FoundRecord {
+    pub(in super::super) name: OsString,
+    pub(in super::super) file: File,
     /// Its reader still holds it: alive.
-    pub(super) held: bool,
+    pub(in super::super) held: bool,
 }
 
 /// The readers' directory of `lockfile` and each record in it, opened read-only
 /// (regular files only), with whether its reader still holds it.
-pub(super) fn reader_records(lockfile: &Path) -> Option<(Dir, Vec<FoundRecord>)> {
+pub(in super::super) fn reader_records(lockfile: &Path) -> Option<(Dir, Vec<FoundRecord>)> {
     let dir = readers_dir(lockfile, false).ok()?;
     let found = dir
         .names()
@@ -77,7 +89,7 @@ pub(super) fn reader_records(lockfile: &Path) -> Option<(Dir, Vec<FoundRecord>)>
 }
 
 /// The records of live (`held`) or dead readers.
-pub(super) fn reader_owners(lockfile: &Path, held: bool) -> Vec<OwnerRecord> {
+pub(in super::super) fn reader_owners(lockfile: &Path, held: bool) -> Vec<OwnerRecord> {
     let Some((_, found)) = reader_records(lockfile) else {
         return Vec::new();
     };
@@ -88,11 +100,12 @@ pub(super) fn reader_owners(lockfile: &Path, held: bool) -> Vec<OwnerRecord> {
         .collect()
 }
 
-pub(super) fn parse_record(file: &File) -> Option<OwnerRecord> {
+fn parse_record(file: &File) -> Option<OwnerRecord> {
     serde_json::from_slice::<OwnerRecord>(&read_whole(file).ok()?).ok()
 }
 
-pub(super) fn write_reader_record(
+pub(in super::super) fn write_reader_record(
+    _main: &File,
     lockfile: &Path,
     lock_id: &str,
     json: &[u8],
@@ -112,13 +125,20 @@ pub(super) fn write_reader_record(
     Ok(ReaderRecord { file, dir, name })
 }
 
+/// What clearing dead readers did: their record files are removed.
+#[derive(Debug, Default)]
+pub(in super::super) struct DeadReaders {
+    pub removed: Vec<PathBuf>,
+    pub cleared: bool,
+}
+
 /// Reader records whose holder is gone (their lock can be taken): removed (unless
 /// `dry_run`), and listed.
-pub fn remove_dead_reader_records(lockfile: &Path, dry_run: bool) -> Vec<PathBuf> {
+pub(in super::super) fn clear_dead_readers(lockfile: &Path, dry_run: bool) -> DeadReaders {
     let Some((dir, found)) = reader_records(lockfile) else {
-        return Vec::new();
+        return DeadReaders::default();
     };
-    found
+    let removed = found
         .into_iter()
         // Empty: a reader between creating its record and locking it (it writes only
         // once locked), not a dead one.
@@ -130,17 +150,16 @@ pub fn remove_dead_reader_records(lockfile: &Path, dry_run: bool) -> Vec<PathBuf
                 && (dry_run || dir.unlink(&r.name).is_ok())
         })
         .map(|r| dir.path().join(&r.name))
-        .collect()
-}
-
-/// The records of dead readers, for `status`.
-pub fn dead_reader_records(lockfile: &Path) -> Vec<OwnerRecord> {
-    reader_owners(lockfile, false)
+        .collect();
+    DeadReaders {
+        removed,
+        cleared: false,
+    }
 }
 
 /// Creates the writer-waiting file with its one byte; losing a race to create it is
 /// fine, the winner wrote the same.
-pub(super) fn create_writer_gate(path: &Path) -> io::Result<()> {
+pub(in super::super) fn create_writer_gate(path: &Path) -> io::Result<()> {
     match safe_fs::open_file(path, Access::ReadWrite, Create::New) {
         Ok(file) => overwrite(&file, b"w", 0),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
@@ -151,7 +170,8 @@ pub(super) fn create_writer_gate(path: &Path) -> io::Result<()> {
 /// Readers defer to a writer that holds the writer-waiting file. No such file
 /// means no writer has ever waited here. Opened read-only: closing a file opened
 /// for writing is an event waiters watch, and a reader would wake itself.
-pub fn writer_is_waiting(gate_path: &Path) -> Result<bool> {
+pub(in super::super) fn writer_is_waiting(_main: &File, lockfile: &Path) -> Result<bool> {
+    let gate_path = &sibling(lockfile, WRITER_WAITING_SUFFIX);
     let gate = match safe_fs::open_file(gate_path, Access::Read, Create::No) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -168,7 +188,8 @@ pub fn writer_is_waiting(gate_path: &Path) -> Result<bool> {
 /// announce only costs fairness, never exclusion. The file is created once, holding
 /// one byte for `leave_writer_gate` to read, and is otherwise opened read-only so
 /// that a failed announcement wakes nobody.
-pub fn announce_writer(gate_path: &Path) -> Option<File> {
+pub(in super::super) fn announce_writer(_main: &File, lockfile: &Path) -> Option<WriterGate> {
+    let gate_path = &sibling(lockfile, WRITER_WAITING_SUFFIX);
     let gate = safe_fs::open_file(gate_path, Access::Read, Create::No).or_else(|e| {
         if e.kind() != io::ErrorKind::NotFound {
             return Err(e);
@@ -176,12 +197,52 @@ pub fn announce_writer(gate_path: &Path) -> Option<File> {
         create_writer_gate(gate_path)?;
         safe_fs::open_file(gate_path, Access::Read, Create::No)
     });
-    gate.ok().filter(|gate| gate.try_lock().is_ok())
+    gate.ok()
+        .filter(|gate| gate.try_lock().is_ok())
+        .map(WriterGate)
 }
 
 /// Lets go of the writer-waiting file and wakes the readers held back by it: a
 /// read is the event they watch for (a read-only close is not).
-pub fn leave_writer_gate(gate: File) {
-    let _ = gate.unlock();
-    wake_waiters(&gate);
+pub(in super::super) fn leave_writer_gate(gate: WriterGate, _main: &File) {
+    let _ = gate.0.unlock();
+    wake_waiters(&gate.0);
+}
+
+/// A writer's announcement that it waits: the writer-waiting file, held.
+#[derive(Debug)]
+pub(in super::super) struct WriterGate(File);
+
+/// The paths whose events can mean this lock came free.
+pub(in super::super) fn wake_paths(lockfile: &Path) -> Vec<PathBuf> {
+    vec![
+        lockfile.to_path_buf(),
+        sibling(lockfile, WRITER_WAITING_SUFFIX),
+    ]
+}
+
+/// Dead readers' records, then their directory if that left it empty, then a
+/// writer-waiting file that no writer holds: removed (unless `dry_run`) and listed.
+pub(in super::super) fn sweep_leftovers(lockfile: &Path, dry_run: bool) -> Vec<PathBuf> {
+    let mut removed = clear_dead_readers(lockfile, dry_run).removed;
+    if let Ok(dir) = readers_dir(lockfile, false) {
+        let empty = dir.names().is_ok_and(|names| names.len() <= removed.len());
+        let dir_path = sibling(lockfile, READERS_DIR_SUFFIX);
+        if empty && (dry_run || std::fs::remove_dir(&dir_path).is_ok()) {
+            removed.push(dir_path);
+        }
+    }
+    let gate_path = sibling(lockfile, WRITER_WAITING_SUFFIX);
+    if let Ok(gate) = safe_fs::open_file(&gate_path, Access::Read, Create::No) {
+        // Held: a writer of the files layout waits; it still counts on the file. Only
+        // the one byte such a gate holds proves it ours: anything else is left alone.
+        let ours = read_whole(&gate).is_ok_and(|content| content == b"w");
+        if ours
+            && gate.try_lock().is_ok()
+            && (dry_run || std::fs::remove_file(&gate_path).is_ok())
+        {
+            removed.push(gate_path);
+        }
+    }
+    removed
 }
