@@ -237,9 +237,7 @@ pub(in super::super) fn sweep_leftovers(lockfile: &Path, dry_run: bool) -> Vec<P
         // Held: a writer of the files layout waits; it still counts on the file. Only
         // the one byte such a gate holds proves it ours: anything else is left alone.
         let ours = read_whole(&gate).is_ok_and(|content| content == b"w");
-        if ours
-            && gate.try_lock().is_ok()
-            && (dry_run || std::fs::remove_file(&gate_path).is_ok())
+        if ours && gate.try_lock().is_ok() && (dry_run || std::fs::remove_file(&gate_path).is_ok())
         {
             removed.push(gate_path);
         }

@@ -4,8 +4,8 @@
 
 use napi::bindgen_prelude::{Env, Task, ToNapiValue, TypeName};
 
+use super::errors as js_error;
 use crate::engine::{LockError, Result};
-use crate::js_error;
 
 type Work<T> = Box<dyn FnOnce() -> Result<T> + Send>;
 

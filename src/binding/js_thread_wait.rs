@@ -23,10 +23,11 @@ use std::task::{Context, Poll, Wake, Waker};
 use napi::bindgen_prelude::{Env, JsObjectValue, Object};
 use napi::JsDeferred;
 
+use super::errors as js_error;
+use super::lock_types::NativeGrant;
 use crate::engine::release_events::ReleaseEvents;
 use crate::engine::runtime::runtime;
 use crate::engine::LockError;
-use crate::{js_error, NativeGrant};
 
 use crate::engine::manager::PendingGrant;
 type Resolve = Box<dyn FnOnce(Env) -> napi::Result<NativeGrant> + Send>;
