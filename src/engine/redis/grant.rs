@@ -1,0 +1,287 @@
+//! One acquire attempt, and what a granted lease lets its holder do: renew it
+//! (the heartbeat) and release it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::config::Keys;
+use super::scripts;
+use super::{Shared, UNAVAILABLE};
+use crate::engine::error::{code, LockError, Result};
+use crate::engine::owner_record::{LockMode, OwnerRecord, ProcessIdentity};
+
+/// The outcome of one attempt that reached Redis.
+pub(crate) enum Attempt {
+    Granted(Box<RedisGrant>),
+    /// Not now; without an announcement the next chance comes in `retry_in` at the
+    /// latest (when the first lease ahead runs out; `None`: none ahead has one).
+    Refused {
+        retry_in: Option<Duration>,
+    },
+}
+
+/// A lock request as the scripts see it.
+pub(crate) struct Claim {
+    pub name: String,
+    pub keys: Keys,
+    pub mode: LockMode,
+    pub lock_id: String,
+    /// Also the zset member: the mode's letter, so scripts tell writers from readers.
+    pub member: String,
+    pub record_json: String,
+    pub lease_ms: u64,
+}
+
+impl Claim {
+    pub fn new(
+        shared: &Shared,
+        name: &str,
+        mode: LockMode,
+        record: &OwnerRecord,
+        lease_ms: u64,
+    ) -> Result<Claim> {
+        super::config::validate_name(name)?;
+        if lease_ms == 0 {
+            return Err(LockError::invalid("a Redis lease must be at least 1 ms"));
+        }
+        let mut record = record.clone();
+        record.mode = mode;
+        if record.lock_id.is_empty() {
+            record.lock_id = ProcessIdentity::get().next_lock_id();
+        }
+        let record_json = serde_json::to_string(&record)
+            .map_err(|e| LockError::invalid(format!("cannot encode the owner record: {e}")))?;
+        Ok(Claim {
+            name: name.to_string(),
+            keys: Keys::new(&shared.conn.config.prefix, name),
+            mode,
+            member: member(mode, &record.lock_id),
+            lock_id: record.lock_id,
+            record_json,
+            lease_ms,
+        })
+    }
+
+    /// One run of the acquire script; `queue`: take (or keep) a place in line.
+    pub async fn attempt(&self, shared: &Arc<Shared>, queue: bool) -> Result<Attempt> {
+        let floor = shared.conn.config.token_floor.to_string();
+        let lease = self.lease_ms.to_string();
+        let sent = Instant::now();
+        let reply: Vec<i64> = shared
+            .conn
+            .run(
+                &scripts::ACQUIRE,
+                &self.keys,
+                &[
+                    &self.lock_id,
+                    mode_letter(self.mode),
+                    &self.record_json,
+                    &lease,
+                    if queue { "1" } else { "0" },
+                    &floor,
+                ],
+            )
+            .await?;
+        match reply.as_slice() {
+            [1, token, _deadline, now] => {
+                let mut record: OwnerRecord =
+                    serde_json::from_str(&self.record_json).map_err(|e| {
+                        LockError::invalid(format!("cannot read back the owner record: {e}"))
+                    })?;
+                record.token = *token as u64;
+                record.timestamp = *now as u64;
+                record.heartbeat = *now as u64;
+                Ok(Attempt::Granted(Box::new(RedisGrant {
+                    name: self.name.clone(),
+                    mode: self.mode,
+                    token: *token as u64,
+                    lock_id: self.lock_id.clone(),
+                    record,
+                    lease_ms: self.lease_ms,
+                    shared: Arc::clone(shared),
+                    keys: self.keys.clone(),
+                    member: self.member.clone(),
+                    // From before the request left: our view of the lease never
+                    // outlasts Redis's.
+                    expires: Mutex::new(sent + Duration::from_millis(self.lease_ms)),
+                    finished: AtomicBool::new(false),
+                })))
+            }
+            [0, wait] => Ok(Attempt::Refused {
+                retry_in: u64::try_from(*wait).ok().map(Duration::from_millis),
+            }),
+            other => Err(LockError::new(
+                "EIO",
+                format!("EIO: unexpected reply from the acquire script: {other:?}"),
+                None,
+            )),
+        }
+    }
+}
+
+fn mode_letter(mode: LockMode) -> &'static str {
+    match mode {
+        LockMode::Exclusive => "x",
+        LockMode::Shared => "s",
+    }
+}
+
+fn member(mode: LockMode, lock_id: &str) -> String {
+    format!("{}:{lock_id}", mode_letter(mode))
+}
+
+/// A held lease. Renew it every `lease_ms / 3` or so; dropping it releases it in
+/// the background (best effort: the lease runs out anyway).
+pub struct RedisGrant {
+    pub name: String,
+    pub mode: LockMode,
+    /// Fencing token: exclusive grants take the next value of the lock's counter in
+    /// the same script as the grant; shared grants get the current value.
+    pub token: u64,
+    pub lock_id: String,
+    /// As stored in Redis; `timestamp`/`heartbeat` are Redis's clock at the grant.
+    pub record: OwnerRecord,
+    pub lease_ms: u64,
+    shared: Arc<Shared>,
+    keys: Keys,
+    member: String,
+    expires: Mutex<Instant>,
+    finished: AtomicBool,
+}
+
+impl std::fmt::Debug for RedisGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisGrant")
+            .field("name", &self.name)
+            .field("mode", &self.mode)
+            .field("token", &self.token)
+            .field("lock_id", &self.lock_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisGrant {
+    /// When the lease surely ends on this host's clock unless renewed.
+    pub fn lease_expires(&self) -> Instant {
+        *self.expires.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Extends the lease by `lease_ms`. `ECOMPROMISED` (with the cause) when the
+    /// lease ran out or is gone, or when Redis stayed unreachable until it ran out;
+    /// `EUNAVAILABLE` when Redis is unreachable but the lease may still stand (the
+    /// next beat may get through).
+    pub async fn renew(&self) -> Result<()> {
+        let sent = Instant::now();
+        let lease = self.lease_ms.to_string();
+        let reply = self
+            .shared
+            .conn
+            .run::<Vec<i64>>(
+                &scripts::RENEW,
+                &self.keys,
+                &[&self.lock_id, &self.member, &lease],
+            )
+            .await;
+        match reply.as_deref() {
+            Ok([1, _]) => {
+                *self.expires.lock().unwrap_or_else(|e| e.into_inner()) = sent + Duration::from_millis(self.lease_ms);
+                Ok(())
+            }
+            Ok([-1, late]) => Err(self.compromised(&format!(
+                "its lease ran out {late} ms before this renewal (the holder was stopped or its heartbeats did not reach Redis); another holder may have it now"
+            ))),
+            Ok(_) => Err(self.compromised(GONE)),
+            Err(e) if e.is(UNAVAILABLE) && Instant::now() >= self.lease_expires() => Err(self.compromised(&format!(
+                "Redis was unreachable until its lease ran out ({})",
+                e.message
+            ))),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// Releases now and wakes the waiters. `ECOMPROMISED` when the lease had already
+    /// run out or was gone; `EUNAVAILABLE` when Redis cannot be reached (the lease
+    /// then ends by itself).
+    pub async fn release(self) -> Result<()> {
+        self.finished.store(true, Ordering::Relaxed);
+        let reply = self
+            .shared
+            .conn
+            .run::<Vec<i64>>(
+                &scripts::RELEASE,
+                &self.keys,
+                &[&self.lock_id, &self.member],
+            )
+            .await?;
+        match reply.as_slice() {
+            [1, _] => Ok(()),
+            [-1, late] => Err(self.compromised(&format!(
+                "its lease had run out {late} ms before the release"
+            ))),
+            _ => Err(self.compromised(GONE)),
+        }
+    }
+
+    fn compromised(&self, cause: &str) -> LockError {
+        LockError::new(
+            code::COMPROMISED,
+            format!(
+                "ECOMPROMISED: the Redis lock '{}' (token {}) was lost: {cause}",
+                self.name, self.token
+            ),
+            Some(std::path::Path::new(&self.name)),
+        )
+    }
+}
+
+const GONE: &str = "its lease is gone from Redis (broken by forceRelease, swept after it ran out, or Redis lost its data: a restart without persistence or a failover)";
+
+impl Drop for RedisGrant {
+    fn drop(&mut self) {
+        if !self.finished.load(Ordering::Relaxed) {
+            release_quietly(&self.shared, &self.keys, &self.lock_id, &self.member);
+        }
+    }
+}
+
+/// Removes a grant or a place in the queue in the background, for paths that
+/// cannot wait (drops). Without a runtime it does nothing: the lease runs out.
+pub(crate) fn release_quietly(shared: &Arc<Shared>, keys: &Keys, lock_id: &str, member: &str) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let (shared, keys, lock_id, member) = (
+        Arc::clone(shared),
+        keys.clone(),
+        lock_id.to_string(),
+        member.to_string(),
+    );
+    runtime.spawn(async move {
+        let _ = shared
+            .conn
+            .run::<Vec<i64>>(&scripts::RELEASE, &keys, &[&lock_id, &member])
+            .await;
+    });
+}
+
+/// A place in the queue that is given up if the wait ends without a grant (timeout,
+/// abort, a dropped future), so those behind need not wait for its waiter lease.
+pub(crate) struct QueuePlace<'c> {
+    pub shared: &'c Arc<Shared>,
+    pub claim: &'c Claim,
+    pub armed: bool,
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            release_quietly(
+                self.shared,
+                &self.claim.keys,
+                &self.claim.lock_id,
+                &self.claim.member,
+            );
+        }
+    }
+}

@@ -1,0 +1,74 @@
+-- One attempt. ARGV: 2 lockId, 3 mode ('x' or 's'), 4 record JSON, 5 lease ms,
+-- 6 '1' to queue up when refused, 7 token floor.
+-- Returns {1, token, lease deadline, now} when granted,
+-- {0, ms until the earliest lease ahead of us runs out (-1: none)} when not.
+local id, mode, lease = ARGV[2], ARGV[3], tonumber(ARGV[5])
+local member = mode .. ':' .. id
+local now = now_ms()
+local dead, late = purge(now, false)
+
+local writer_holds = false
+local holders = redis.call('ZRANGE', KEYS[2], 0, -1)
+for _, m in ipairs(holders) do
+  if string.sub(m, 1, 1) == 'x' then writer_holds = true end
+end
+-- Waiters ahead of us; a newcomer (not queued) is behind everyone.
+local rank = redis.call('ZRANK', KEYS[5], member)
+local ahead
+if rank == false then
+  ahead = redis.call('ZRANGE', KEYS[5], 0, -1)
+elseif rank == 0 then
+  ahead = {}
+else
+  ahead = redis.call('ZRANGE', KEYS[5], 0, rank - 1)
+end
+local writer_ahead = false
+for _, m in ipairs(ahead) do
+  if string.sub(m, 1, 1) == 'x' then writer_ahead = true end
+end
+
+local eligible
+if mode == 'x' then
+  eligible = #holders == 0 and #ahead == 0
+else
+  -- A queued writer stops new readers, so writers do not starve.
+  eligible = not writer_holds and not writer_ahead
+end
+
+if eligible then
+  local current = tonumber(redis.call('GET', KEYS[3]) or '0')
+  local floor = tonumber(ARGV[7])
+  local token = current
+  if token < floor then token = floor end
+  if mode == 'x' then token = token + 1 end
+  if token ~= current then redis.call('SET', KEYS[3], token) end
+  local record = cjson.decode(ARGV[4])
+  record.token = token
+  record.timestamp = now
+  record.heartbeat = now
+  redis.call('HSET', KEYS[1], id, cjson.encode(record))
+  redis.call('ZADD', KEYS[2], now + lease, member)
+  redis.call('ZREM', KEYS[5], member)
+  redis.call('ZREM', KEYS[6], member)
+  if dead + late > 0 then announce() end
+  return {1, token, now + lease, now}
+end
+
+if ARGV[6] == '1' then
+  if rank == false then
+    redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[4]), member)
+  end
+  redis.call('ZADD', KEYS[6], now + lease, member)
+end
+-- Without an announcement, the next change comes at the latest when the first
+-- lease ahead of us runs out: that is the waiter's fallback timer.
+local wake = -1
+local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if first[2] then wake = tonumber(first[2]) end
+for _, m in ipairs(ahead) do
+  local d = redis.call('ZSCORE', KEYS[6], m)
+  if d and (wake < 0 or tonumber(d) < wake) then wake = tonumber(d) end
+end
+if dead + late > 0 then announce() end
+if wake < 0 then return {0, -1} end
+return {0, wake - now}

@@ -1,0 +1,351 @@
+//! Waiting without polling. One pub/sub connection per backend listens on the
+//! channels of the locks someone waits for; every change a script announces bumps
+//! that channel's counter and wakes its waiters, who then try again. A release
+//! nobody announced (a holder that died) is caught by the fallback timer: the first
+//! lease ahead of the waiter running out.
+
+use std::collections::HashMap;
+use std::future::pending;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use redis::Client;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::grant::{Attempt, Claim, QueuePlace, RedisGrant};
+use super::{Shared, UNAVAILABLE};
+use crate::engine::error::{code, LockError, Result};
+
+/// Backoff between attempts while Redis cannot be reached.
+const MIN_PAUSE: Duration = Duration::from_millis(25);
+const MAX_PAUSE: Duration = Duration::from_millis(500);
+
+#[derive(Default)]
+struct Hub {
+    channels: HashMap<String, Channel>,
+    connected: bool,
+}
+
+struct Channel {
+    bumps: watch::Sender<u64>,
+    watchers: usize,
+}
+
+enum Command {
+    Subscribe(String, oneshot::Sender<()>),
+    Unsubscribe(String),
+}
+
+pub(crate) struct Wakeups {
+    hub: Arc<Mutex<Hub>>,
+    commands: mpsc::UnboundedSender<Command>,
+    stop: CancellationToken,
+    response_timeout: Duration,
+}
+
+fn lock(hub: &Mutex<Hub>) -> MutexGuard<'_, Hub> {
+    hub.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn bump(hub: &Hub, channel: Option<&str>) {
+    for (name, entry) in &hub.channels {
+        if channel.is_none_or(|c| c == name) {
+            entry.bumps.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+impl Wakeups {
+    /// Starts the listener task (inside a tokio runtime); it ends when this drops.
+    pub fn start(client: Client, connect_timeout: Duration, response_timeout: Duration) -> Wakeups {
+        let hub = Arc::new(Mutex::new(Hub::default()));
+        let (commands, inbox) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        tokio::spawn(listen(
+            client,
+            Arc::clone(&hub),
+            inbox,
+            stop.clone(),
+            connect_timeout,
+        ));
+        Wakeups {
+            hub,
+            commands,
+            stop,
+            response_timeout,
+        }
+    }
+
+    /// Starts listening on `channel`; returns once Redis confirmed the subscription
+    /// (or at once while the listener is disconnected: it subscribes to every
+    /// watched channel when it reconnects, then wakes them all).
+    pub async fn watch(&self, channel: &str) -> Watch {
+        let (bumps, connected) = {
+            let mut hub = lock(&self.hub);
+            let connected = hub.connected;
+            let entry = hub
+                .channels
+                .entry(channel.to_string())
+                .or_insert_with(|| Channel {
+                    bumps: watch::channel(0).0,
+                    watchers: 0,
+                });
+            entry.watchers += 1;
+            (entry.bumps.subscribe(), connected)
+        };
+        let watch = Watch {
+            bumps,
+            channel: channel.to_string(),
+            hub: Arc::clone(&self.hub),
+            commands: self.commands.clone(),
+        };
+        if connected {
+            let (ack, acked) = oneshot::channel();
+            if self
+                .commands
+                .send(Command::Subscribe(channel.to_string(), ack))
+                .is_ok()
+            {
+                let _ = tokio::time::timeout(self.response_timeout, acked).await;
+            }
+        }
+        watch
+    }
+}
+
+impl Drop for Wakeups {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A waiter's view of one channel.
+pub(crate) struct Watch {
+    bumps: watch::Receiver<u64>,
+    channel: String,
+    hub: Arc<Mutex<Hub>>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Watch {
+    /// Forgets earlier bumps: call before an attempt, so any change after it wakes.
+    fn mark(&mut self) {
+        self.bumps.borrow_and_update();
+    }
+
+    async fn changed(&mut self) {
+        if self.bumps.changed().await.is_err() {
+            pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut hub = lock(&self.hub);
+        if let Some(entry) = hub.channels.get_mut(&self.channel) {
+            entry.watchers -= 1;
+            if entry.watchers == 0 {
+                hub.channels.remove(&self.channel);
+                // The listener unsubscribes only if nobody watches it again by then.
+                let _ = self
+                    .commands
+                    .send(Command::Unsubscribe(self.channel.clone()));
+            }
+        }
+    }
+}
+
+/// The listener: (re)connects, subscribes, and turns messages into bumps. All
+/// (un)subscriptions go through it in order, so an unsubscribe never overtakes a
+/// later subscribe to the same channel.
+async fn listen(
+    client: Client,
+    hub: Arc<Mutex<Hub>>,
+    mut inbox: mpsc::UnboundedReceiver<Command>,
+    stop: CancellationToken,
+    connect_timeout: Duration,
+) {
+    let mut pause = MIN_PAUSE;
+    loop {
+        let connected = tokio::select! {
+            _ = stop.cancelled() => return,
+            connected = tokio::time::timeout(connect_timeout, client.get_async_pubsub()) => connected,
+        };
+        let Ok(Ok(pubsub)) = connected else {
+            // Waiters do not wait for acknowledgements meanwhile; drop the requests.
+            while inbox.try_recv().is_ok() {}
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(MAX_PAUSE);
+            continue;
+        };
+        pause = MIN_PAUSE;
+        let (mut sink, mut stream) = pubsub.split();
+        let names: Vec<String> = {
+            let mut hub = lock(&hub);
+            hub.connected = true;
+            hub.channels.keys().cloned().collect()
+        };
+        if names.is_empty() || sink.subscribe(&names).await.is_ok() {
+            // Changes while we were away went unheard: everyone looks again.
+            bump(&lock(&hub), None);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    command = inbox.recv() => match command {
+                        None => return,
+                        Some(Command::Subscribe(channel, ack)) => {
+                            let ok = sink.subscribe(&channel).await.is_ok();
+                            let _ = ack.send(());
+                            if !ok {
+                                break;
+                            }
+                        }
+                        Some(Command::Unsubscribe(channel)) => {
+                            if !lock(&hub).channels.contains_key(&channel) {
+                                let _ = sink.unsubscribe(&channel).await;
+                            }
+                        }
+                    },
+                    message = stream.next() => match message {
+                        Some(message) => bump(&lock(&hub), Some(message.get_channel_name())),
+                        None => break,
+                    },
+                }
+            }
+        }
+        let mut hub = lock(&hub);
+        hub.connected = false;
+        bump(&hub, None);
+    }
+}
+
+/// A fair, blocking acquire: one quick attempt, then a place in the queue, woken by
+/// announcements and bounded by `deadline` (`None`: forever) and `cancel`.
+pub(crate) async fn acquire(
+    shared: &Arc<Shared>,
+    claim: &Claim,
+    deadline: Option<Instant>,
+    cancel: CancellationToken,
+) -> Result<RedisGrant> {
+    let mut place = QueuePlace {
+        shared,
+        claim,
+        armed: false,
+    };
+    let mut watch: Option<Watch> = None;
+    // Whether Redis answered at all, and its last failure: a timeout after failures
+    // is EUNAVAILABLE, not ETIMEOUT.
+    let mut answered = false;
+    let mut failure: Option<LockError> = None;
+    let mut pause = MIN_PAUSE;
+    // The waiter renews its own place this often, so a dead waiter drops out.
+    let refresh = Duration::from_millis((claim.lease_ms / 3).max(1));
+    loop {
+        if let Some(watch) = watch.as_mut() {
+            watch.mark();
+        }
+        let queue = watch.is_some();
+        place.armed |= queue;
+        let outcome = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(aborted(claim)),
+            _ = until(deadline) => return Err(gave_up(claim, answered, failure)),
+            outcome = claim.attempt(shared, queue) => outcome,
+        };
+        let nap = match outcome {
+            Ok(Attempt::Granted(grant)) => {
+                place.armed = false;
+                return Ok(*grant);
+            }
+            Ok(Attempt::Refused { retry_in }) => {
+                answered = true;
+                failure = None;
+                pause = MIN_PAUSE;
+                if watch.is_none() {
+                    // Subscribe, then queue at once: a release between our attempts
+                    // is then either seen by the queued attempt or announced to us.
+                    let subscribing = shared.wakeups.watch(&claim.keys.channel);
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => return Err(aborted(claim)),
+                        _ = until(deadline) => return Err(gave_up(claim, answered, failure)),
+                        subscribed = subscribing => watch = Some(subscribed),
+                    }
+                    continue;
+                }
+                retry_in.map_or(refresh, |at| (at + Duration::from_millis(1)).min(refresh))
+            }
+            Err(e) if e.is(UNAVAILABLE) => {
+                failure = Some(e);
+                let nap = pause;
+                pause = (pause * 2).min(MAX_PAUSE);
+                nap
+            }
+            Err(e) => return Err(e),
+        };
+        let woken = async {
+            match watch.as_mut() {
+                Some(watch) => watch.changed().await,
+                None => pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(aborted(claim)),
+            _ = until(deadline) => return Err(gave_up(claim, answered, failure)),
+            _ = woken => {}
+            _ = tokio::time::sleep(nap) => {}
+        }
+    }
+}
+
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => pending().await,
+    }
+}
+
+fn aborted(claim: &Claim) -> LockError {
+    LockError::new(
+        code::ABORTED,
+        format!("The wait for the Redis lock '{}' was aborted", claim.name),
+        Some(std::path::Path::new(&claim.name)),
+    )
+}
+
+fn gave_up(claim: &Claim, answered: bool, failure: Option<LockError>) -> LockError {
+    let path = Some(std::path::Path::new(&claim.name));
+    match failure {
+        Some(cause) => LockError::new(
+            UNAVAILABLE,
+            format!(
+                "EUNAVAILABLE: could not reach Redis for the lock '{}' before the timeout: {}",
+                claim.name, cause.message
+            ),
+            path,
+        ),
+        None if !answered => LockError::new(
+            UNAVAILABLE,
+            format!(
+                "EUNAVAILABLE: Redis gave no answer for the lock '{}' before the timeout",
+                claim.name
+            ),
+            path,
+        ),
+        None => LockError::new(
+            code::TIMEOUT,
+            format!(
+                "ETIMEOUT: timed out waiting for the Redis lock '{}'",
+                claim.name
+            ),
+            path,
+        ),
+    }
+}
