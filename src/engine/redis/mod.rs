@@ -12,6 +12,11 @@ mod inspect;
 mod scripts;
 mod waiting;
 
+#[cfg(test)]
+mod test_server;
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -1,0 +1,461 @@
+//! Against a real, private redis-server (see `test_server`); no mocks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex as AsyncMutex;
+use tokio_util::sync::CancellationToken;
+
+use super::test_server::{free_port, TestRedis};
+use super::{RedisBackend, RedisConfig, RedisGrant, UNAVAILABLE};
+use crate::engine::error::code;
+use crate::engine::owner_record::LockMode::{self, Exclusive, Shared};
+
+const LONG: u64 = 30_000;
+
+async fn backend(server: &TestRedis) -> RedisBackend {
+    backend_with(RedisConfig::new(server.url())).await
+}
+
+async fn backend_with(config: RedisConfig) -> RedisBackend {
+    RedisBackend::connect(config).await.expect("connect")
+}
+
+async fn try_lock(
+    backend: &RedisBackend,
+    name: &str,
+    mode: LockMode,
+    lease_ms: u64,
+) -> Option<RedisGrant> {
+    backend
+        .try_acquire(name, mode, &RedisBackend::record("test", mode), lease_ms)
+        .await
+        .expect("try_acquire")
+}
+
+async fn lock(
+    backend: &RedisBackend,
+    name: &str,
+    mode: LockMode,
+    lease_ms: u64,
+    within: Duration,
+) -> super::super::Result<RedisGrant> {
+    backend
+        .acquire(
+            name,
+            mode,
+            &RedisBackend::record("test", mode),
+            lease_ms,
+            Some(Instant::now() + within),
+            CancellationToken::new(),
+        )
+        .await
+}
+
+/// Waits until `backend` has made `calls` script calls (a waiter that queued).
+async fn until_calls(backend: &RedisBackend, calls: u64) {
+    let start = Instant::now();
+    while backend.script_calls() < calls {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "waiter never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_grants_exclude_and_tokens_increase() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let (a, b) = (backend(&server).await, backend(&server).await);
+    let first = try_lock(&a, "job", Exclusive, LONG)
+        .await
+        .expect("free lock");
+    assert_eq!(first.token, 1);
+    assert_eq!(first.record.token, 1);
+    assert!(try_lock(&b, "job", Exclusive, LONG).await.is_none());
+    assert!(try_lock(&b, "job", Shared, LONG).await.is_none());
+    first.release().await.unwrap();
+    let mut last = 1;
+    for _ in 0..3 {
+        let grant = try_lock(&b, "job", Exclusive, LONG)
+            .await
+            .expect("released");
+        assert!(grant.token > last, "{} after {last}", grant.token);
+        last = grant.token;
+        grant.release().await.unwrap();
+    }
+    // Another name has its own counter.
+    assert_eq!(
+        try_lock(&a, "other", Exclusive, LONG).await.unwrap().token,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_share_and_a_waiting_writer_stops_new_readers() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let (readers, writer_side) = (backend(&server).await, backend(&server).await);
+    let r1 = try_lock(&readers, "doc", Shared, LONG)
+        .await
+        .expect("first reader");
+    let r2 = try_lock(&readers, "doc", Shared, LONG)
+        .await
+        .expect("readers overlap");
+    assert_eq!(r1.token, r2.token, "readers share the current token");
+    let status = readers.status("doc").await.unwrap();
+    assert_eq!(
+        (status.locked, status.mode, status.owners.len()),
+        (true, Some(Shared), 2)
+    );
+
+    let writer = {
+        let writer_side = writer_side.clone();
+        tokio::spawn(async move {
+            lock(
+                &writer_side,
+                "doc",
+                Exclusive,
+                LONG,
+                Duration::from_secs(10),
+            )
+            .await
+        })
+    };
+    until_calls(&writer_side, 2).await; // tried, then queued
+    assert!(
+        try_lock(&readers, "doc", Shared, LONG).await.is_none(),
+        "a queued writer stops new readers"
+    );
+    r1.release().await.unwrap();
+    assert!(!writer.is_finished());
+    r2.release().await.unwrap();
+    let w = writer
+        .await
+        .unwrap()
+        .expect("writer gets in once the readers left");
+    assert!(w.token > status.owners[0].record.token);
+    assert!(try_lock(&readers, "doc", Shared, LONG).await.is_none());
+    w.release().await.unwrap();
+    assert!(try_lock(&readers, "doc", Shared, LONG).await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_wakes_the_waiter_without_polling() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let (holder_side, waiter_side) = (backend(&server).await, backend(&server).await);
+    let held = try_lock(&holder_side, "q", Exclusive, LONG).await.unwrap();
+    let waiter = {
+        let waiter_side = waiter_side.clone();
+        tokio::spawn(async move {
+            lock(&waiter_side, "q", Exclusive, LONG, Duration::from_secs(20)).await
+        })
+    };
+    until_calls(&waiter_side, 2).await;
+    // Idle while held: no retries (its fallback is the lease, 30 s away, and its own
+    // place is renewed every 10 s).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(waiter_side.script_calls(), 2);
+    let released = Instant::now();
+    held.release().await.unwrap();
+    let grant = waiter.await.unwrap().expect("woken by the release");
+    assert_eq!(
+        waiter_side.script_calls(),
+        3,
+        "one attempt per announcement"
+    );
+    assert!(released.elapsed() < Duration::from_secs(5));
+    assert_eq!(grant.token, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_are_served_in_arrival_order() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let holder_side = backend(&server).await;
+    let held = try_lock(&holder_side, "fifo", Exclusive, LONG)
+        .await
+        .unwrap();
+    let order = Arc::new(AsyncMutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for i in 0..4 {
+        let side = backend(&server).await;
+        let order = Arc::clone(&order);
+        let mode = if i == 2 { Shared } else { Exclusive };
+        let task = {
+            let side = side.clone();
+            tokio::spawn(async move {
+                let grant = lock(&side, "fifo", mode, LONG, Duration::from_secs(10))
+                    .await
+                    .unwrap();
+                order.lock().await.push(i);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                grant.release().await.unwrap();
+            })
+        };
+        until_calls(&side, 2).await; // queued before the next arrives
+        waiters.push((side, task));
+    }
+    held.release().await.unwrap();
+    for (_, task) in waiters {
+        task.await.unwrap();
+    }
+    assert_eq!(*order.lock().await, vec![0, 1, 2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_holder_loses_to_a_newcomer_with_a_larger_token() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let (stopped, newcomer) = (backend(&server).await, backend(&server).await);
+    let old = try_lock(&stopped, "lease", Exclusive, 300).await.unwrap();
+    // A renewing holder keeps it past its lease.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        old.renew().await.unwrap();
+        assert!(try_lock(&newcomer, "lease", Exclusive, LONG)
+            .await
+            .is_none());
+    }
+    // Then it stops renewing (SIGSTOP, a blocked host): the newcomer waits for the
+    // lease, not for a fixed delay.
+    let new = lock(&newcomer, "lease", Exclusive, LONG, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(new.token > old.token);
+    let lost = old.renew().await.unwrap_err();
+    assert_eq!(lost.code, code::COMPROMISED, "{lost}");
+    assert!(lost.message.contains("gone"), "{lost}");
+    let lost = old.release().await.unwrap_err();
+    assert_eq!(lost.code, code::COMPROMISED);
+    // The successor is untouched.
+    new.renew().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_is_compromised_even_unclaimed() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let side = backend(&server).await;
+    let grant = try_lock(&side, "e", Exclusive, 100).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lost = grant.renew().await.unwrap_err();
+    assert_eq!(lost.code, code::COMPROMISED);
+    assert!(lost.message.contains("ran out"), "{lost}");
+    assert!(try_lock(&side, "e", Exclusive, LONG).await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_dying_and_coming_back() {
+    let Some(mut server) = TestRedis::start() else {
+        return;
+    };
+    let config = RedisConfig {
+        connect_timeout: Duration::from_millis(300),
+        response_timeout: Duration::from_millis(300),
+        ..RedisConfig::new(server.url())
+    };
+    let side = backend_with(config).await;
+    let grant = try_lock(&side, "r", Exclusive, 1_000).await.unwrap();
+    server.kill();
+    let err = grant.renew().await.unwrap_err();
+    assert_eq!(err.code, UNAVAILABLE, "while the lease may stand: {err}");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let err = grant.renew().await.unwrap_err();
+    assert_eq!(err.code, code::COMPROMISED, "{err}");
+    assert!(err.message.contains("unreachable"), "{err}");
+    // Waiting while it is down ends in EUNAVAILABLE, within the timeout.
+    let start = Instant::now();
+    let err = lock(&side, "r", Exclusive, LONG, Duration::from_millis(500))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, UNAVAILABLE, "{err}");
+    assert!(start.elapsed() < Duration::from_millis(1_500));
+
+    server.launch();
+    // The same backend reconnects by itself. The data is gone (no persistence):
+    // the token counter starts again, which docs/redis.md warns about.
+    let again = lock(&side, "r", Exclusive, LONG, Duration::from_secs(5))
+        .await
+        .expect("reconnected");
+    assert_eq!(again.token, 1);
+    // A waiter on the same backend is woken through the re-established pub/sub.
+    let waiter = {
+        let side = side.clone();
+        tokio::spawn(
+            async move { lock(&side, "r", Exclusive, LONG, Duration::from_secs(10)).await },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    again.release().await.unwrap();
+    assert_eq!(waiter.await.unwrap().unwrap().token, 2);
+    drop(grant);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_floor_keeps_tokens_above_what_was_seen() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let side = backend_with(RedisConfig {
+        token_floor: 100,
+        ..RedisConfig::new(server.url())
+    })
+    .await;
+    let grant = try_lock(&side, "f", Exclusive, LONG).await.unwrap();
+    assert_eq!(grant.token, 101);
+    grant.release().await.unwrap();
+    assert_eq!(
+        try_lock(&side, "f", Exclusive, LONG).await.unwrap().token,
+        102
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_listening_is_unavailable_within_the_timeout() {
+    let config = RedisConfig {
+        connect_timeout: Duration::from_millis(200),
+        response_timeout: Duration::from_millis(200),
+        ..RedisConfig::new(format!("redis://127.0.0.1:{}/0", free_port()))
+    };
+    let side = backend_with(config).await;
+    let start = Instant::now();
+    let err = lock(&side, "x", Exclusive, LONG, Duration::from_millis(400))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, UNAVAILABLE, "{err}");
+    assert!(err.message.contains("127.0.0.1"), "names the server: {err}");
+    assert!(start.elapsed() < Duration::from_millis(1_000));
+    let err = side
+        .try_acquire("x", Exclusive, &RedisBackend::record("t", Exclusive), LONG)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, UNAVAILABLE);
+    assert_eq!(side.status("x").await.unwrap_err().code, UNAVAILABLE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_and_aborts_give_up_the_place_in_line() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let (holder_side, waiter_side) = (backend(&server).await, backend(&server).await);
+    let held = try_lock(&holder_side, "t", Exclusive, LONG).await.unwrap();
+    let err = lock(
+        &waiter_side,
+        "t",
+        Exclusive,
+        LONG,
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code, code::TIMEOUT, "{err}");
+    let cancel = CancellationToken::new();
+    let aborted = {
+        let (side, cancel) = (waiter_side.clone(), cancel.clone());
+        tokio::spawn(async move {
+            side.acquire(
+                "t",
+                Exclusive,
+                &RedisBackend::record("t", Exclusive),
+                LONG,
+                None,
+                cancel,
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cancel.cancel();
+    assert_eq!(aborted.await.unwrap().unwrap_err().code, code::ABORTED);
+    held.release().await.unwrap();
+    // The two that gave up are out of the queue (removed in the background).
+    let start = Instant::now();
+    while try_lock(&holder_side, "t", Exclusive, LONG).await.is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "a waiter that gave up still blocks the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_list_cleanup_and_force_release() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let side = backend(&server).await;
+    let record = RedisBackend::record("mcp-server", Exclusive);
+    let live = side
+        .try_acquire("live", Exclusive, &record, LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    let dead = try_lock(&side, "dead", Shared, 100).await.unwrap();
+    std::mem::forget(dead); // a holder that died: nothing releases it
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    let status = side.status("live").await.unwrap();
+    assert!(status.locked && !status.stale);
+    assert_eq!(status.mode, Some(Exclusive));
+    let owner = &status.owners[0];
+    assert!(owner.alive);
+    assert_eq!(owner.record.process, "mcp-server");
+    assert_eq!(owner.record.pid, std::process::id());
+    assert_eq!(owner.record.token, live.token);
+    assert!(owner.heartbeat_age_ms < 5_000);
+    let status = side.status("dead").await.unwrap();
+    assert!(!status.locked && status.stale && !status.owners[0].alive);
+    let free = side.status("never").await.unwrap();
+    assert!(!free.locked && !free.stale && free.owners.is_empty());
+
+    let names: Vec<String> = side
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.lockfile.display().to_string())
+        .collect();
+    assert_eq!(names, vec!["dead", "live"]);
+
+    let report = side.cleanup(true).await.unwrap();
+    assert_eq!((report.removed.len(), report.kept), (1, 1));
+    assert!(
+        side.status("dead").await.unwrap().stale,
+        "a dry run removes nothing"
+    );
+    let report = side.cleanup(false).await.unwrap();
+    assert_eq!(report.removed, vec![std::path::PathBuf::from("dead")]);
+    assert!(side.status("dead").await.unwrap().owners.is_empty());
+
+    let refused = side.force_release("live", false).await.unwrap_err();
+    assert_eq!(refused.code, code::LOCKED);
+    assert!(refused.message.contains("mcp-server"), "{refused}");
+    assert!(side.force_release("live", true).await.unwrap());
+    assert!(
+        !side.force_release("live", true).await.unwrap(),
+        "nothing left to break"
+    );
+    let lost = live.renew().await.unwrap_err();
+    assert_eq!(lost.code, code::COMPROMISED);
+    assert!(lost.message.contains("forceRelease"), "{lost}");
+    // The counter survives a forced release: the next token is larger.
+    assert!(
+        try_lock(&side, "live", Exclusive, LONG)
+            .await
+            .unwrap()
+            .token
+            > live.token
+    );
+}
