@@ -162,6 +162,12 @@ impl std::fmt::Debug for RedisGrant {
 }
 
 impl RedisGrant {
+    /// How often the heartbeat should call `renew`: a third of the lease, so two
+    /// beats may fail (a slow or briefly unreachable Redis) before it runs out.
+    pub fn renew_period(&self) -> Duration {
+        Duration::from_millis((self.lease_ms / 3).max(1))
+    }
+
     /// When the lease surely ends on this host's clock unless renewed.
     pub fn lease_expires(&self) -> Instant {
         *self.expires.lock().unwrap_or_else(|e| e.into_inner())

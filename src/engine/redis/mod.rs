@@ -29,7 +29,7 @@ use connection::Conn;
 use grant::{Attempt, Claim};
 use waiting::Wakeups;
 
-use super::error::Result;
+use super::error::{LockError, Result};
 use super::inspect::{CleanupReport, LockStatus};
 use super::owner_record::{now_ms, LockMode, OwnerRecord, ProcessIdentity};
 
@@ -55,6 +55,11 @@ impl RedisBackend {
     /// first request, so a backend can be made while Redis is down. Must be called
     /// inside a tokio runtime (its pub/sub listener is spawned on it).
     pub async fn connect(config: RedisConfig) -> Result<RedisBackend> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(LockError::invalid(
+                "RedisBackend::connect must run inside a tokio runtime",
+            ));
+        }
         let conn = Conn::open(&config)?;
         let wakeups = Wakeups::start(
             conn.client().clone(),
@@ -101,6 +106,8 @@ impl RedisBackend {
     }
 
     /// Waits its turn (FIFO) until `deadline` (`None`: no limit) or `cancel`.
+    /// A deadline already past gives up before asking Redis: use `try_acquire` for
+    /// `timeout: 0`.
     /// `ETIMEOUT` when others kept it, `EUNAVAILABLE` when Redis could not be
     /// reached in time, `ABORT_ERR` when cancelled. Dropping the future gives up
     /// the place in the queue.

@@ -38,20 +38,34 @@ impl TestRedis {
             eprintln!("skipped: redis-server is not on PATH");
             return None;
         }
-        let mut server = TestRedis {
-            port: free_port(),
-            child: None,
-        };
-        server.launch();
-        Some(server)
+        // Another test may take the port between our look and the server's bind:
+        // then try another.
+        for _ in 0..5 {
+            let mut server = TestRedis {
+                port: free_port(),
+                child: None,
+            };
+            if server.try_launch() {
+                return Some(server);
+            }
+        }
+        panic!("redis-server would not start on a free port");
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    /// Starts (again) on the same port, empty.
+    /// Starts again on the same port, empty.
     pub fn launch(&mut self) {
+        assert!(
+            self.try_launch(),
+            "redis-server did not start again on {}",
+            self.port
+        );
+    }
+
+    fn try_launch(&mut self) -> bool {
         let child = Command::new(redis_server().expect("redis-server"))
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args([
@@ -69,13 +83,17 @@ impl TestRedis {
         self.child = Some(child);
         let start = Instant::now();
         while !self.answers_ping() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "redis-server did not answer PING on {}",
-                self.port
-            );
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited || start.elapsed() > Duration::from_secs(10) {
+                self.kill();
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        true
     }
 
     /// SIGKILL, like a crash: nothing is saved.

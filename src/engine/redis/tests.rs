@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex as AsyncMutex;
 use tokio_util::sync::CancellationToken;
 
+use super::grant::{Attempt, Claim};
 use super::test_server::{free_port, TestRedis};
 use super::{RedisBackend, RedisConfig, RedisGrant, UNAVAILABLE};
 use crate::engine::error::code;
@@ -50,6 +51,21 @@ async fn lock(
             CancellationToken::new(),
         )
         .await
+}
+
+/// A backend whose pub/sub listener is connected, so no reconnect wake-up comes
+/// later to blur a count of script calls.
+async fn listening(server: &TestRedis) -> RedisBackend {
+    let side = backend(server).await;
+    let start = Instant::now();
+    while !side.shared.wakeups.listening() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "listener never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    side
 }
 
 /// Waits until `backend` has made `calls` script calls (a waiter that queued).
@@ -149,7 +165,7 @@ async fn a_release_wakes_the_waiter_without_polling() {
     let Some(server) = TestRedis::start() else {
         return;
     };
-    let (holder_side, waiter_side) = (backend(&server).await, backend(&server).await);
+    let (holder_side, waiter_side) = (backend(&server).await, listening(&server).await);
     let held = try_lock(&holder_side, "q", Exclusive, LONG).await.unwrap();
     let waiter = {
         let waiter_side = waiter_side.clone();
@@ -457,5 +473,103 @@ async fn status_list_cleanup_and_force_release() {
             .unwrap()
             .token
             > live.token
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_waiter_drops_out_of_the_queue() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let (holder_side, live_side) = (backend(&server).await, listening(&server).await);
+    let held = try_lock(&holder_side, "d", Exclusive, LONG).await.unwrap();
+    // A waiter that queues once and then dies: it never renews its place.
+    let record = RedisBackend::record("dead", Exclusive);
+    let dead = Claim::new(&holder_side.shared, "d", Exclusive, &record, 200).unwrap();
+    let queued = dead.attempt(&holder_side.shared, true).await.unwrap();
+    assert!(matches!(queued, Attempt::Refused { .. }));
+    let live = {
+        let live_side = live_side.clone();
+        tokio::spawn(
+            async move { lock(&live_side, "d", Exclusive, LONG, Duration::from_secs(5)).await },
+        )
+    };
+    until_calls(&live_side, 2).await;
+    let start = Instant::now();
+    held.release().await.unwrap();
+    // Woken by the release, then by the dead waiter's lease running out (its
+    // fallback timer), not by its own 10 s refresh.
+    let grant = live.await.unwrap().expect("the dead waiter's place lapsed");
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert!(
+        live_side.script_calls() <= 4,
+        "{} calls",
+        live_side.script_calls()
+    );
+    assert_eq!(grant.token, 2);
+}
+
+/// Several threads, each with its own runtime and connection (as separate
+/// processes would have), doing unsafe read-modify-write increments under the lock.
+#[test]
+fn threads_with_their_own_connections_never_overlap() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let counter = dir.path().join("counter");
+    let marker = dir.path().join("held");
+    std::fs::write(&counter, "0").unwrap();
+    let last_token = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    const THREADS: u64 = 4;
+    const ROUNDS: u64 = 25;
+    let workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (url, counter, marker, last_token) = (
+                server.url(),
+                counter.clone(),
+                marker.clone(),
+                Arc::clone(&last_token),
+            );
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let side = backend_with(RedisConfig::new(url)).await;
+                    for _ in 0..ROUNDS {
+                        let grant = lock(&side, "stress", Exclusive, LONG, Duration::from_secs(20))
+                            .await
+                            .unwrap();
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .open(&marker)
+                            .expect("two holders at once");
+                        let previous =
+                            last_token.fetch_max(grant.token, std::sync::atomic::Ordering::SeqCst);
+                        assert!(
+                            previous < grant.token,
+                            "token {} after {previous}",
+                            grant.token
+                        );
+                        let value: u64 =
+                            std::fs::read_to_string(&counter).unwrap().parse().unwrap();
+                        tokio::task::yield_now().await;
+                        std::fs::write(&counter, (value + 1).to_string()).unwrap();
+                        std::fs::remove_file(&marker).unwrap();
+                        grant.release().await.unwrap();
+                    }
+                });
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap(),
+        (THREADS * ROUNDS).to_string()
     );
 }

@@ -115,6 +115,14 @@ impl Wakeups {
     }
 }
 
+impl Wakeups {
+    /// Whether the listener is connected now (tests wait for it).
+    #[cfg(test)]
+    pub fn listening(&self) -> bool {
+        lock(&self.hub).connected
+    }
+}
+
 impl Drop for Wakeups {
     fn drop(&mut self) {
         self.stop.cancel();
@@ -191,7 +199,12 @@ async fn listen(
             hub.connected = true;
             hub.channels.keys().cloned().collect()
         };
-        if names.is_empty() || sink.subscribe(&names).await.is_ok() {
+        // One channel per SUBSCRIBE: one confirmation per request.
+        let mut subscribed = true;
+        for name in &names {
+            subscribed &= sink.subscribe(name).await.is_ok();
+        }
+        if subscribed {
             // Changes while we were away went unheard: everyone looks again.
             bump(&lock(&hub), None);
             loop {
@@ -347,5 +360,75 @@ fn gave_up(claim: &Claim, answered: bool, failure: Option<LockError>) -> LockErr
             ),
             path,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::redis::test_server::TestRedis;
+
+    async fn publish(client: &Client, channel: &str) -> i64 {
+        let Ok(mut con) = client.get_multiplexed_async_connection().await else {
+            return -1;
+        };
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg("1")
+            .query_async(&mut con)
+            .await
+            .unwrap_or(-1)
+    }
+
+    /// Waits until `channel` has `listeners` subscribers.
+    async fn until_listeners(client: &Client, channel: &str, listeners: i64) {
+        let start = Instant::now();
+        while publish(client, channel).await != listeners {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{channel} never had {listeners} listeners"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_listener_resubscribes_after_a_restart_and_unsubscribes_the_unwatched() {
+        let Some(mut server) = TestRedis::start() else {
+            return;
+        };
+        let client = Client::open(server.url()).unwrap();
+        let timeout = Duration::from_millis(300);
+        let wakeups = Wakeups::start(client.clone(), timeout, timeout);
+        let (mut a, b) = (wakeups.watch("a").await, wakeups.watch("b").await);
+        // Watched before the listener connected: subscribed when it does.
+        until_listeners(&client, "a", 1).await;
+        until_listeners(&client, "b", 1).await;
+        // Once connected, `watch` returns only when Redis confirmed.
+        let _c = wakeups.watch("c").await;
+        assert_eq!(
+            publish(&client, "c").await,
+            1,
+            "subscribed before watch returned"
+        );
+        a.mark();
+        publish(&client, "a").await;
+        tokio::time::timeout(Duration::from_secs(2), a.changed())
+            .await
+            .expect("woken");
+
+        server.kill();
+        server.launch();
+        until_listeners(&client, "a", 1).await;
+        until_listeners(&client, "b", 1).await;
+        a.mark();
+        publish(&client, "a").await;
+        tokio::time::timeout(Duration::from_secs(2), a.changed())
+            .await
+            .expect("woken after the restart");
+
+        drop(b);
+        until_listeners(&client, "b", 0).await;
+        assert_eq!(publish(&client, "a").await, 1);
     }
 }
