@@ -194,10 +194,10 @@ impl RedisGrant {
                 *self.expires.lock().unwrap_or_else(|e| e.into_inner()) = sent + Duration::from_millis(self.lease_ms);
                 Ok(())
             }
-            Ok([-1, late]) => Err(self.compromised(&format!(
-                "its lease ran out {late} ms before this renewal (the holder was stopped or its heartbeats did not reach Redis); another holder may have it now"
-            ))),
-            Ok(_) => Err(self.compromised(GONE)),
+            Ok([-1, late]) => Err(self.lost(&format!(
+                "its lease ran out {late} ms before this renewal (the holder was stopped or its heartbeats did not reach Redis)"
+            )).await),
+            Ok(_) => Err(self.lost(GONE).await),
             Err(e) if e.is(UNAVAILABLE) && Instant::now() >= self.lease_expires() => Err(self.compromised(&format!(
                 "Redis was unreachable until its lease ran out ({})",
                 e.message
@@ -222,11 +222,34 @@ impl RedisGrant {
             .await?;
         match reply.as_slice() {
             [1, _] => Ok(()),
-            [-1, late] => Err(self.compromised(&format!(
-                "its lease had run out {late} ms before the release"
-            ))),
-            _ => Err(self.compromised(GONE)),
+            [-1, late] => Err(self
+                .lost(&format!(
+                    "its lease had run out {late} ms before the release"
+                ))
+                .await),
+            _ => Err(self.lost(GONE).await),
         }
+    }
+
+    /// `compromised`, naming who holds the lock now when Redis says so (one more
+    /// read, only on this rare path).
+    async fn lost(&self, cause: &str) -> LockError {
+        let successors = match super::inspect::status(&self.shared, &self.name).await {
+            Ok(status) => status
+                .owners
+                .iter()
+                .filter(|o| o.alive && o.record.lock_id != self.lock_id)
+                .map(|o| format!("{} with token {}", o.record.who(), o.record.token))
+                .collect::<Vec<_>>(),
+            Err(_) => Vec::new(),
+        };
+        if successors.is_empty() {
+            return self.compromised(cause);
+        }
+        self.compromised(&format!(
+            "{cause}; it is now held by {}",
+            successors.join(", ")
+        ))
     }
 
     fn compromised(&self, cause: &str) -> LockError {

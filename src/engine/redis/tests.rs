@@ -250,6 +250,12 @@ async fn a_stopped_holder_loses_to_a_newcomer_with_a_larger_token() {
     let lost = old.renew().await.unwrap_err();
     assert_eq!(lost.code, code::COMPROMISED, "{lost}");
     assert!(lost.message.contains("gone"), "{lost}");
+    let successor = format!("now held by test (PID {}", std::process::id());
+    assert!(lost.message.contains(&successor), "{lost}");
+    assert!(
+        lost.message.contains(&format!("with token {}", new.token)),
+        "{lost}"
+    );
     let lost = old.release().await.unwrap_err();
     assert_eq!(lost.code, code::COMPROMISED);
     // The successor is untouched.
