@@ -96,6 +96,14 @@ impl TestRedis {
         true
     }
 
+    /// SIGSTOP (`stop: true`) or SIGCONT: a server that accepts but never answers.
+    pub fn pause(&self, stop: bool) {
+        let pid = self.child.as_ref().expect("running").id() as libc::pid_t;
+        let signal = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: signals our own child process, which we have not reaped.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
     /// SIGKILL, like a crash: nothing is saved.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

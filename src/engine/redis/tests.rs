@@ -579,3 +579,50 @@ fn threads_with_their_own_connections_never_overlap() {
         (THREADS * ROUNDS).to_string()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_answering_never_holds_an_acquire_past_its_timeout() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let config = RedisConfig {
+        connect_timeout: Duration::from_millis(300),
+        response_timeout: Duration::from_millis(300),
+        ..RedisConfig::new(server.url())
+    };
+    let side = backend_with(config).await;
+    let held = try_lock(&side, "h", Exclusive, LONG).await.unwrap();
+    server.pause(true);
+    let start = Instant::now();
+    let err = lock(&side, "h", Exclusive, LONG, Duration::from_millis(500))
+        .await
+        .unwrap_err();
+    let waited = start.elapsed();
+    server.pause(false);
+    assert_eq!(err.code, UNAVAILABLE, "{err}");
+    assert!(waited < Duration::from_millis(1_000), "{waited:?}");
+    // Back again: the holder still holds it, and renews.
+    held.renew().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_keys_under_the_prefix_are_an_error_not_unavailable() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("lockwright:{w}:holders")
+        .arg("not a hash")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let side = backend(&server).await;
+    let err = side
+        .try_acquire("w", Exclusive, &RedisBackend::record("t", Exclusive), LONG)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "EIO", "{err}");
+    assert!(err.message.contains("WRONGTYPE"), "{err}");
+}
