@@ -18,6 +18,15 @@ async fn backend(server: &TestRedis) -> RedisBackend {
     backend_with(RedisConfig::new(server.url())).await
 }
 
+/// A config that gives up on a silent server after `ms` per connect or command.
+fn impatient(url: String, ms: u64) -> RedisConfig {
+    RedisConfig {
+        connect_timeout: Duration::from_millis(ms),
+        response_timeout: Duration::from_millis(ms),
+        ..RedisConfig::new(url)
+    }
+}
+
 async fn backend_with(config: RedisConfig) -> RedisBackend {
     RedisBackend::connect(config).await.expect("connect")
 }
@@ -281,11 +290,7 @@ async fn redis_dying_and_coming_back() {
     let Some(mut server) = TestRedis::start() else {
         return;
     };
-    let config = RedisConfig {
-        connect_timeout: Duration::from_millis(300),
-        response_timeout: Duration::from_millis(300),
-        ..RedisConfig::new(server.url())
-    };
+    let config = impatient(server.url(), 300);
     let side = backend_with(config).await;
     let grant = try_lock(&side, "r", Exclusive, 1_000).await.unwrap();
     server.kill();
@@ -344,11 +349,7 @@ async fn a_token_floor_keeps_tokens_above_what_was_seen() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_listening_is_unavailable_within_the_timeout() {
-    let config = RedisConfig {
-        connect_timeout: Duration::from_millis(200),
-        response_timeout: Duration::from_millis(200),
-        ..RedisConfig::new(format!("redis://127.0.0.1:{}/0", free_port()))
-    };
+    let config = impatient(format!("redis://127.0.0.1:{}/0", free_port()), 200);
     let side = backend_with(config).await;
     let start = Instant::now();
     let err = lock(&side, "x", Exclusive, LONG, Duration::from_millis(400))
@@ -585,11 +586,7 @@ async fn a_server_that_stops_answering_never_holds_an_acquire_past_its_timeout()
     let Some(server) = TestRedis::start() else {
         return;
     };
-    let config = RedisConfig {
-        connect_timeout: Duration::from_millis(300),
-        response_timeout: Duration::from_millis(300),
-        ..RedisConfig::new(server.url())
-    };
+    let config = impatient(server.url(), 300);
     let side = backend_with(config).await;
     let held = try_lock(&side, "h", Exclusive, LONG).await.unwrap();
     server.pause(true);
