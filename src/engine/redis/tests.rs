@@ -165,8 +165,72 @@ async fn readers_share_and_a_waiting_writer_stops_new_readers() {
         .expect("writer gets in once the readers left");
     assert!(w.token > status.owners[0].record.token);
     assert!(try_lock(&readers, "doc", Shared, LONG).await.is_none());
+    // Readers queued behind the writer come in together when it leaves.
+    let (calls, writer_token) = (readers.script_calls(), w.token);
+    let queued: Vec<_> = (0..2)
+        .map(|_| {
+            let readers = readers.clone();
+            tokio::spawn(async move {
+                lock(&readers, "doc", Shared, LONG, Duration::from_secs(10)).await
+            })
+        })
+        .collect();
+    until_calls(&readers, calls + 4).await; // each tried and queued
     w.release().await.unwrap();
-    assert!(try_lock(&readers, "doc", Shared, LONG).await.is_some());
+    let mut together = Vec::new();
+    for reader in queued {
+        together.push(reader.await.unwrap().expect("reader after the writer"));
+    }
+    assert_eq!(readers.status("doc").await.unwrap().owners.len(), 2);
+    assert!(together.iter().all(|r| r.token == writer_token));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_keeps_its_place_beyond_its_own_lease() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let (holder_side, first_side, later_side) = (
+        backend(&server).await,
+        listening(&server).await,
+        backend(&server).await,
+    );
+    let held = try_lock(&holder_side, "keep", Exclusive, LONG)
+        .await
+        .unwrap();
+    let first = {
+        let first_side = first_side.clone();
+        tokio::spawn(async move {
+            lock(&first_side, "keep", Exclusive, 300, Duration::from_secs(10)).await
+        })
+    };
+    until_calls(&first_side, 2).await;
+    // Three of its leases: it renewed its place in the meantime.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(
+        first_side.script_calls() >= 5,
+        "{}",
+        first_side.script_calls()
+    );
+    let later = {
+        let later_side = later_side.clone();
+        tokio::spawn(async move {
+            lock(
+                &later_side,
+                "keep",
+                Exclusive,
+                LONG,
+                Duration::from_secs(10),
+            )
+            .await
+        })
+    };
+    until_calls(&later_side, 2).await;
+    held.release().await.unwrap();
+    let grant = first.await.unwrap().expect("first in line");
+    assert!(!later.is_finished());
+    grant.release().await.unwrap();
+    later.await.unwrap().expect("then the later one");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
