@@ -77,6 +77,18 @@ async fn listening(server: &TestRedis) -> RedisBackend {
     side
 }
 
+/// `lock` in a task of its own: a waiter.
+fn spawn_lock(
+    backend: &RedisBackend,
+    name: &'static str,
+    mode: LockMode,
+    lease_ms: u64,
+    within: Duration,
+) -> tokio::task::JoinHandle<super::super::Result<RedisGrant>> {
+    let backend = backend.clone();
+    tokio::spawn(async move { lock(&backend, name, mode, lease_ms, within).await })
+}
+
 /// Waits until `backend` has made `calls` script calls (a waiter that queued).
 async fn until_calls(backend: &RedisBackend, calls: u64) {
     let start = Instant::now();
@@ -138,19 +150,13 @@ async fn readers_share_and_a_waiting_writer_stops_new_readers() {
         (true, Some(Shared), 2)
     );
 
-    let writer = {
-        let writer_side = writer_side.clone();
-        tokio::spawn(async move {
-            lock(
-                &writer_side,
-                "doc",
-                Exclusive,
-                LONG,
-                Duration::from_secs(10),
-            )
-            .await
-        })
-    };
+    let writer = spawn_lock(
+        &writer_side,
+        "doc",
+        Exclusive,
+        LONG,
+        Duration::from_secs(10),
+    );
     until_calls(&writer_side, 2).await; // tried, then queued
     assert!(
         try_lock(&readers, "doc", Shared, LONG).await.is_none(),
@@ -168,12 +174,7 @@ async fn readers_share_and_a_waiting_writer_stops_new_readers() {
     // Readers queued behind the writer come in together when it leaves.
     let (calls, writer_token) = (readers.script_calls(), w.token);
     let queued: Vec<_> = (0..2)
-        .map(|_| {
-            let readers = readers.clone();
-            tokio::spawn(async move {
-                lock(&readers, "doc", Shared, LONG, Duration::from_secs(10)).await
-            })
-        })
+        .map(|_| spawn_lock(&readers, "doc", Shared, LONG, Duration::from_secs(10)))
         .collect();
     until_calls(&readers, calls + 4).await; // each tried and queued
     w.release().await.unwrap();
@@ -198,12 +199,7 @@ async fn a_waiter_keeps_its_place_beyond_its_own_lease() {
     let held = try_lock(&holder_side, "keep", Exclusive, LONG)
         .await
         .unwrap();
-    let first = {
-        let first_side = first_side.clone();
-        tokio::spawn(async move {
-            lock(&first_side, "keep", Exclusive, 300, Duration::from_secs(10)).await
-        })
-    };
+    let first = spawn_lock(&first_side, "keep", Exclusive, 300, Duration::from_secs(10));
     until_calls(&first_side, 2).await;
     // Three of its leases: it renewed its place in the meantime.
     tokio::time::sleep(Duration::from_millis(900)).await;
@@ -212,19 +208,13 @@ async fn a_waiter_keeps_its_place_beyond_its_own_lease() {
         "{}",
         first_side.script_calls()
     );
-    let later = {
-        let later_side = later_side.clone();
-        tokio::spawn(async move {
-            lock(
-                &later_side,
-                "keep",
-                Exclusive,
-                LONG,
-                Duration::from_secs(10),
-            )
-            .await
-        })
-    };
+    let later = spawn_lock(
+        &later_side,
+        "keep",
+        Exclusive,
+        LONG,
+        Duration::from_secs(10),
+    );
     until_calls(&later_side, 2).await;
     held.release().await.unwrap();
     let grant = first.await.unwrap().expect("first in line");
@@ -240,12 +230,7 @@ async fn a_release_wakes_the_waiter_without_polling() {
     };
     let (holder_side, waiter_side) = (backend(&server).await, listening(&server).await);
     let held = try_lock(&holder_side, "q", Exclusive, LONG).await.unwrap();
-    let waiter = {
-        let waiter_side = waiter_side.clone();
-        tokio::spawn(async move {
-            lock(&waiter_side, "q", Exclusive, LONG, Duration::from_secs(20)).await
-        })
-    };
+    let waiter = spawn_lock(&waiter_side, "q", Exclusive, LONG, Duration::from_secs(20));
     until_calls(&waiter_side, 2).await;
     // Idle while held: no retries (its fallback is the lease, 30 s away, and its own
     // place is renewed every 10 s).
