@@ -365,12 +365,7 @@ async fn redis_dying_and_coming_back() {
         .expect("reconnected");
     assert_eq!(again.token, 1);
     // A waiter on the same backend is woken through the re-established pub/sub.
-    let waiter = {
-        let side = side.clone();
-        tokio::spawn(
-            async move { lock(&side, "r", Exclusive, LONG, Duration::from_secs(10)).await },
-        )
-    };
+    let waiter = spawn_lock(&side, "r", Exclusive, LONG, Duration::from_secs(10));
     tokio::time::sleep(Duration::from_millis(200)).await;
     again.release().await.unwrap();
     assert_eq!(waiter.await.unwrap().unwrap().token, 2);
@@ -544,12 +539,7 @@ async fn a_dead_waiter_drops_out_of_the_queue() {
     let dead = Claim::new(&holder_side.shared, "d", Exclusive, &record, 200).unwrap();
     let queued = dead.attempt(&holder_side.shared, true).await.unwrap();
     assert!(matches!(queued, Attempt::Refused { .. }));
-    let live = {
-        let live_side = live_side.clone();
-        tokio::spawn(
-            async move { lock(&live_side, "d", Exclusive, LONG, Duration::from_secs(5)).await },
-        )
-    };
+    let live = spawn_lock(&live_side, "d", Exclusive, LONG, Duration::from_secs(5));
     until_calls(&live_side, 2).await;
     let start = Instant::now();
     held.release().await.unwrap();
