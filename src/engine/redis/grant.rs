@@ -68,7 +68,16 @@ impl Claim {
         let floor = shared.conn.config.token_floor.to_string();
         let lease = self.lease_ms.to_string();
         let sent = Instant::now();
-        let reply: Vec<i64> = shared
+        // Until the reply is read, Redis may have granted us a lease: a caller that
+        // drops this future (its timeout) must not leave it blocking everyone until
+        // it runs out. (A lost reply is the caller's to handle: a retry with the same
+        // claim gets the same grant back, or `undo`.)
+        let mut unread = Undo {
+            shared,
+            claim: self,
+            armed: true,
+        };
+        let reply: Result<Vec<i64>> = shared
             .conn
             .run(
                 &scripts::ACQUIRE,
@@ -82,7 +91,9 @@ impl Claim {
                     &floor,
                 ],
             )
-            .await?;
+            .await;
+        unread.armed = false;
+        let reply = reply?;
         match reply.as_slice() {
             [1, token, _deadline, now] => {
                 let mut record: OwnerRecord =
@@ -117,6 +128,21 @@ impl Claim {
                 None,
             )),
         }
+    }
+}
+
+impl Claim {
+    /// Takes the claim back out of Redis now (after an attempt whose reply was lost).
+    pub async fn undo(&self, shared: &Shared) -> Result<()> {
+        shared
+            .conn
+            .run::<Vec<i64>>(
+                &scripts::RELEASE,
+                &self.keys,
+                &[&self.lock_id, &self.member],
+            )
+            .await
+            .map(drop)
     }
 }
 
@@ -294,15 +320,17 @@ pub(crate) fn release_quietly(shared: &Arc<Shared>, keys: &Keys, lock_id: &str, 
     });
 }
 
-/// A place in the queue that is given up if the wait ends without a grant (timeout,
-/// abort, a dropped future), so those behind need not wait for its waiter lease.
-pub(crate) struct QueuePlace<'c> {
+/// Takes a claim back out of Redis (its grant, its place in the queue) when dropped
+/// armed: the attempt or wait ended without handing a grant to its caller (timeout,
+/// abort, a dropped future, a lost reply), so those behind need not wait for a
+/// lease that nobody renews.
+pub(crate) struct Undo<'c> {
     pub shared: &'c Arc<Shared>,
     pub claim: &'c Claim,
     pub armed: bool,
 }
 
-impl Drop for QueuePlace<'_> {
+impl Drop for Undo<'_> {
     fn drop(&mut self) {
         if self.armed {
             release_quietly(

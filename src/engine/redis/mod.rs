@@ -99,10 +99,16 @@ impl RedisBackend {
         lease_ms: u64,
     ) -> Result<Option<RedisGrant>> {
         let claim = Claim::new(&self.shared, name, mode, record, lease_ms)?;
-        Ok(match claim.attempt(&self.shared, false).await? {
-            Attempt::Granted(grant) => Some(*grant),
-            Attempt::Refused { .. } => None,
-        })
+        match claim.attempt(&self.shared, false).await {
+            Ok(Attempt::Granted(grant)) => Ok(Some(*grant)),
+            Ok(Attempt::Refused { .. }) => Ok(None),
+            Err(e) => {
+                // The script may have run and granted it: take that back before
+                // saying it failed.
+                let _ = claim.undo(&self.shared).await;
+                Err(e)
+            }
+        }
     }
 
     /// Waits its turn (FIFO) until `deadline` (`None`: no limit) or `cancel`.

@@ -14,7 +14,7 @@ use redis::Client;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::grant::{Attempt, Claim, QueuePlace, RedisGrant};
+use super::grant::{release_quietly, Attempt, Claim, RedisGrant, Undo};
 use super::{Shared, UNAVAILABLE};
 use crate::engine::error::{code, LockError, Result};
 
@@ -246,11 +246,39 @@ pub(crate) async fn acquire(
     deadline: Option<Instant>,
     cancel: CancellationToken,
 ) -> Result<RedisGrant> {
-    let mut place = QueuePlace {
+    // Our place in the queue (or a grant whose reply was never read) goes back if
+    // the caller drops this future...
+    let mut place = Undo {
         shared,
         claim,
-        armed: false,
+        armed: true,
     };
+    let outcome = wait_turn(shared, claim, deadline, cancel).await;
+    place.armed = false;
+    if outcome.is_err() {
+        // ...and, when the wait failed, now: the caller's next step (or its
+        // runtime's end) must not find it there. Briefly bounded, then left to
+        // the background.
+        let bound = shared.conn.config.response_timeout.min(UNDO_WAIT);
+        if !matches!(
+            tokio::time::timeout(bound, claim.undo(shared)).await,
+            Ok(Ok(()))
+        ) {
+            release_quietly(shared, &claim.keys, &claim.lock_id, &claim.member);
+        }
+    }
+    outcome
+}
+
+/// How long a failed wait may take to give its place back before it returns.
+const UNDO_WAIT: Duration = Duration::from_millis(100);
+
+async fn wait_turn(
+    shared: &Arc<Shared>,
+    claim: &Claim,
+    deadline: Option<Instant>,
+    cancel: CancellationToken,
+) -> Result<RedisGrant> {
     let mut watch: Option<Watch> = None;
     // Whether Redis answered at all, and its last failure: a timeout after failures
     // is EUNAVAILABLE, not ETIMEOUT.
@@ -264,7 +292,6 @@ pub(crate) async fn acquire(
             watch.mark();
         }
         let queue = watch.is_some();
-        place.armed |= queue;
         let outcome = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(aborted(claim)),
@@ -272,10 +299,7 @@ pub(crate) async fn acquire(
             outcome = claim.attempt(shared, queue) => outcome,
         };
         let nap = match outcome {
-            Ok(Attempt::Granted(grant)) => {
-                place.armed = false;
-                return Ok(*grant);
-            }
+            Ok(Attempt::Granted(grant)) => return Ok(*grant),
             Ok(Attempt::Refused { retry_in }) => {
                 answered = true;
                 failure = None;
@@ -294,6 +318,8 @@ pub(crate) async fn acquire(
                 }
                 retry_in.map_or(refresh, |at| (at + Duration::from_millis(1)).min(refresh))
             }
+            // A retry with the same claim is safe: if this attempt was granted and
+            // only its reply lost, the next one gets the same grant back.
             Err(e) if e.is(UNAVAILABLE) => {
                 failure = Some(e);
                 let nap = pause;

@@ -7,6 +7,19 @@ local member = mode .. ':' .. id
 local now = now_ms()
 local dead, late = purge(now, false)
 
+-- Already ours: a retry after a reply that got lost. The same grant again, renewed,
+-- so a retry never queues behind its own lease.
+if redis.call('ZSCORE', KEYS[2], member) then
+  local raw = redis.call('HGET', KEYS[1], id)
+  if raw then
+    local record = cjson.decode(raw)
+    record.heartbeat = now
+    redis.call('HSET', KEYS[1], id, cjson.encode(record))
+    redis.call('ZADD', KEYS[2], now + lease, member)
+    return {1, record.token, now + lease, record.timestamp}
+  end
+end
+
 local writer_holds = false
 local holders = redis.call('ZRANGE', KEYS[2], 0, -1)
 for _, m in ipairs(holders) do
