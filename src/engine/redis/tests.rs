@@ -555,6 +555,33 @@ async fn a_dead_waiter_drops_out_of_the_queue() {
     assert_eq!(grant.token, 2);
 }
 
+/// Runs `work` on `threads` threads, each with its own runtime and backend (as
+/// separate processes would have), and waits for them all.
+fn on_threads<F, Fut>(threads: u64, server: &TestRedis, work: F)
+where
+    F: Fn(u64, RedisBackend) -> Fut + Send + Clone + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let (url, work) = (server.url(), work.clone());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let side = backend_with(RedisConfig::new(url)).await;
+                    work(t, side).await
+                });
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+}
+
 /// Several threads, each with its own runtime and connection (as separate
 /// processes would have), doing unsafe read-modify-write increments under the lock.
 #[test]
@@ -569,53 +596,37 @@ fn threads_with_their_own_connections_never_overlap() {
     let last_token = Arc::new(std::sync::atomic::AtomicU64::new(0));
     const THREADS: u64 = 4;
     const ROUNDS: u64 = 25;
-    let workers: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let (url, counter, marker, last_token) = (
-                server.url(),
-                counter.clone(),
-                marker.clone(),
-                Arc::clone(&last_token),
-            );
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
+    let total = counter.clone();
+    on_threads(THREADS, &server, move |_, side| {
+        let (counter, marker, last_token) =
+            (counter.clone(), marker.clone(), Arc::clone(&last_token));
+        async move {
+            for _ in 0..ROUNDS {
+                let grant = lock(&side, "stress", Exclusive, LONG, Duration::from_secs(20))
+                    .await
                     .unwrap();
-                runtime.block_on(async move {
-                    let side = backend_with(RedisConfig::new(url)).await;
-                    for _ in 0..ROUNDS {
-                        let grant = lock(&side, "stress", Exclusive, LONG, Duration::from_secs(20))
-                            .await
-                            .unwrap();
-                        std::fs::OpenOptions::new()
-                            .write(true)
-                            .create_new(true)
-                            .open(&marker)
-                            .expect("two holders at once");
-                        let previous =
-                            last_token.fetch_max(grant.token, std::sync::atomic::Ordering::SeqCst);
-                        assert!(
-                            previous < grant.token,
-                            "token {} after {previous}",
-                            grant.token
-                        );
-                        let value: u64 =
-                            std::fs::read_to_string(&counter).unwrap().parse().unwrap();
-                        tokio::task::yield_now().await;
-                        std::fs::write(&counter, (value + 1).to_string()).unwrap();
-                        std::fs::remove_file(&marker).unwrap();
-                        grant.release().await.unwrap();
-                    }
-                });
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.join().unwrap();
-    }
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&marker)
+                    .expect("two holders at once");
+                let previous =
+                    last_token.fetch_max(grant.token, std::sync::atomic::Ordering::SeqCst);
+                assert!(
+                    previous < grant.token,
+                    "token {} after {previous}",
+                    grant.token
+                );
+                let value: u64 = std::fs::read_to_string(&counter).unwrap().parse().unwrap();
+                tokio::task::yield_now().await;
+                std::fs::write(&counter, (value + 1).to_string()).unwrap();
+                std::fs::remove_file(&marker).unwrap();
+                grant.release().await.unwrap();
+            }
+        }
+    });
     assert_eq!(
-        std::fs::read_to_string(&counter).unwrap(),
+        std::fs::read_to_string(&total).unwrap(),
         (THREADS * ROUNDS).to_string()
     );
 }
@@ -661,4 +672,72 @@ async fn foreign_keys_under_the_prefix_are_an_error_not_unavailable() {
         .unwrap_err();
     assert_eq!(err.code, "EIO", "{err}");
     assert!(err.message.contains("WRONGTYPE"), "{err}");
+}
+
+/// Readers and writers on threads with their own connections, some giving up on
+/// short timeouts: a writer never overlaps anyone, and everyone who waits long
+/// enough gets in.
+#[test]
+fn mixed_readers_and_writers_never_break_exclusion() {
+    use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let writers = Arc::new(AtomicU32::new(0));
+    let readers = Arc::new(AtomicU32::new(0));
+    on_threads(4, &server, move |t, side| {
+        let (writers, readers) = (Arc::clone(&writers), Arc::clone(&readers));
+        async move {
+            let mut granted = 0;
+            for round in 0..30u64 {
+                let mode = if (t + round) % 3 == 0 {
+                    Exclusive
+                } else {
+                    Shared
+                };
+                // Every fifth try is impatient and may time out.
+                let within = Duration::from_millis(if round % 5 == 4 { 2 } else { 20_000 });
+                let Ok(grant) = lock(&side, "mixed", mode, LONG, within).await else {
+                    assert!(round % 5 == 4, "a patient waiter failed");
+                    continue;
+                };
+                granted += 1;
+                if mode == Exclusive {
+                    assert_eq!(writers.fetch_add(1, SeqCst), 0, "two writers");
+                    assert_eq!(readers.load(SeqCst), 0, "a writer beside readers");
+                    tokio::task::yield_now().await;
+                    writers.fetch_sub(1, SeqCst);
+                } else {
+                    readers.fetch_add(1, SeqCst);
+                    assert_eq!(writers.load(SeqCst), 0, "a reader beside a writer");
+                    tokio::task::yield_now().await;
+                    readers.fetch_sub(1, SeqCst);
+                }
+                grant.release().await.unwrap();
+            }
+            assert!(granted >= 24);
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_lost_reply_gets_the_same_grant_back() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let side = backend(&server).await;
+    let record = RedisBackend::record("retry", Exclusive);
+    let claim = Claim::new(&side.shared, "lost", Exclusive, &record, LONG).unwrap();
+    let Attempt::Granted(first) = claim.attempt(&side.shared, false).await.unwrap() else {
+        panic!("free lock refused");
+    };
+    // As if that reply never arrived: the same claim again.
+    let Attempt::Granted(again) = claim.attempt(&side.shared, false).await.unwrap() else {
+        panic!("a retry queued behind its own grant");
+    };
+    assert_eq!((again.token, &again.lock_id), (first.token, &first.lock_id));
+    assert_eq!(side.status("lost").await.unwrap().owners.len(), 1);
+    std::mem::forget(first); // one grant, two handles: release it once
+    again.release().await.unwrap();
+    assert!(!side.status("lost").await.unwrap().locked);
 }
