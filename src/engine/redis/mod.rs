@@ -53,7 +53,8 @@ pub struct RedisBackend {
 impl RedisBackend {
     /// Checks the configuration and returns at once: nothing is dialled until the
     /// first request, so a backend can be made while Redis is down. Must be called
-    /// inside a tokio runtime (its pub/sub listener is spawned on it).
+    /// inside a tokio runtime; the pub/sub listener is spawned on the runtime of the
+    /// first wait.
     pub async fn connect(config: RedisConfig) -> Result<RedisBackend> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(LockError::invalid(
@@ -61,7 +62,7 @@ impl RedisBackend {
             ));
         }
         let conn = Conn::open(&config)?;
-        let wakeups = Wakeups::start(
+        let wakeups = Wakeups::new(
             conn.client().clone(),
             config.connect_timeout,
             config.response_timeout,

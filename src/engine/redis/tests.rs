@@ -66,6 +66,7 @@ async fn lock(
 /// later to blur a count of script calls.
 async fn listening(server: &TestRedis) -> RedisBackend {
     let side = backend(server).await;
+    side.shared.wakeups.ensure_started();
     let start = Instant::now();
     while !side.shared.wakeups.listening() {
         assert!(
@@ -740,4 +741,38 @@ async fn a_retry_after_a_lost_reply_gets_the_same_grant_back() {
     std::mem::forget(first); // one grant, two handles: release it once
     again.release().await.unwrap();
     assert!(!side.status("lost").await.unwrap().locked);
+}
+
+#[tokio::test]
+async fn bad_configurations_are_einval() {
+    let bad_url = RedisBackend::connect(RedisConfig::new("not a url")).await;
+    assert_eq!(
+        bad_url.err().map(|e| e.code),
+        Some(code::INVALID.to_string())
+    );
+    let braces = RedisConfig {
+        prefix: "app{1}:".into(),
+        ..RedisConfig::default()
+    };
+    let braces = RedisBackend::connect(braces).await;
+    assert_eq!(
+        braces.err().map(|e| e.code),
+        Some(code::INVALID.to_string())
+    );
+    // Bad requests fail before anything is dialled.
+    let nowhere = format!("redis://127.0.0.1:{}/0", free_port());
+    let side = RedisBackend::connect(RedisConfig::new(nowhere))
+        .await
+        .unwrap();
+    let record = RedisBackend::record("t", Exclusive);
+    let err = side
+        .try_acquire("", Exclusive, &record, LONG)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, code::INVALID);
+    let err = side
+        .try_acquire("n", Exclusive, &record, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, code::INVALID);
 }

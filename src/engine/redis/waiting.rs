@@ -41,8 +41,20 @@ enum Command {
 pub(crate) struct Wakeups {
     hub: Arc<Mutex<Hub>>,
     commands: mpsc::UnboundedSender<Command>,
+    /// What the listener needs, until the first wait starts it: a backend that
+    /// never waits opens no pub/sub connection.
+    idle: Mutex<Option<Idle>>,
+    /// True while the listener is connected.
+    online: watch::Receiver<bool>,
     stop: CancellationToken,
+    connect_timeout: Duration,
     response_timeout: Duration,
+}
+
+struct Idle {
+    client: Client,
+    inbox: mpsc::UnboundedReceiver<Command>,
+    online: watch::Sender<bool>,
 }
 
 fn lock(hub: &Mutex<Hub>) -> MutexGuard<'_, Hub> {
@@ -58,30 +70,51 @@ fn bump(hub: &Hub, channel: Option<&str>) {
 }
 
 impl Wakeups {
-    /// Starts the listener task (inside a tokio runtime); it ends when this drops.
-    pub fn start(client: Client, connect_timeout: Duration, response_timeout: Duration) -> Wakeups {
-        let hub = Arc::new(Mutex::new(Hub::default()));
+    /// The listener starts with the first wait; it ends when this drops.
+    pub fn new(client: Client, connect_timeout: Duration, response_timeout: Duration) -> Wakeups {
         let (commands, inbox) = mpsc::unbounded_channel();
-        let stop = CancellationToken::new();
-        tokio::spawn(listen(
-            client,
-            Arc::clone(&hub),
-            inbox,
-            stop.clone(),
-            connect_timeout,
-        ));
+        let (online_tx, online) = watch::channel(false);
         Wakeups {
-            hub,
+            hub: Arc::new(Mutex::new(Hub::default())),
             commands,
-            stop,
+            idle: Mutex::new(Some(Idle {
+                client,
+                inbox,
+                online: online_tx,
+            })),
+            online,
+            stop: CancellationToken::new(),
+            connect_timeout,
             response_timeout,
         }
+    }
+
+    /// Spawns the listener (on the current tokio runtime) unless it runs already;
+    /// true when this call started it.
+    pub fn ensure_started(&self) -> bool {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(idle) = idle else {
+            return false;
+        };
+        tokio::spawn(listen(
+            idle,
+            Arc::clone(&self.hub),
+            self.stop.clone(),
+            self.connect_timeout,
+        ));
+        true
     }
 
     /// Starts listening on `channel`; returns once Redis confirmed the subscription
     /// (or at once while the listener is disconnected: it subscribes to every
     /// watched channel when it reconnects, then wakes them all).
     pub async fn watch(&self, channel: &str) -> Watch {
+        if self.ensure_started() {
+            // The first wait gives the new listener its connect time, so it too
+            // returns subscribed.
+            let mut online = self.online.clone();
+            let _ = tokio::time::timeout(self.connect_timeout, online.wait_for(|up| *up)).await;
+        }
         let (bumps, connected) = {
             let mut hub = lock(&self.hub);
             let connected = hub.connected;
@@ -170,12 +203,16 @@ impl Drop for Watch {
 /// (un)subscriptions go through it in order, so an unsubscribe never overtakes a
 /// later subscribe to the same channel.
 async fn listen(
-    client: Client,
+    idle: Idle,
     hub: Arc<Mutex<Hub>>,
-    mut inbox: mpsc::UnboundedReceiver<Command>,
     stop: CancellationToken,
     connect_timeout: Duration,
 ) {
+    let Idle {
+        client,
+        mut inbox,
+        online,
+    } = idle;
     let mut pause = MIN_PAUSE;
     loop {
         let connected = tokio::select! {
@@ -199,6 +236,7 @@ async fn listen(
             hub.connected = true;
             hub.channels.keys().cloned().collect()
         };
+        online.send_replace(true);
         // One channel per SUBSCRIBE: one confirmation per request.
         let mut subscribed = true;
         for name in &names {
@@ -232,6 +270,7 @@ async fn listen(
                 }
             }
         }
+        online.send_replace(false);
         let mut hub = lock(&hub);
         hub.connected = false;
         bump(&hub, None);
@@ -425,7 +464,7 @@ mod tests {
         };
         let client = Client::open(server.url()).unwrap();
         let timeout = Duration::from_millis(300);
-        let wakeups = Wakeups::start(client.clone(), timeout, timeout);
+        let wakeups = Wakeups::new(client.clone(), timeout, timeout);
         let (mut a, b) = (wakeups.watch("a").await, wakeups.watch("b").await);
         // Watched before the listener connected: subscribed when it does.
         until_listeners(&client, "a", 1).await;
