@@ -776,3 +776,40 @@ async fn bad_configurations_are_einval() {
         .unwrap_err();
     assert_eq!(err.code, code::INVALID);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_wakes_only_the_writer_whose_turn_it_is() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let holder_side = backend(&server).await;
+    let mut held = try_lock(&holder_side, "herd", Exclusive, LONG)
+        .await
+        .unwrap();
+    let mut waiters = Vec::new();
+    for _ in 0..4 {
+        let side = listening(&server).await;
+        let task = spawn_lock(&side, "herd", Exclusive, LONG, Duration::from_secs(10));
+        until_calls(&side, 2).await;
+        waiters.push((side, task));
+    }
+    for turn in 0..4 {
+        let asleep: Vec<u64> = waiters[turn + 1..]
+            .iter()
+            .map(|(side, _)| side.script_calls())
+            .collect();
+        held.release().await.unwrap();
+        held = (&mut waiters[turn].1).await.unwrap().expect("its turn");
+        // Let any wrongly woken waiter make its attempt before counting.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let after: Vec<u64> = waiters[turn + 1..]
+            .iter()
+            .map(|(side, _)| side.script_calls())
+            .collect();
+        assert_eq!(
+            after, asleep,
+            "waiters behind the next writer slept through turn {turn}"
+        );
+    }
+    held.release().await.unwrap();
+}

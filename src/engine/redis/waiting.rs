@@ -29,7 +29,9 @@ struct Hub {
 }
 
 struct Channel {
-    bumps: watch::Sender<u64>,
+    /// A count of announcements, and the last one's hint: who may go next
+    /// (`*`: anyone). Only the latest matters: it describes the latest state.
+    bumps: watch::Sender<(u64, String)>,
     watchers: usize,
 }
 
@@ -61,10 +63,17 @@ fn lock(hub: &Mutex<Hub>) -> MutexGuard<'_, Hub> {
     hub.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn bump(hub: &Hub, channel: Option<&str>) {
+/// Anyone may try: the hint of announcements that name nobody, and of our own
+/// bumps after a reconnect.
+pub(crate) const ANYONE: &str = "*";
+
+fn bump(hub: &Hub, channel: Option<&str>, hint: &str) {
     for (name, entry) in &hub.channels {
         if channel.is_none_or(|c| c == name) {
-            entry.bumps.send_modify(|n| *n += 1);
+            entry.bumps.send_modify(|(n, last)| {
+                *n += 1;
+                hint.clone_into(last);
+            });
         }
     }
 }
@@ -122,7 +131,7 @@ impl Wakeups {
                 .channels
                 .entry(channel.to_string())
                 .or_insert_with(|| Channel {
-                    bumps: watch::channel(0).0,
+                    bumps: watch::channel((0, ANYONE.to_string())).0,
                     watchers: 0,
                 });
             entry.watchers += 1;
@@ -164,7 +173,7 @@ impl Drop for Wakeups {
 
 /// A waiter's view of one channel.
 pub(crate) struct Watch {
-    bumps: watch::Receiver<u64>,
+    bumps: watch::Receiver<(u64, String)>,
     channel: String,
     hub: Arc<Mutex<Hub>>,
     commands: mpsc::UnboundedSender<Command>,
@@ -176,10 +185,12 @@ impl Watch {
         self.bumps.borrow_and_update();
     }
 
-    async fn changed(&mut self) {
+    /// Waits for the next announcement; returns its hint.
+    async fn changed(&mut self) -> String {
         if self.bumps.changed().await.is_err() {
-            pending::<()>().await;
+            return pending().await;
         }
+        self.bumps.borrow_and_update().1.clone()
     }
 }
 
@@ -244,7 +255,7 @@ async fn listen(
         }
         if subscribed {
             // Changes while we were away went unheard: everyone looks again.
-            bump(&lock(&hub), None);
+            bump(&lock(&hub), None, ANYONE);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -264,7 +275,10 @@ async fn listen(
                         }
                     },
                     message = stream.next() => match message {
-                        Some(message) => bump(&lock(&hub), Some(message.get_channel_name())),
+                        Some(message) => {
+                            let hint = message.get_payload::<String>().unwrap_or_else(|_| ANYONE.into());
+                            bump(&lock(&hub), Some(message.get_channel_name()), &hint);
+                        }
                         None => break,
                     },
                 }
@@ -273,7 +287,7 @@ async fn listen(
         online.send_replace(false);
         let mut hub = lock(&hub);
         hub.connected = false;
-        bump(&hub, None);
+        bump(&hub, None, ANYONE);
     }
 }
 
@@ -367,18 +381,24 @@ async fn wait_turn(
             }
             Err(e) => return Err(e),
         };
-        let woken = async {
-            match watch.as_mut() {
-                Some(watch) => watch.changed().await,
-                None => pending().await,
+        let wake_at = tokio::time::Instant::now() + nap;
+        loop {
+            let woken = async {
+                match watch.as_mut() {
+                    Some(watch) => watch.changed().await,
+                    None => pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(aborted(claim)),
+                _ = until(deadline) => return Err(gave_up(claim, answered, failure)),
+                // An announcement that names another waiter: only it can get in.
+                hint = woken => if hint == ANYONE || hint == claim.member {
+                    break;
+                },
+                _ = tokio::time::sleep_until(wake_at) => break,
             }
-        };
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Err(aborted(claim)),
-            _ = until(deadline) => return Err(gave_up(claim, answered, failure)),
-            _ = woken => {}
-            _ = tokio::time::sleep(nap) => {}
         }
     }
 }

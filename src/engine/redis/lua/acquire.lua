@@ -63,7 +63,7 @@ if eligible then
   redis.call('ZADD', KEYS[2], now + lease, member)
   redis.call('ZREM', KEYS[5], member)
   redis.call('ZREM', KEYS[6], member)
-  if dead + late > 0 then announce() end
+  if dead + late > 0 then announce(now) end
   return {1, token, now + lease, now}
 end
 
@@ -82,6 +82,6 @@ for _, m in ipairs(ahead) do
   local d = redis.call('ZSCORE', KEYS[6], m)
   if d and (wake < 0 or tonumber(d) < wake) then wake = tonumber(d) end
 end
-if dead + late > 0 then announce() end
+if dead + late > 0 then announce(now) end
 if wake < 0 then return {0, -1} end
 return {0, wake - now}

@@ -26,7 +26,16 @@ local function purge(now, dry)
   return #dead, #late
 end
 
--- Wakes every waiter: something changed that may let one in.
-local function announce()
-  redis.call('PUBLISH', ARGV[1], '1')
+-- Tells the waiters that something changed, and who may go next: the first live
+-- waiter when it is a writer (nobody behind it can get in), else '*' (readers go in
+-- together). Waiters that are not named stay asleep, so a release costs one
+-- attempt, not one per waiter.
+local function announce(now)
+  purge(now, false)
+  local head = redis.call('ZRANGE', KEYS[5], 0, 0)[1]
+  if head and string.sub(head, 1, 1) == 'x' then
+    redis.call('PUBLISH', ARGV[1], head)
+  else
+    redis.call('PUBLISH', ARGV[1], '*')
+  end
 end

@@ -7,7 +7,7 @@ local deadline = redis.call('ZSCORE', KEYS[2], member)
 local had = redis.call('HDEL', KEYS[1], id)
 redis.call('ZREM', KEYS[2], member)
 local queued = redis.call('ZREM', KEYS[5], member) + redis.call('ZREM', KEYS[6], member)
-if had == 1 or deadline ~= false or queued > 0 then announce() end
+if had == 1 or deadline ~= false or queued > 0 then announce(now) end
 if had == 0 or deadline == false then return {0, 0} end
 deadline = tonumber(deadline)
 if deadline <= now then return {-1, now - deadline} end
