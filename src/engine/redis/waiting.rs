@@ -1,6 +1,7 @@
-//! Waiting without polling. One pub/sub connection per backend listens on the
-//! channels of the locks someone waits for; every change a script announces bumps
-//! that channel's counter and wakes its waiters, who then try again. A release
+//! Waiting without polling. One pub/sub connection per backend (opened by its first
+//! wait) listens on the channels of the locks someone waits for. Every change a
+//! script announces bumps that channel's counter with a hint of who may go next;
+//! the waiters it names (or all, for `*`) try again, the others sleep on. A release
 //! nobody announced (a holder that died) is caught by the fallback timer: the first
 //! lease ahead of the waiter running out.
 
@@ -381,25 +382,32 @@ async fn wait_turn(
             }
             Err(e) => return Err(e),
         };
-        let wake_at = tokio::time::Instant::now() + nap;
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(aborted(claim)),
+            _ = until(deadline) => return Err(gave_up(claim, answered, failure)),
+            _ = until_called(watch.as_mut(), &claim.member, nap) => {}
+        }
+    }
+}
+
+/// Sleeps for `nap`, or until an announcement names `member` or everyone. One that
+/// names another waiter is not for us: only that one can get in.
+async fn until_called(watch: Option<&mut Watch>, member: &str, nap: Duration) {
+    let Some(watch) = watch else {
+        return tokio::time::sleep(nap).await;
+    };
+    let called = async {
         loop {
-            let woken = async {
-                match watch.as_mut() {
-                    Some(watch) => watch.changed().await,
-                    None => pending().await,
-                }
-            };
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Err(aborted(claim)),
-                _ = until(deadline) => return Err(gave_up(claim, answered, failure)),
-                // An announcement that names another waiter: only it can get in.
-                hint = woken => if hint == ANYONE || hint == claim.member {
-                    break;
-                },
-                _ = tokio::time::sleep_until(wake_at) => break,
+            let hint = watch.changed().await;
+            if hint == ANYONE || hint == member {
+                return;
             }
         }
+    };
+    tokio::select! {
+        _ = called => {}
+        _ = tokio::time::sleep(nap) => {}
     }
 }
 
