@@ -97,6 +97,7 @@ impl TestRedis {
     }
 
     /// SIGSTOP (`stop: true`) or SIGCONT: a server that accepts but never answers.
+    #[cfg(unix)]
     pub fn pause(&self, stop: bool) {
         let pid = self.child.as_ref().expect("running").id() as libc::pid_t;
         let signal = if stop { libc::SIGSTOP } else { libc::SIGCONT };

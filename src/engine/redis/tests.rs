@@ -632,6 +632,7 @@ fn threads_with_their_own_connections_never_overlap() {
     );
 }
 
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_stops_answering_never_holds_an_acquire_past_its_timeout() {
     let Some(server) = TestRedis::start() else {
