@@ -814,3 +814,29 @@ async fn a_release_wakes_only_the_writer_whose_turn_it_is() {
     }
     held.release().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefixes_keep_applications_apart() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let plain = backend(&server).await;
+    let starred = backend_with(RedisConfig {
+        prefix: "app*[1]:".into(),
+        ..RedisConfig::new(server.url())
+    })
+    .await;
+    let _mine = try_lock(&plain, "same", Exclusive, LONG).await.unwrap();
+    let theirs = try_lock(&starred, "same", Exclusive, LONG)
+        .await
+        .expect("another prefix, another lock");
+    assert_eq!(theirs.token, 1);
+    let _other = try_lock(&starred, "x}y", Shared, LONG).await.unwrap();
+    let names = |list: Vec<crate::engine::inspect::LockStatus>| -> Vec<String> {
+        list.iter()
+            .map(|s| s.lockfile.display().to_string())
+            .collect()
+    };
+    assert_eq!(names(plain.list().await.unwrap()), vec!["same"]);
+    assert_eq!(names(starred.list().await.unwrap()), vec!["same", "x}y"]);
+}
