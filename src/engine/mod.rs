@@ -15,7 +15,6 @@ pub mod manager;
 pub mod metrics;
 pub mod owner_record;
 pub mod process;
-pub mod redis;
 pub mod release_events;
 pub mod runtime;
 pub mod safe_fs;

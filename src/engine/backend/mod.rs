@@ -5,6 +5,7 @@
 pub mod factory;
 pub mod kernel;
 pub mod mkdir;
+pub mod redis;
 pub mod traits;
 
 pub use factory::{open_backend, Strategy};

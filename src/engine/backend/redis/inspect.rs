@@ -65,6 +65,7 @@ fn owner(lock_id: &str, json: &str, deadline: Option<u64>, now: u64) -> OwnerSta
         timestamp: 0,
         heartbeat: 0,
         process_start: None,
+        origin: Default::default(),
         mode: LockMode::Exclusive,
         lock_id: lock_id.to_string(),
         token: 0,

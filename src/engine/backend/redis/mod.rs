@@ -29,9 +29,10 @@ use connection::Conn;
 use grant::{Attempt, Claim};
 use waiting::Wakeups;
 
-use super::error::{LockError, Result};
-use super::inspect::{CleanupReport, LockStatus};
-use super::owner_record::{now_ms, LockMode, OwnerRecord, ProcessIdentity};
+use crate::engine::error::{LockError, Result};
+use crate::engine::inspect::{CleanupReport, LockStatus};
+use crate::engine::owner_record::{LockMode, OwnerRecord};
+use crate::engine::process::ProcessIdentity;
 
 /// Redis could not be reached (refused, timed out, dropped, loading, read-only).
 pub const UNAVAILABLE: &str = "EUNAVAILABLE";
@@ -75,19 +76,9 @@ impl RedisBackend {
     /// A record for this process as `owner` (the `process` label); the scripts fill
     /// in token, timestamp and heartbeat.
     pub fn record(owner: &str, mode: LockMode) -> OwnerRecord {
-        let identity = ProcessIdentity::get();
-        OwnerRecord {
-            pid: identity.pid,
-            host: identity.host.clone(),
-            process: owner.to_string(),
-            user: identity.user.clone(),
-            timestamp: now_ms(),
-            heartbeat: now_ms(),
-            process_start: identity.process_start,
-            mode,
-            lock_id: String::new(),
-            token: 0,
-        }
+        ProcessIdentity::get()
+            .claimant(owner)
+            .record(mode, String::new(), 0)
     }
 
     /// One attempt, never queued: `None` when held or when others wait ahead.

@@ -459,7 +459,7 @@ fn gave_up(claim: &Claim, answered: bool, failure: Option<LockError>) -> LockErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::redis::test_server::TestRedis;
+    use crate::engine::backend::redis::test_server::TestRedis;
 
     async fn publish(client: &Client, channel: &str) -> i64 {
         let Ok(mut con) = client.get_multiplexed_async_connection().await else {

@@ -9,7 +9,8 @@ use super::config::Keys;
 use super::scripts;
 use super::{Shared, UNAVAILABLE};
 use crate::engine::error::{code, LockError, Result};
-use crate::engine::owner_record::{LockMode, OwnerRecord, ProcessIdentity};
+use crate::engine::owner_record::{LockMode, OwnerRecord};
+use crate::engine::process::ProcessIdentity;
 
 /// The outcome of one attempt that reached Redis.
 pub(crate) enum Attempt {

@@ -49,7 +49,7 @@ async fn lock(
     mode: LockMode,
     lease_ms: u64,
     within: Duration,
-) -> super::super::Result<RedisGrant> {
+) -> crate::engine::Result<RedisGrant> {
     backend
         .acquire(
             name,
@@ -85,7 +85,7 @@ fn spawn_lock(
     mode: LockMode,
     lease_ms: u64,
     within: Duration,
-) -> tokio::task::JoinHandle<super::super::Result<RedisGrant>> {
+) -> tokio::task::JoinHandle<crate::engine::Result<RedisGrant>> {
     let backend = backend.clone();
     tokio::spawn(async move { lock(&backend, name, mode, lease_ms, within).await })
 }
