@@ -2,6 +2,7 @@
 //! JavaScript thread, heartbeats, the release watcher. One worker thread, however many
 //! locks and waiters there are, so no waiter sits on libuv's threadpool.
 
+use std::future::Future;
 use std::sync::OnceLock;
 
 use tokio::runtime::Runtime;
@@ -17,4 +18,14 @@ pub fn runtime() -> &'static Runtime {
             .build()
             .expect("the lockwright wait runtime starts")
     })
+}
+
+/// Runs `future` to completion from synchronous code (a sync API, a heartbeat, a
+/// release) on this runtime. On one of its own threads it blocks in place, so the
+/// runtime moves its other work elsewhere meanwhile; anywhere else it blocks on it.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => tokio::task::block_in_place(|| handle.block_on(future)),
+        Err(_) => runtime().block_on(future),
+    }
 }

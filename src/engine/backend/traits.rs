@@ -4,7 +4,10 @@
 //! holds, until its release. The manager and the wait loop know only these.
 
 use std::fmt::Debug;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Instant;
 
 use crate::engine::error::Result;
 use crate::engine::inspect::{CleanupReport, LockStatus};
@@ -14,9 +17,26 @@ pub trait Backend: Send + Sync + Debug {
     /// A new contender for the lock at `lock` (a lock file, a lock directory).
     fn contender(&self, lock: &Path, mode: LockMode) -> Result<Box<dyn Contend>>;
     /// Whether a held lock lives only as long as its heartbeats keep it fresh (a lock
-    /// directory's mtime), so turning heartbeats off would lose it.
+    /// directory's mtime, a lease), so turning heartbeats off would lose it.
     fn needs_heartbeat(&self) -> bool {
         false
+    }
+    /// The slowest heartbeat that keeps a live holder from looking stale.
+    fn max_heartbeat_ms(&self, stale_ms: u64) -> u64 {
+        stale_ms / 2
+    }
+    /// Whether locks live on a server (Redis) rather than in files: names are then
+    /// logical keys, used as given, never resolved against the working directory; an
+    /// async acquire never makes its round trip on the calling thread; and waits are
+    /// the backend's own (`wait`), not the manager's file watching.
+    fn remote(&self) -> bool {
+        false
+    }
+    /// A remote backend's wait, which queues and wakes its waiters across hosts; it
+    /// ends by `deadline` (`None`: never) with the backend's own error. File backends
+    /// return `None`: the manager watches their lock files.
+    fn wait(&self, _request: WaitRequest) -> Option<PendingLock> {
+        None
     }
     /// Who holds `lock` now, as their records say: errors name them.
     fn holders(&self, lock: &Path) -> Vec<OwnerRecord>;
@@ -29,6 +49,18 @@ pub trait Backend: Send + Sync + Debug {
     /// `target` names it in errors. Returns whether anything changed.
     fn force_release(&self, lock: &Path, target: &Path, force: bool) -> Result<bool>;
 }
+
+/// What a self-waiting backend is asked for.
+pub struct WaitRequest {
+    pub lock: PathBuf,
+    pub mode: LockMode,
+    pub claimant: Claimant,
+    pub lock_id: String,
+    /// `None`: wait forever. A deadline already past means one attempt.
+    pub deadline: Option<Instant>,
+}
+
+pub type PendingLock = Pin<Box<dyn Future<Output = Result<Box<dyn HeldLock>>> + Send>>;
 
 pub trait HeldLock: Send + Debug {
     fn path(&self) -> &Path;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::backend::traits::{PendingLock, WaitRequest};
 use crate::engine::backend::{open_backend, Backend, HeldLock};
 use crate::engine::error::{code, LockError, Result};
 use crate::engine::inspect::{CleanupReport, LockStatus};
@@ -64,9 +65,9 @@ struct Request {
     mode: LockMode,
     wait: Wait,
     asked: Instant,
-    /// The process's queue for the lock file, and our place in it if it was free.
-    turn: Turn,
-    place: Option<OwnedMutexGuard<()>>,
+    /// The process's queue for the lock file, and our place in it if it was free;
+    /// `None` for a remote backend, whose server queues its waiters itself.
+    turn: Option<(Turn, Option<OwnedMutexGuard<()>>)>,
 }
 
 /// One grant. The heartbeat beats each through its own mutex, so file I/O never
@@ -130,9 +131,12 @@ impl LockManager {
         };
         let identity = ProcessIdentity::get();
         let stale_ms = options.stale_ms.max(MIN_STALE_MS);
-        let backend = open_backend(options.strategy, stale_ms);
-        let heartbeat_ms =
-            heartbeat_period(options.heartbeat_ms, stale_ms, backend.needs_heartbeat())?;
+        let backend = open_backend(options.strategy.clone(), stale_ms)?;
+        let heartbeat_ms = heartbeat_period(
+            options.heartbeat_ms,
+            backend.max_heartbeat_ms(stale_ms),
+            backend.needs_heartbeat(),
+        )?;
         let manager = LockManager {
             inner: Arc::new(Inner {
                 claimant: identity.claimant(options.owner),
@@ -182,6 +186,11 @@ impl LockManager {
         lockfile_path: Option<&str>,
         realpath: Option<bool>,
     ) -> Result<(PathBuf, PathBuf)> {
+        if self.inner.backend.remote() {
+            // A logical key: used as given, whatever the working directory.
+            let name = lockfile_path.unwrap_or(target);
+            return Ok((lock_name(target, "path")?, lock_name(name, "lockfilePath")?));
+        }
         let mut target_path = validate_path(target, "path")?;
         if realpath.unwrap_or(self.inner.realpath) {
             target_path = real_target(&target_path);
@@ -238,13 +247,28 @@ impl LockManager {
             return Acquisition::Ready(Err(closed_error(&target, false)));
         }
         let asked = Instant::now();
+        let wait = options.timeout.unwrap_or(self.inner.timeout);
+        if self.inner.backend.remote() {
+            // Even one attempt is a round trip: never on the calling thread.
+            return Acquisition::Waiting(Box::pin(self.clone().wait(
+                Request {
+                    target,
+                    lockfile,
+                    mode: options.mode,
+                    wait,
+                    asked,
+                    turn: None,
+                },
+                cancel,
+                ReleaseEvents::global(),
+            )));
+        }
         // The uncontended path stays on the calling thread.
         match self.attempt_now(&target, &lockfile, options.mode, asked) {
             Ok(Some(grant)) => return Acquisition::Ready(Ok(grant)),
             Ok(None) => {}
             Err(e) => return Acquisition::Ready(Err(e)),
         }
-        let wait = options.timeout.unwrap_or(self.inner.timeout);
         if wait == Wait::Once {
             return Acquisition::Ready(Err(locked_error(
                 &target,
@@ -262,8 +286,7 @@ impl LockManager {
                 mode: options.mode,
                 wait,
                 asked,
-                turn,
-                place,
+                turn: Some((turn, place)),
             },
             cancel,
             events().unwrap_or_else(ReleaseEvents::global),
@@ -292,21 +315,44 @@ impl LockManager {
             wait,
             asked,
             turn,
-            place,
         } = request;
-        let contender = match self.inner.backend.contender(&lockfile, mode) {
-            Ok(contender) => contender,
-            Err(e) => return Err(e),
+        let backend = &self.inner.backend;
+        let attempt: PendingLock = match turn {
+            Some(turn) => Box::pin(wait_for_lock(
+                turn,
+                backend.contender(&lockfile, mode)?,
+                self.inner.claimant.clone(),
+                events,
+            )),
+            None if wait == Wait::Once => {
+                let once = self.attempt_held(&lockfile, mode).and_then(|held| {
+                    held.ok_or_else(|| locked_error(&target, backend.holders(&lockfile)))
+                });
+                Box::pin(std::future::ready(once))
+            }
+            None => backend
+                .wait(WaitRequest {
+                    lock: lockfile.clone(),
+                    mode,
+                    claimant: self.inner.claimant.clone(),
+                    lock_id: ProcessIdentity::get().next_lock_id(),
+                    deadline: match wait {
+                        Wait::For(duration) => Some(asked + duration),
+                        Wait::Once => Some(asked),
+                        Wait::Forever => None,
+                    },
+                })
+                .expect("a remote backend runs its own waits"),
         };
-        let attempt = wait_for_lock(
-            (turn, place),
-            contender,
-            self.inner.claimant.clone(),
-            events,
-        );
-        // Counted from the call, however late the wait is first polled.
+        // Counted from the call, however late the wait is first polled. A remote
+        // backend ends its own wait (`EUNAVAILABLE` when the server never answered).
+        let local_deadline = if backend.remote() {
+            Wait::Forever
+        } else {
+            wait
+        };
         let deadline = async {
-            match wait {
+            match local_deadline {
                 Wait::For(duration) => {
                     tokio::time::sleep_until(tokio::time::Instant::from_std(asked + duration)).await
                 }
@@ -330,6 +376,13 @@ impl LockManager {
         outcome
     }
 
+    /// One attempt at the lock, as this manager's claimant.
+    fn attempt_held(&self, lockfile: &Path, mode: LockMode) -> Result<Option<Box<dyn HeldLock>>> {
+        let mut contender = self.inner.backend.contender(lockfile, mode)?;
+        let lock_id = ProcessIdentity::get().next_lock_id();
+        contender.try_acquire(&self.inner.claimant, lock_id, false)
+    }
+
     fn attempt_now(
         &self,
         target: &Path,
@@ -337,11 +390,7 @@ impl LockManager {
         mode: LockMode,
         asked: Instant,
     ) -> Result<Option<LockGrant>> {
-        let attempt = || -> Result<Option<Box<dyn HeldLock>>> {
-            let mut contender = self.inner.backend.contender(lockfile, mode)?;
-            let lock_id = ProcessIdentity::get().next_lock_id();
-            contender.try_acquire(&self.inner.claimant, lock_id, false)
-        };
+        let attempt = || self.attempt_held(lockfile, mode);
         // Someone in this process is already waiting: they go first.
         let granted = match existing_turn(lockfile) {
             None => attempt()?,
@@ -597,6 +646,16 @@ fn closed_error(target: &Path, waiting: bool) -> LockError {
     LockError::new(code::ABORTED, message, Some(target))
 }
 
+/// A remote lock's name, checked as a path is: a non-empty string without NUL.
+fn lock_name(name: &str, what: &str) -> Result<PathBuf> {
+    if name.is_empty() || name.contains('\0') {
+        return Err(LockError::invalid(format!(
+            "{what} must be a non-empty lock name without NUL characters"
+        )));
+    }
+    Ok(PathBuf::from(name))
+}
+
 fn locked_error(target: &Path, holders: Vec<OwnerRecord>) -> LockError {
     LockError::new(
         code::LOCKED,
@@ -812,6 +871,7 @@ mod tests {
         let b = manager("b");
         let (_, lockfile) = b.resolve(&target(&dir), None, None).unwrap();
         let lock = open_backend(Strategy::Kernel, 10_000)
+            .unwrap()
             .contender(&lockfile, LockMode::Exclusive)
             .unwrap()
             .try_acquire(&b.inner.claimant, "b-1".into(), false)
@@ -831,23 +891,23 @@ mod tests {
 
     #[test]
     fn heartbeats_are_clamped_to_half_of_stale_and_never_rounded_to_none() {
-        assert_eq!(heartbeat_period(None, 10_000, false).unwrap(), 5_000);
+        assert_eq!(heartbeat_period(None, 5_000, false).unwrap(), 5_000);
         assert_eq!(
-            heartbeat_period(Some(60_000.0), 10_000, true).unwrap(),
+            heartbeat_period(Some(60_000.0), 5_000, true).unwrap(),
             5_000
         );
         assert_eq!(
-            heartbeat_period(Some(10_000.0), 10_000, false).unwrap(),
+            heartbeat_period(Some(10_000.0), 5_000, false).unwrap(),
             5_000
         );
-        assert_eq!(heartbeat_period(Some(0.5), 10_000, true).unwrap(), 1);
-        assert_eq!(heartbeat_period(Some(0.0), 10_000, false).unwrap(), 0);
+        assert_eq!(heartbeat_period(Some(0.5), 5_000, true).unwrap(), 1);
+        assert_eq!(heartbeat_period(Some(0.0), 5_000, false).unwrap(), 0);
         assert_eq!(
-            heartbeat_period(Some(0.0), 10_000, true).unwrap_err().code,
+            heartbeat_period(Some(0.0), 5_000, true).unwrap_err().code,
             "EINVAL"
         );
         assert_eq!(
-            heartbeat_period(Some(f64::NAN), 10_000, false)
+            heartbeat_period(Some(f64::NAN), 5_000, false)
                 .unwrap_err()
                 .code,
             "EINVAL"

@@ -101,13 +101,14 @@ impl Default for AcquireOptions {
     }
 }
 
-/// The heartbeat period in ms, 0 for none. A beat slower than `stale / 2` (or none
-/// at all, or a fraction of a millisecond read as none) lets a live holder's mkdir
-/// lock look stale, so it is clamped as proper-lockfile clamps `update`; only a
-/// kernel lock, whose liveness on this host is its PID, may turn beats off.
-pub(super) fn heartbeat_period(asked: Option<f64>, stale_ms: u64, needed: bool) -> Result<u64> {
+/// The heartbeat period in ms, 0 for none. A beat slower than `max_ms` (the backend's:
+/// `stale / 2`, a third of a Redis lease) or none at all, or a fraction of a
+/// millisecond read as none, lets a live holder's mkdir lock or lease look stale, so it
+/// is clamped as proper-lockfile clamps `update`; only a kernel lock, whose liveness on
+/// this host is its PID, may turn beats off (`needed` false).
+pub(super) fn heartbeat_period(asked: Option<f64>, max_ms: u64, needed: bool) -> Result<u64> {
     let Some(ms) = asked else {
-        return Ok(stale_ms / 2);
+        return Ok(max_ms);
     };
     if !ms.is_finite() || ms < 0.0 {
         return Err(LockError::invalid(format!(
@@ -122,5 +123,5 @@ pub(super) fn heartbeat_period(asked: Option<f64>, stale_ms: u64, needed: bool) 
         }
         return Ok(0);
     }
-    Ok((ms.ceil() as u64).clamp(1, stale_ms / 2))
+    Ok((ms.ceil() as u64).clamp(1, max_ms))
 }

@@ -37,6 +37,14 @@ impl Default for RedisConfig {
 }
 
 impl RedisConfig {
+    /// The server `LOCKWRIGHT_REDIS_URL` names, or the local default.
+    pub fn from_env() -> Self {
+        match std::env::var("LOCKWRIGHT_REDIS_URL") {
+            Ok(url) if !url.is_empty() => RedisConfig::new(url),
+            _ => RedisConfig::default(),
+        }
+    }
+
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),

@@ -5,6 +5,7 @@
 //!
 //! Self-contained for now: the manager will drive it through a `Backend` trait.
 
+mod backend;
 mod config;
 mod connection;
 mod grant;
@@ -12,6 +13,8 @@ mod inspect;
 mod scripts;
 mod waiting;
 
+#[cfg(test)]
+mod manager_tests;
 #[cfg(test)]
 mod test_server;
 #[cfg(test)]
@@ -22,6 +25,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+pub use backend::RedisLocks;
 pub use config::{RedisConfig, DEFAULT_PREFIX, DEFAULT_URL};
 pub use grant::RedisGrant;
 
