@@ -3,6 +3,7 @@
 const { AsyncLocalStorage } = require('node:async_hooks')
 const { EventEmitter } = require('node:events')
 const { statSync } = require('node:fs')
+const { isAbsolute } = require('node:path')
 const { basename } = require('node:path')
 
 const native = require('../index.js')
@@ -73,9 +74,12 @@ function releaseAfter(lock, failure) {
  * lexical clean-up of the path would be wrong across symlinks.
  */
 function sameFileIn(held, lockfile) {
+  // Redis locks are named by keys, not files: only their own name matches them.
+  if (!isAbsolute(lockfile)) return undefined
   const wanted = statSync(lockfile, { bigint: true, throwIfNoEntry: false })
   if (!wanted) return undefined
   for (const level of held.values()) {
+    if (!isAbsolute(level.lock.lockfilePath)) continue
     // A held lock file stays put: its identity is read once per level.
     level.file ??= statSync(level.lock.lockfilePath, { bigint: true, throwIfNoEntry: false }) ?? null
     if (level.file && level.file.dev === wanted.dev && level.file.ino === wanted.ino) return level

@@ -5,6 +5,7 @@
 use napi::bindgen_prelude::{FromNapiValue, Object, Unknown};
 use napi::ValueType;
 
+use crate::engine::backend::redis::RedisConfig;
 use crate::engine::{LockError, LockMode, Result, Wait};
 
 fn kind(value: &Unknown) -> ValueType {
@@ -135,4 +136,40 @@ pub fn optional_millis(options: Option<&Object>, key: &str) -> Result<Option<u64
 
 pub fn optional_bool(options: Option<&Object>, key: &str) -> Result<Option<bool>> {
     optional_cast(options, key, ValueType::Boolean, "a boolean")
+}
+
+/// The `redis` option: a URL, or `{ url, prefix, connectTimeout, responseTimeout,
+/// tokenFloor }`; unset fields keep `base`'s (`LOCKWRIGHT_REDIS_URL` or the local
+/// default).
+pub fn optional_redis(options: Option<&Object>, base: RedisConfig) -> Result<Option<RedisConfig>> {
+    let Some(options) = options else {
+        return Ok(None);
+    };
+    let Some(value) = field(options, "redis")? else {
+        return Ok(None);
+    };
+    if kind(&value) == ValueType::String {
+        return Ok(Some(RedisConfig {
+            url: string(&value, "redis")?,
+            ..base
+        }));
+    }
+    let Some(redis) = self::options(Some(value), "redis")? else {
+        return Ok(None);
+    };
+    let redis = Some(&redis);
+    let millis = |key: &str, default: std::time::Duration| -> Result<std::time::Duration> {
+        Ok(optional_millis(redis, key)?
+            .map(std::time::Duration::from_millis)
+            .unwrap_or(default))
+    };
+    Ok(Some(RedisConfig {
+        url: optional_string(redis, "url")?.unwrap_or(base.url),
+        prefix: optional_string(redis, "prefix")?.unwrap_or(base.prefix),
+        connect_timeout: millis("connectTimeout", base.connect_timeout)?,
+        response_timeout: millis("responseTimeout", base.response_timeout)?,
+        token_floor: optional_number(redis, "tokenFloor")?
+            .map(|n| n.max(0.0) as u64)
+            .unwrap_or(base.token_floor),
+    }))
 }

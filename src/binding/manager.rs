@@ -6,8 +6,11 @@ use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::backend::redis::RedisConfig;
 use crate::engine::backend::Strategy;
-use crate::engine::{self, code, AcquireOptions, Acquisition, LockManager, ManagerOptions};
+use crate::engine::{
+    self, code, AcquireOptions, Acquisition, LockError, LockManager, ManagerOptions,
+};
 
 use super::args as js_args;
 use super::calls::{grant_id, guarded, js_thread_events, settle_in_background, spawn_on_js_thread};
@@ -56,6 +59,18 @@ impl NativeLockManager {
             let strategy = match js_args::optional_string(options, "strategy")? {
                 Some(name) => Strategy::parse(&name)?,
                 None => Strategy::Kernel,
+            };
+            let strategy = match (
+                strategy,
+                js_args::optional_redis(options, RedisConfig::from_env())?,
+            ) {
+                (Strategy::Redis(_), Some(config)) => Strategy::Redis(config),
+                (_, Some(_)) => {
+                    return Err(LockError::invalid(
+                        "the redis option goes with strategy: 'redis'",
+                    ))
+                }
+                (strategy, None) => strategy,
             };
             let defaults = ManagerOptions::new(owner);
             Ok(NativeLockManager {

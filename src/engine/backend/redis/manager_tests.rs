@@ -165,6 +165,9 @@ fn the_native_heartbeat_renews_a_held_lease() {
         assert!(started.elapsed() < Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(other.try_acquire("lease", &AcquireOptions::default()).unwrap().is_none());
+    assert!(other
+        .try_acquire("lease", &AcquireOptions::default())
+        .unwrap()
+        .is_none());
     m.release(held.id, code::RELEASED).unwrap();
 }
