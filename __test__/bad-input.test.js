@@ -5,7 +5,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const { join } = require('node:path')
-const { LockManager } = require('../lockwright.js')
+const { LockManager } = require('../index.js')
 const { tempDir } = require('./helpers.js')
 
 const badPaths = [
@@ -124,7 +124,7 @@ test('releasing what is not held is typed', async () => {
 
 test('a bad-input matrix over every public function: each case settles at once with a string code', async (t) => {
   const dir = tempDir(t)
-  const lockwright = require('../lockwright.js')
+  const lockwright = require('../index.js')
   const lockfile = require('../lib/proper-lockfile.js')
   const manager = new LockManager()
   const badPathsAll = [5, null, undefined, {}, '', 'a\0b', join(dir, 'x'.repeat(300)), join(dir, 'y'.repeat(200), 'z'.repeat(200)).repeat(12)]

@@ -7,7 +7,7 @@ const fs = require('node:fs')
 const { fork, spawn } = require('node:child_process')
 const { once } = require('node:events')
 const { join } = require('node:path')
-const { LockManager, writeFileAtomic, writeFileAtomicSync, readJson, updateJson } = require('../lockwright.js')
+const { LockManager, writeFileAtomic, writeFileAtomicSync, readJson, updateJson } = require('../index.js')
 const { tempDir, spawnAgent, waitFor } = require('./helpers.js')
 const { writerIsWaiting } = require('./fixtures/writer-waiting.js')
 

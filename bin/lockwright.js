@@ -6,7 +6,7 @@
 const { spawn } = require('node:child_process')
 const fs = require('node:fs')
 const { parseArgs } = require('node:util')
-const { LockManager } = require('../lockwright.js')
+const { LockManager } = require('../index.js')
 
 const EXIT = { ok: 0, error: 1, usage: 2, locked: 3, timeout: 4 }
 

@@ -7,7 +7,7 @@
 
 const fs = require('node:fs')
 
-const native = require('../index.js')
+const native = require('./native.js')
 const { lockError, invalidFor } = require('./errors.js')
 
 function toBuffer(data, path) {

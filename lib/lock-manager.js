@@ -5,7 +5,7 @@ const { EventEmitter } = require('node:events')
 const { statSync } = require('node:fs')
 const { basename } = require('node:path')
 
-const native = require('../index.js')
+const native = require('./native.js')
 const { lockError, invalidFor } = require('./errors.js')
 const exitRelease = require('./exit-release.js')
 const jsonFiles = require('./json-files.js')

@@ -5,6 +5,7 @@
 //! exit handling) on top of these.
 
 mod atomic_write_task;
+#[cfg(feature = "test-hooks")]
 mod bench_floors;
 pub mod engine;
 mod js_args;
@@ -649,6 +650,7 @@ fn guarded<T>(env: &Env, work: impl FnOnce() -> engine::Result<T>) -> napi::Resu
     LockError::catch_panic("running a call", work).map_err(|e| js_error::to_js(env, e))
 }
 
+#[cfg(feature = "test-hooks")]
 /// Test hook, not API: panics on purpose, in engine work of this call (`'call'`),
 /// inside a wait on the wait runtime (`'wait'`) or inside a wait on this JS thread
 /// (`'js-thread-wait'`), so the suite can prove that a Rust panic reaches JavaScript
@@ -676,6 +678,7 @@ pub fn panic_for_test<'env>(
     .map(Either::A)
 }
 
+#[cfg(feature = "test-hooks")]
 /// Test hook, not API: whether contended acquires on this thread wait on the JS thread
 /// itself (see `js_thread_wait.rs`) rather than on the wait runtime.
 #[napi(js_name = "__waitsOnJsThread")]
@@ -683,6 +686,7 @@ pub fn waits_on_js_thread(env: Env) -> bool {
     js_thread_events(&env).is_some()
 }
 
+#[cfg(feature = "test-hooks")]
 /// For `npm run bench`: the kernel primitives and one engine cycle, timed in Rust in
 /// the directory `dir` (see `bench_floors.rs`).
 #[napi(catch_unwind)]
