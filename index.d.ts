@@ -1,5 +1,7 @@
 /// <reference lib="esnext.disposable" />
-// Types of the public API (index.js). The native layer's generated types are in binding.d.ts.
+// Types of the public API as `require('lockwright')` sees it (index.js): exactly its
+// module.exports, so there is no `default` here. `import` gets index.d.mts. The native
+// layer's generated types are in binding.d.ts.
 
 import { EventEmitter } from 'node:events'
 import type { NativeDistribution, NativeMetrics } from './binding'
@@ -151,7 +153,7 @@ export declare class LockManager extends EventEmitter {
   /** Reads a JSON file under a shared lock (or the lock this context holds); undefined if missing. */
   readJson<T = unknown>(path: string, options?: Omit<AcquireOptions, 'mode'>): Promise<T | undefined>
   /** Locked read-modify-write: fn's result (or the data it changed in place) is written atomically. */
-  updateJson<T = any>(path: string, fn: (data: T | undefined) => T | void | Promise<T | void>, options?: UpdateJsonOptions): Promise<T | undefined>
+  updateJson<T = unknown>(path: string, fn: (data: T | undefined) => T | void | Promise<T | void>, options?: UpdateJsonOptions): Promise<T | undefined>
   metrics(): LockMetrics
   resetMetrics(): void
   on(event: 'compromised', listener: (err: LockError & { lockId: string }) => void): this
@@ -179,14 +181,4 @@ export declare function writeFileAtomicSync(path: string, data: FileData, option
 /** `LockManager#readJson` on a default manager. */
 export declare function readJson<T = unknown>(path: string, options?: Omit<AcquireOptions, 'mode'>): Promise<T | undefined>
 /** `LockManager#updateJson` on a default manager. */
-export declare function updateJson<T = any>(path: string, fn: (data: T | undefined) => T | void | Promise<T | void>, options?: UpdateJsonOptions): Promise<T | undefined>
-
-declare const lockwright: {
-  LockManager: typeof LockManager
-  Lock: typeof Lock
-  writeFileAtomic: typeof writeFileAtomic
-  writeFileAtomicSync: typeof writeFileAtomicSync
-  readJson: typeof readJson
-  updateJson: typeof updateJson
-}
-export default lockwright
+export declare function updateJson<T = unknown>(path: string, fn: (data: T | undefined) => T | void | Promise<T | void>, options?: UpdateJsonOptions): Promise<T | undefined>
