@@ -105,15 +105,17 @@ test('status and cleanup report and sweep a directory; release --force breaks a 
   run = await cli(['cleanup', dir, '--dry-run', '--json'])
   const dry = JSON.parse(run.stdout)
   assert.equal(dry.kept, 2)
-  assert.deepEqual(dry.wouldClear, [join(dir, 'b.json.lock')])
-  assert.equal(dry.wouldRemove.length, 1)
-  assert.ok(dry.wouldRemove[0].startsWith(join(dir, 'c.json.lock.readers')), `a dead reader's record: ${dry.wouldRemove}`)
-  assert.ok(fs.existsSync(dry.wouldRemove[0]))
+  assert.deepEqual(dry.cleared, [join(dir, 'b.json.lock')])
+  assert.equal(dry.removed.length, 1)
+  assert.ok(dry.removed[0].startsWith(join(dir, 'c.json.lock.readers')), `a dead reader's record: ${dry.removed}`)
+  assert.ok(fs.existsSync(dry.removed[0]))
+  // The API's dry run, in the same shape.
+  assert.deepEqual(await new LockManager().cleanupStaleLocks(dir, { dryRun: true }), dry)
   assert.equal(fs.readFileSync(join(dir, 'b.json.lock'), 'utf8'), deadRecord)
   // The real sweep does exactly what the dry run listed.
   run = await cli(['cleanup', dir])
-  assert.equal(run.stdout, [`cleared ${dry.wouldClear[0]}`, `removed ${dry.wouldRemove[0]}`, '1 cleared, 1 removed, 2 kept\n'].join('\n'))
-  assert.equal(fs.existsSync(dry.wouldRemove[0]), false)
+  assert.equal(run.stdout, [`cleared ${dry.cleared[0]}`, `removed ${dry.removed[0]}`, '1 cleared, 1 removed, 2 kept\n'].join('\n'))
+  assert.equal(fs.existsSync(dry.removed[0]), false)
   assert.equal(new LockManager().status(join(dir, 'b.json')).stale, false)
   assert.equal(new LockManager().status(join(dir, 'c.json')).locked, true)
 
@@ -132,6 +134,10 @@ test('help for every command, and usage errors exit 2', async () => {
     const run = await cli([...command, '--help'])
     assert.equal(run.code, 0)
     assert.match(run.stdout, /Usage: lockwright/)
+  }
+  for (const flag of ['--version', '-v']) {
+    const run = await cli([flag])
+    assert.deepEqual([run.code, run.stdout], [0, `${require('../package.json').version}\n`])
   }
   for (const args of [[], ['bogus'], ['with', 'f'], ['with', 'f', '--timeout', 'soon', '--', 'true'], ['with', 'f', '--timeout', '', '--', 'true'], ['with', 'f', 'g', '--', 'true'], ['release', 'f'], ['status', '--nope']]) {
     const run = await cli(args)
