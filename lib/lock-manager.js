@@ -6,7 +6,7 @@ const { statSync } = require('node:fs')
 const { basename } = require('node:path')
 
 const native = require('./native.js')
-const { lockError, invalidFor } = require('./errors.js')
+const { lockError, invalidFor, checkOptionNames } = require('./errors.js')
 const exitRelease = require('./exit-release.js')
 const jsonFiles = require('./json-files.js')
 const { Lock } = require('./lock.js')
@@ -31,6 +31,9 @@ function checkSignal(signal, path) {
   if (signal.aborted) throw lockError('ABORT_ERR', `The wait for the lock on ${path} was aborted`, path)
   return signal
 }
+
+const MANAGER_OPTIONS = ['owner', 'lockDir', 'strategy', 'timeout', 'stale', 'heartbeat', 'metrics', 'onCompromised', 'debug']
+const ACQUIRE_OPTIONS = ['mode', 'timeout', 'signal', 'lockfilePath']
 
 /** `debug: true`, a function, or LOCKWRIGHT_DEBUG=1: where debug lines go, if anywhere. */
 function debugSink(debug) {
@@ -101,6 +104,7 @@ class LockManager extends EventEmitter {
     if (options !== undefined && options !== null && typeof options !== 'object') {
       throw lockError('EINVAL', `options must be an object, got ${typeof options}`)
     }
+    checkOptionNames(options, MANAGER_OPTIONS)
     const owner = options?.owner === undefined ? defaultOwner() : options.owner
     const onCompromised = options?.onCompromised
     if (onCompromised !== undefined && typeof onCompromised !== 'function') {
@@ -127,6 +131,7 @@ class LockManager extends EventEmitter {
 
   /** Resolves once the lock is held; see the README for every option. */
   async acquire(path, options) {
+    checkOptionNames(options, ACQUIRE_OPTIONS, path)
     const signal = checkSignal(options?.signal, path)
     const canceller = signal ? new native.WaitCanceller() : undefined
     const granted = this._native.acquire(path, options, canceller, makeGrant)
@@ -148,12 +153,14 @@ class LockManager extends EventEmitter {
 
   /** The lock if it is free now, else `null`; never waits. */
   tryAcquire(path, options) {
+    checkOptionNames(options, ACQUIRE_OPTIONS, path)
     const grant = this._native.tryAcquire(path, options, makeGrant)
     return grant === null ? null : this._adopt(grant)
   }
 
   /** Waits on this thread, up to `timeout`. */
   acquireSync(path, options) {
+    checkOptionNames(options, ACQUIRE_OPTIONS, path)
     return this._adopt(this._native.acquireSync(path, options, makeGrant))
   }
 
@@ -233,6 +240,7 @@ class LockManager extends EventEmitter {
 
   /** Who holds the lock on `path` (in any process), and whether they are alive. */
   status(path, options) {
+    checkOptionNames(options, ACQUIRE_OPTIONS, path)
     const status = this._native.status(path, options)
     if (status.stale) this.#log(`stale ${status.lockfilePath}`)
     return status
@@ -255,6 +263,7 @@ class LockManager extends EventEmitter {
     if (options?.dryRun !== undefined && typeof options.dryRun !== 'boolean') {
       throw lockError('EINVAL', 'dryRun must be a boolean')
     }
+    checkOptionNames(options, ['dryRun'])
     const dryRun = options?.dryRun === true
     const report = this._native.cleanup(dir, dryRun)
     if (!dryRun) {
@@ -275,6 +284,7 @@ class LockManager extends EventEmitter {
     if (options?.force !== undefined && typeof options.force !== 'boolean') {
       throw invalidFor('force must be a boolean', path)
     }
+    checkOptionNames(options, [...ACQUIRE_OPTIONS, 'force'], path)
     const changed = this._native.forceRelease(path, options, options?.force === true)
     if (changed) this.#log(`force-release cleared the leftovers of ${path}`)
     return changed
@@ -301,6 +311,7 @@ class LockManager extends EventEmitter {
    * or `{ lock, sync: true }` for `withLockSync`, which nothing can queue behind.
    */
   #reentry(path, options) {
+    checkOptionNames(options, ACQUIRE_OPTIONS, path)
     const lockfile = this._native.lockfileFor(path, options)
     const held = this.#context.getStore()
     const outer = held?.get(lockfile) ?? (held?.size ? sameFileIn(held, lockfile) : undefined)
@@ -373,4 +384,4 @@ class LockManager extends EventEmitter {
   }
 }
 
-module.exports = { LockManager, defaultOwner }
+module.exports = { LockManager, defaultOwner, ACQUIRE_OPTIONS }
