@@ -8,6 +8,24 @@
 const { spawnSync } = require('node:child_process')
 const { dirname, join } = require('node:path')
 
+const args = process.argv.slice(2)
+// As `prepack`: `npm pack` builds so the tarball carries this platform's binary, but
+// `npm publish` does not: there the binaries are the per-platform packages that
+// `napi prepublish` publishes, and the publishing machine may have no Rust. A binary
+// left in the checkout (after `npm test`, one with the test hooks) is not published.
+if (args[0] === '--skip-when-publishing') {
+  args.shift()
+  if (process.env.npm_command === 'publish') {
+    const { readdirSync, rmSync } = require('node:fs')
+    const root = join(__dirname, '..')
+    for (const file of readdirSync(root).filter((f) => /^lockwright\..+\.node$/.test(f))) {
+      console.error(`lockwright: publishing without ${file}: the per-platform packages carry the binaries`)
+      rmSync(join(root, file))
+    }
+    process.exit(0)
+  }
+}
+
 const cargo = spawnSync('cargo', ['--version'], { stdio: 'ignore' })
 if (cargo.error || cargo.status !== 0) {
   console.error(
@@ -19,5 +37,5 @@ if (cargo.error || cargo.status !== 0) {
 
 const cliPackage = require.resolve('@napi-rs/cli/package.json')
 const cli = join(dirname(cliPackage), require(cliPackage).bin.napi)
-const build = spawnSync(process.execPath, [cli, 'build', ...process.argv.slice(2)], { stdio: 'inherit' })
+const build = spawnSync(process.execPath, [cli, 'build', ...args], { stdio: 'inherit' })
 process.exit(build.status ?? 1)
