@@ -109,9 +109,14 @@ test('the binary names in the missing-binary error are the per-platform packages
   }
 })
 
-test('a build without Rust says so', async () => {
-  const result = await runCommand(process.execPath, [join(root, 'scripts', 'build.js'), '--platform'], { cwd: root, env: { PATH: join(root, 'no-such-dir') } })
-  assert.equal(result.code, 1)
-  assert.match(result.stderr, /Rust toolchain not found/)
-  assert.doesNotMatch(result.stderr, /cargo metadata/)
+test('a build without Rust says so; as `prepare` in `npm install` it lets the install go on', async () => {
+  const build = (env, ...args) => runCommand(process.execPath, [join(root, 'scripts', 'build.js'), ...args, '--platform'], { cwd: root, env: { PATH: join(root, 'no-such-dir'), ...env } })
+  for (const result of [await build({}), await build({ npm_command: 'pack' }, '--as-prepare')]) {
+    assert.equal(result.code, 1)
+    assert.match(result.stderr, /Rust toolchain not found/)
+    assert.doesNotMatch(result.stderr, /cargo metadata/)
+  }
+  const install = await build({ npm_command: 'install' }, '--as-prepare')
+  assert.equal(install.code, 0)
+  assert.match(install.stderr, /Rust toolchain not found, so the addon was not built/)
 })

@@ -9,11 +9,19 @@ const { spawnSync } = require('node:child_process')
 const { dirname, join } = require('node:path')
 
 const args = process.argv.slice(2)
-// As `prepack`: `npm pack` builds so the tarball carries this platform's binary, but
-// `npm publish` does not: there the binaries are the per-platform packages that
-// `napi prepublish` publishes, and the publishing machine may have no Rust. A binary
-// left in the checkout (after `npm test`, one with the test hooks) is not published.
-if (args[0] === '--skip-when-publishing') {
+const rustMissing = () => {
+  const cargo = spawnSync('cargo', ['--version'], { stdio: 'ignore' })
+  return cargo.error !== undefined || cargo.status !== 0
+}
+
+// As the `prepare` script, which npm runs on `npm install` and `npm ci` in a checkout,
+// on `npm pack` and `npm publish`, and when installing from a git URL: build, so the
+// checkout, a packed tarball and a git install carry this platform's binary. Except:
+// - `npm publish`: the binaries are the per-platform packages `napi prepublish`
+//   publishes, and the publishing machine may have no Rust. A binary left in the
+//   checkout (after `npm test`, one with the test hooks) is not published either.
+// - `npm install`/`npm ci` in a checkout without Rust: say so, and install anyway.
+if (args[0] === '--as-prepare') {
   args.shift()
   if (process.env.npm_command === 'publish') {
     const { readdirSync, rmSync } = require('node:fs')
@@ -24,10 +32,13 @@ if (args[0] === '--skip-when-publishing') {
     }
     process.exit(0)
   }
+  if (['install', 'ci'].includes(process.env.npm_command) && rustMissing()) {
+    console.error('lockwright: Rust toolchain not found, so the addon was not built; `npm run build` needs Rust (https://rustup.rs).')
+    process.exit(0)
+  }
 }
 
-const cargo = spawnSync('cargo', ['--version'], { stdio: 'ignore' })
-if (cargo.error || cargo.status !== 0) {
+if (rustMissing()) {
   console.error(
     'lockwright: Rust toolchain not found (no `cargo` on PATH). Building lockwright from ' +
       'source needs Rust: install it from https://rustup.rs, then run `npm run build` again.',
