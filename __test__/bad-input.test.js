@@ -5,7 +5,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const { join } = require('node:path')
-const { LockManager } = require('../lockwright.js')
+const { LockManager } = require('../index.js')
 const { tempDir } = require('./helpers.js')
 
 const badPaths = [
@@ -26,6 +26,8 @@ const badOptions = [
   [{ lockfilePath: 7 }, /lockfilePath must be a string/],
   ['fast', /options must be an object/],
   [{ signal: 'stop' }, /signal must be an AbortSignal/],
+  [{ timout: 100 }, /unknown option 'timout' \(did you mean 'timeout'\?\)/],
+  [{ mode: 'shared', lockFilePath: 'x.lock' }, /unknown option 'lockFilePath' \(did you mean 'lockfilePath'\?\)/],
 ]
 
 function assertNothingOnDisk(dir) {
@@ -108,11 +110,23 @@ test('bad constructor options are EINVAL naming the option', () => {
     [{ owner: 5 }, /owner must be a string/],
     [{ owner: '' }, /owner must be a non-empty string/],
     [{ strategy: 'redis' }, /strategy must be 'kernel' or 'mkdir'/],
+    [{ stael: 5 }, /unknown option 'stael' \(did you mean 'stale'\?\)/],
+    [{ owner: 'x', lockdir: '.' }, /unknown option 'lockdir' \(did you mean 'lockDir'\?\)/],
     ['options', /options must be an object/],
   ]
   for (const [options, message] of cases) {
     assert.throws(() => new LockManager(options), { code: 'EINVAL', message })
   }
+})
+
+test('a misspelt option of status, cleanupStaleLocks or forceRelease is EINVAL, and nothing is done', async (t) => {
+  const dir = tempDir(t)
+  const file = join(dir, 'a')
+  const manager = new LockManager()
+  assert.throws(() => manager.status(file, { lockfilepath: 'x' }), { code: 'EINVAL', path: file, message: /unknown option 'lockfilepath' \(did you mean 'lockfilePath'\?\)/ })
+  await assert.rejects(manager.cleanupStaleLocks(dir, { dryrun: true }), { code: 'EINVAL', message: /unknown option 'dryrun' \(did you mean 'dryRun'\?\)/ })
+  await assert.rejects(manager.forceRelease(file, { froce: true }), { code: 'EINVAL', path: file, message: /unknown option 'froce' \(did you mean 'force'\?\)/ })
+  assertNothingOnDisk(dir)
 })
 
 test('releasing what is not held is typed', async () => {
@@ -124,7 +138,7 @@ test('releasing what is not held is typed', async () => {
 
 test('a bad-input matrix over every public function: each case settles at once with a string code', async (t) => {
   const dir = tempDir(t)
-  const lockwright = require('../lockwright.js')
+  const lockwright = require('../index.js')
   const lockfile = require('../lib/proper-lockfile.js')
   const manager = new LockManager()
   const badPathsAll = [5, null, undefined, {}, '', 'a\0b', join(dir, 'x'.repeat(300)), join(dir, 'y'.repeat(200), 'z'.repeat(200)).repeat(12)]

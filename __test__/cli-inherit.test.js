@@ -8,7 +8,7 @@ const fs = require('node:fs')
 const { spawn } = require('node:child_process')
 const { once } = require('node:events')
 const { join } = require('node:path')
-const { LockManager } = require('../lockwright.js')
+const { LockManager } = require('../index.js')
 const { tempDir, waitFor, runCommand } = require('./helpers.js')
 
 const CLI = join(__dirname, '..', 'bin', 'lockwright.js')

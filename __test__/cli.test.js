@@ -7,7 +7,7 @@ const fs = require('node:fs')
 const { spawn } = require('node:child_process')
 const { once } = require('node:events')
 const { join } = require('node:path')
-const { LockManager } = require('../lockwright.js')
+const { LockManager } = require('../index.js')
 const { tempDir, spawnAgent, runCommand, waitFor } = require('./helpers.js')
 
 const CLI = join(__dirname, '..', 'bin', 'lockwright.js')
@@ -108,13 +108,15 @@ test('status and cleanup report and sweep a directory; release --force breaks a 
   assert.equal(dry.kept, 1)
   // A dead writer's record and a dead reader's slot, both inside their lock files:
   // a lock is one file on disk.
-  assert.deepEqual(dry.wouldClear, [join(dir, 'b.json.lock'), join(dir, 'c.json.lock')])
-  assert.deepEqual(dry.wouldRemove, [])
+  assert.deepEqual(dry.cleared, [join(dir, 'b.json.lock'), join(dir, 'c.json.lock')])
+  assert.deepEqual(dry.removed, [])
+  // The API's dry run, in the same shape.
+  assert.deepEqual(await new LockManager().cleanupStaleLocks(dir, { dryRun: true }), dry)
   assert.equal(fs.readFileSync(join(dir, 'b.json.lock'), 'utf8'), deadRecord)
   assert.equal(fs.readFileSync(join(dir, 'c.json.lock'), 'utf8'), withDeadReader)
   // The real sweep does exactly what the dry run listed.
   run = await cli(['cleanup', dir])
-  assert.equal(run.stdout, [`cleared ${dry.wouldClear[0]}`, `cleared ${dry.wouldClear[1]}`, '2 cleared, 0 removed, 1 kept\n'].join('\n'))
+  assert.equal(run.stdout, [`cleared ${dry.cleared[0]}`, `cleared ${dry.cleared[1]}`, '2 cleared, 0 removed, 1 kept\n'].join('\n'))
   assert.doesNotMatch(fs.readFileSync(join(dir, 'c.json.lock'), 'utf8'), /dead-reader/)
   assert.match(fs.readFileSync(join(dir, 'c.json.lock'), 'utf8'), /"process":"reader"/)
   assert.deepEqual(fs.readdirSync(dir).sort(), ['a.json.lock', 'b.json.lock', 'c.json.lock'])
@@ -136,6 +138,10 @@ test('help for every command, and usage errors exit 2', async () => {
     const run = await cli([...command, '--help'])
     assert.equal(run.code, 0)
     assert.match(run.stdout, /Usage: lockwright/)
+  }
+  for (const flag of ['--version', '-v']) {
+    const run = await cli([flag])
+    assert.deepEqual([run.code, run.stdout], [0, `${require('../package.json').version}\n`])
   }
   for (const args of [[], ['bogus'], ['with', 'f'], ['with', 'f', '--timeout', 'soon', '--', 'true'], ['with', 'f', '--timeout', '', '--', 'true'], ['with', 'f', 'g', '--', 'true'], ['release', 'f'], ['status', '--nope']]) {
     const run = await cli(args)

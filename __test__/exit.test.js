@@ -8,7 +8,7 @@ const fs = require('node:fs')
 const { fork } = require('node:child_process')
 const { once } = require('node:events')
 const { join } = require('node:path')
-const { LockManager } = require('../lockwright.js')
+const { LockManager } = require('../index.js')
 const { tempDir, runScript } = require('./helpers.js')
 
 const scenario = join(__dirname, 'fixtures', 'exit-scenario.js')

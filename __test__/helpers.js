@@ -54,8 +54,8 @@ function spawnAgent(t, { owner = 'agent', env = {}, script = 'agent.js', args = 
 }
 
 /** Runs any command to completion; resolves with its exit code and output. */
-async function runCommand(command, args = [], { cwd } = {}) {
-  const child = spawn(command, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+async function runCommand(command, args = [], { cwd, env } = {}) {
+  const child = spawn(command, args, { cwd, env: env && { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
   child.stdout.on('data', (d) => (stdout += d))

@@ -7,7 +7,7 @@ const fs = require('node:fs')
 const { fork, spawn } = require('node:child_process')
 const { once } = require('node:events')
 const { join } = require('node:path')
-const { LockManager, writeFileAtomic, writeFileAtomicSync, readJson, updateJson } = require('../lockwright.js')
+const { LockManager, writeFileAtomic, writeFileAtomicSync, readJson, updateJson } = require('../index.js')
 const { tempDir, spawnAgent, waitFor } = require('./helpers.js')
 const { writerIsWaiting } = require('./fixtures/writer-waiting.js')
 
@@ -90,6 +90,12 @@ test('updateJson refuses what would not be JSON, and readJson works with the mkd
     await assert.rejects(updateJson(file, () => returned), { code: 'EINVAL', path: file })
   }
   await assert.rejects(updateJson(file, (d) => d, { space: '--' }), { code: 'EINVAL', path: file })
+  // JSON.stringify throws a TypeError with no code for these; updateJson's is EINVAL.
+  const circular = { n: 2 }
+  circular.self = circular
+  await assert.rejects(updateJson(file, () => circular), { code: 'EINVAL', path: file, message: /circular/i })
+  await assert.rejects(updateJson(file, () => ({ n: 2n })), { code: 'EINVAL', path: file, message: /BigInt/ })
+  await assert.rejects(updateJson(file, (d) => d, { bakup: true }), { code: 'EINVAL', path: file, message: /unknown option 'bakup' \(did you mean 'backup'\?\)/ })
   assert.equal(fs.readFileSync(file, 'utf8'), '{"n":1}')
   await updateJson(file, (d) => ({ n: d.n + 1 }), { space: '\t' })
   assert.equal(fs.readFileSync(file, 'utf8'), '{\n\t"n": 2\n}\n')

@@ -6,7 +6,7 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const os = require('node:os')
 const { join } = require('node:path')
-const { LockManager } = require('../lockwright.js')
+const { LockManager } = require('../index.js')
 const { tempDir, spawnAgent, track } = require('./helpers.js')
 
 test('the owner record names pid, host, process, user, mode, lockId and token', async (t) => {

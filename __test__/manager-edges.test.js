@@ -6,7 +6,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const { join } = require('node:path')
-const { LockManager } = require('../lockwright.js')
+const { LockManager } = require('../index.js')
 const { tempDir, waitFor } = require('./helpers.js')
 
 test('once closed, a manager grants nothing: tryAcquire, acquire, acquireSync, withLock', async (t) => {

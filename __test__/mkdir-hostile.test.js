@@ -9,7 +9,7 @@ const fs = require('node:fs')
 const { join } = require('node:path')
 const { spawnSync } = require('node:child_process')
 const lockfile = require('lockwright/proper-lockfile')
-const { LockManager } = require('../lockwright.js')
+const { LockManager } = require('../index.js')
 const { tempDir, spawnAgent, waitFor } = require('./helpers.js')
 
 const OURS = 'lockwright/proper-lockfile'

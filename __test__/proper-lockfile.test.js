@@ -7,7 +7,7 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const { join } = require('node:path')
 const lockfile = require('lockwright/proper-lockfile')
-const { LockManager } = require('../lockwright.js')
+const { LockManager } = require('../index.js')
 const { tempDir, spawnAgent, runScript, waitFor } = require('./helpers.js')
 
 const REAL = 'proper-lockfile'

@@ -5,7 +5,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const { join } = require('node:path')
-const { LockManager } = require('../lockwright.js')
+const { LockManager } = require('../index.js')
 const { tempDir, spawnAgent } = require('./helpers.js')
 
 test('a symlink and the file it names are one lock; realpath: false keeps them apart', { skip: process.platform === 'win32' }, async (t) => {

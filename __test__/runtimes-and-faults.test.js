@@ -8,7 +8,7 @@ const { spawn } = require('node:child_process')
 const { once } = require('node:events')
 const { join } = require('node:path')
 const { Worker } = require('node:worker_threads')
-const { LockManager } = require('../lockwright.js')
+const { LockManager } = require('../index.js')
 const { tempDir, runScript } = require('./helpers.js')
 
 const workerScript = join(__dirname, 'fixtures', 'worker-thread.js')
@@ -44,7 +44,7 @@ test('contended waits run on the waiting JS thread itself, in the main thread an
   const waiting = waiter.acquire(file, { timeout: 10_000 })
   await held.release()
   await (await waiting).release()
-  assert.equal(require('../index.js').__waitsOnJsThread(), true)
+  assert.equal(require('../binding.js').__waitsOnJsThread(), true)
   // A worker: its own event loop, its own waits.
   held = await holder.acquire(file)
   const worker = new Worker(workerScript, { workerData: { name: 'waiter', task: 'wait', file } })
@@ -107,10 +107,10 @@ test('a directory without write permission is EACCES for an unprivileged user', 
   const pkg = tempDir(t)
   fs.chmodSync(pkg, 0o755)
   const root = join(__dirname, '..')
-  for (const entry of ['package.json', 'lockwright.js', 'index.js', 'lib', ...fs.readdirSync(root).filter((f) => f.endsWith('.node'))]) {
+  for (const entry of ['package.json', 'index.js', 'binding.js', 'lib', ...fs.readdirSync(root).filter((f) => f.endsWith('.node'))]) {
     fs.cpSync(join(root, entry), join(pkg, entry), { recursive: true })
   }
-  const script = `const { LockManager } = require(${JSON.stringify(join(pkg, 'lockwright.js'))});
+  const script = `const { LockManager } = require(${JSON.stringify(join(pkg, 'index.js'))});
     new LockManager().acquire(${JSON.stringify(join(dir, 'state.json'))}).then(
       () => console.log('{"acquired":true}'),
       (err) => console.log(JSON.stringify({ code: err.code, path: err.path })))`

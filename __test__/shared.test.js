@@ -4,7 +4,7 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const { join } = require('node:path')
-const { LockManager } = require('../lockwright.js')
+const { LockManager } = require('../index.js')
 const { tempDir, spawnAgent, waitFor, track } = require('./helpers.js')
 const { writerIsWaiting } = require('./fixtures/writer-waiting.js')
 

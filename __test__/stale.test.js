@@ -7,10 +7,10 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const { join } = require('node:path')
 const { once } = require('node:events')
-const { LockManager } = require('../lockwright.js')
+const { LockManager } = require('../index.js')
 const { tempDir, spawnAgent, runScript, waitFor } = require('./helpers.js')
 const { writerIsWaiting } = require('./fixtures/writer-waiting.js')
-const native = require('../index.js')
+const native = require('../binding.js')
 
 function record(lockfile) {
   return JSON.parse(fs.readFileSync(lockfile, 'utf8'))

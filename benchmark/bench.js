@@ -14,8 +14,8 @@ const path = require('node:path')
 const { once } = require('node:events')
 const { Bench } = require('tinybench')
 const properLockfile = require('proper-lockfile')
-const native = require('../index.js')
-const { LockManager } = require('../lockwright.js')
+const native = require('../binding.js')
+const { LockManager } = require('../index.js')
 const dropIn = require('../lib/proper-lockfile.js')
 
 const QUICK = process.env.BENCH_QUICK === '1'

@@ -6,7 +6,6 @@
 const { spawn } = require('node:child_process')
 const fs = require('node:fs')
 const { parseArgs } = require('node:util')
-const { LockManager } = require('../lockwright.js')
 
 const EXIT = { ok: 0, error: 1, usage: 2, locked: 3, timeout: 4 }
 
@@ -23,6 +22,7 @@ Common options:
   --lock-dir <dir>      keep lock files in <dir> as <basename>.lock
   --strategy <name>     kernel (default) or mkdir (proper-lockfile's protocol)
   -h, --help            help for a command: lockwright <command> --help
+  -v, --version         print lockwright's version
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 locked (--timeout 0), 4 timed out;
 'with' exits with the command's own code.`,
@@ -77,6 +77,8 @@ function parse(command, args, options) {
 }
 
 function managerFor(values, extra = {}) {
+  // Loaded here, not at the top: --help and --version work without the native binary.
+  const { LockManager } = require('../index.js')
   return new LockManager({ lockDir: values['lock-dir'], strategy: values.strategy, ...extra })
 }
 
@@ -169,12 +171,11 @@ const commands = {
     const manager = managerFor(values)
     const dir = positionals[0] ?? values['lock-dir'] ?? '.'
     const dryRun = values['dry-run'] === true
-    let report = await manager.cleanupStaleLocks(dir, { dryRun })
-    if (dryRun) report = { wouldClear: report.cleared, wouldRemove: report.removed, kept: report.kept }
+    // With --dry-run, the same shape as without: what it would clear and remove.
+    const report = await manager.cleanupStaleLocks(dir, { dryRun })
     if (values.json) return print(JSON.stringify(report, null, 2))
     const [clear, remove] = dryRun ? ['would clear', 'would remove'] : ['cleared', 'removed']
-    const cleared = report.cleared ?? report.wouldClear
-    const removed = report.removed ?? report.wouldRemove
+    const { cleared, removed } = report
     return print([
       ...cleared.map((p) => `${clear} ${p}`),
       ...removed.map((p) => `${remove} ${p}`),
@@ -198,6 +199,7 @@ function print(text) {
 
 async function main(argv) {
   const [command, ...args] = argv
+  if (command === '--version' || command === '-v') return print(require('../package.json').version)
   if (!command || command === '--help' || command === '-h' || command === 'help') {
     print(HELP.main)
     return command ? EXIT.ok : EXIT.usage

@@ -8,7 +8,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { once } = require('node:events')
-const { LockManager } = require('../lockwright.js')
+const { LockManager } = require('../index.js')
 
 const PROCESSES = 4
 const UPDATES = 100

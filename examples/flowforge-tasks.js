@@ -9,7 +9,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { once } = require('node:events')
-const { LockManager } = require('../lockwright.js')
+const { LockManager } = require('../index.js')
 
 function taskFiles(root) {
   const lockDir = path.join(root, '.flowforge', '.locks')

@@ -10,7 +10,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { once } = require('node:events')
-const { LockManager } = require('../lockwright.js')
+const { LockManager } = require('../index.js')
 
 class LocalIndex {
   #locks = new LockManager({ owner: 'vectra' })

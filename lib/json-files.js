@@ -7,8 +7,10 @@
 
 const fs = require('node:fs')
 
-const native = require('../index.js')
-const { lockError, invalidFor } = require('./errors.js')
+const native = require('./native.js')
+const { lockError, invalidFor, checkOptionNames } = require('./errors.js')
+
+const UPDATE_OPTIONS = ['backup', 'space', 'mode', 'timeout', 'signal', 'lockfilePath']
 
 function toBuffer(data, path) {
   if (typeof data === 'string') return Buffer.from(data)
@@ -59,6 +61,7 @@ async function readJson(manager, path, options) {
  */
 async function updateJson(manager, path, fn, options) {
   if (typeof fn !== 'function') throw invalidFor('fn must be a function', path)
+  checkOptionNames(options, UPDATE_OPTIONS, path)
   const { backup = false, space = 2, ...lockOptions } = options ?? {}
   if (typeof backup !== 'boolean') throw invalidFor('backup must be a boolean', path)
   // Anything else (a string of other characters, say) would make the file invalid JSON.
@@ -72,7 +75,13 @@ async function updateJson(manager, path, fn, options) {
       const returned = await fn(data)
       const next = returned === undefined ? data : returned
       if (next === undefined) return undefined
-      const json = JSON.stringify(next, null, space)
+      let json
+      try {
+        json = JSON.stringify(next, null, space)
+      } catch (err) {
+        // A BigInt or a circular reference: a TypeError with no code of its own.
+        throw invalidFor(`fn returned a value JSON cannot hold (${err.message}); ${path} was left untouched`, path)
+      }
       if (typeof json !== 'string') {
         throw invalidFor(`fn returned ${typeof next}, which is not JSON; ${path} was left untouched`, path)
       }

@@ -6,8 +6,8 @@ const { statSync } = require('node:fs')
 const { isAbsolute } = require('node:path')
 const { basename } = require('node:path')
 
-const native = require('../index.js')
-const { lockError, invalidFor } = require('./errors.js')
+const native = require('./native.js')
+const { lockError, invalidFor, checkOptionNames } = require('./errors.js')
 const exitRelease = require('./exit-release.js')
 const jsonFiles = require('./json-files.js')
 const { Lock } = require('./lock.js')
@@ -32,6 +32,9 @@ function checkSignal(signal, path) {
   if (signal.aborted) throw lockError('ABORT_ERR', `The wait for the lock on ${path} was aborted`, path)
   return signal
 }
+
+const MANAGER_OPTIONS = ['owner', 'lockDir', 'strategy', 'redis', 'timeout', 'stale', 'heartbeat', 'realpath', 'metrics', 'onCompromised', 'debug']
+const ACQUIRE_OPTIONS = ['mode', 'timeout', 'signal', 'lockfilePath', 'realpath']
 
 /** `debug: true`, a function, or LOCKWRIGHT_DEBUG=1: where debug lines go, if anywhere. */
 function debugSink(debug) {
@@ -112,6 +115,7 @@ class LockManager extends EventEmitter {
     if (options !== undefined && options !== null && typeof options !== 'object') {
       throw lockError('EINVAL', `options must be an object, got ${typeof options}`)
     }
+    checkOptionNames(options, MANAGER_OPTIONS)
     const owner = options?.owner === undefined ? defaultOwner() : options.owner
     const onCompromised = options?.onCompromised
     if (onCompromised !== undefined && typeof onCompromised !== 'function') {
@@ -138,6 +142,7 @@ class LockManager extends EventEmitter {
 
   /** Resolves once the lock is held; see the README for every option. */
   async acquire(path, options) {
+    checkOptionNames(options, ACQUIRE_OPTIONS, path)
     const signal = checkSignal(options?.signal, path)
     const canceller = signal ? new native.WaitCanceller() : undefined
     const granted = this._native.acquire(path, options, canceller, makeGrant)
@@ -159,12 +164,14 @@ class LockManager extends EventEmitter {
 
   /** The lock if it is free now, else `null`; never waits. */
   tryAcquire(path, options) {
+    checkOptionNames(options, ACQUIRE_OPTIONS, path)
     const grant = this._native.tryAcquire(path, options, makeGrant)
     return grant === null ? null : this._adopt(grant)
   }
 
   /** Waits on this thread, up to `timeout`. */
   acquireSync(path, options) {
+    checkOptionNames(options, ACQUIRE_OPTIONS, path)
     return this._adopt(this._native.acquireSync(path, options, makeGrant))
   }
 
@@ -247,10 +254,12 @@ class LockManager extends EventEmitter {
    * records are read and the processes looked up on the threadpool.
    */
   async status(path, options) {
+    checkOptionNames(options, ACQUIRE_OPTIONS, path)
     return this.#logStale(await this._native.status(path, options))
   }
 
   statusSync(path, options) {
+    checkOptionNames(options, ACQUIRE_OPTIONS, path)
     return this.#logStale(this._native.statusSync(path, options))
   }
 
@@ -280,6 +289,7 @@ class LockManager extends EventEmitter {
     if (options?.dryRun !== undefined && typeof options.dryRun !== 'boolean') {
       throw lockError('EINVAL', 'dryRun must be a boolean')
     }
+    checkOptionNames(options, ['dryRun'])
     const dryRun = options?.dryRun === true
     const report = await this._native.cleanup(dir, dryRun)
     if (!dryRun) {
@@ -300,6 +310,7 @@ class LockManager extends EventEmitter {
     if (options?.force !== undefined && typeof options.force !== 'boolean') {
       throw invalidFor('force must be a boolean', path)
     }
+    checkOptionNames(options, [...ACQUIRE_OPTIONS, 'force'], path)
     const changed = await this._native.forceRelease(path, options, options?.force === true)
     if (changed) this.#log(`force-release cleared the leftovers of ${path}`)
     return changed
@@ -326,6 +337,7 @@ class LockManager extends EventEmitter {
    * or `{ lock, sync: true }` for `withLockSync`, which nothing can queue behind.
    */
   #reentry(path, options) {
+    checkOptionNames(options, ACQUIRE_OPTIONS, path)
     const lockfile = this._native.lockfileFor(path, options)
     const held = context.getStore()
     const outer = held?.get(lockfile) ?? (held?.size ? sameFileIn(held, lockfile) : undefined)
@@ -398,4 +410,4 @@ class LockManager extends EventEmitter {
   }
 }
 
-module.exports = { LockManager, defaultOwner }
+module.exports = { LockManager, defaultOwner, ACQUIRE_OPTIONS }

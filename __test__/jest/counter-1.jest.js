@@ -1,5 +1,5 @@
 'use strict'
-const { LockManager } = require('../../lockwright.js')
+const { LockManager } = require('../../index.js')
 const { incrementUnderLock } = require('./shared-resource.js')
 
 test('increments the shared counter under a lockwright lock', async () => {

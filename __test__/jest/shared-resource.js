@@ -7,8 +7,11 @@ const path = require('node:path')
 const ROUNDS = 40
 const FILES = 3
 
+// One directory per checkout: suites of two checkouts running at once must not share it.
+const RUN = process.env.LOCKWRIGHT_SUITE_RUN ?? require('node:crypto').createHash('sha256').update(__dirname).digest('hex').slice(0, 12)
+
 function sharedPaths(runner) {
-  const dir = path.join(os.tmpdir(), `lockwright-${runner}-shared-${process.env.LOCKWRIGHT_SUITE_RUN ?? 'run'}`)
+  const dir = path.join(os.tmpdir(), `lockwright-${runner}-shared-${RUN}`)
   return { dir, counter: path.join(dir, 'counter.json'), marker: path.join(dir, 'inside.marker') }
 }
 

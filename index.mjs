@@ -1,4 +1,4 @@
-import lockwright from './lockwright.js'
+import lockwright from './index.js'
 
 export const { LockManager, Lock, writeFileAtomic, writeFileAtomicSync, readJson, updateJson } = lockwright
 export default lockwright
