@@ -109,7 +109,9 @@ test('bad constructor options are EINVAL naming the option', () => {
     [{ lockDir: '' }, /lockDir must be a non-empty string/],
     [{ owner: 5 }, /owner must be a string/],
     [{ owner: '' }, /owner must be a non-empty string/],
-    [{ strategy: 'redis' }, /strategy must be 'kernel' or 'mkdir'/],
+    [{ strategy: 'nfs' }, /strategy must be 'kernel', 'mkdir' or 'redis'/],
+    [{ redis: 'redis://127.0.0.1:6379' }, /the redis option goes with strategy: 'redis'/],
+    [{ strategy: 'redis', redis: { url: 5 } }, /url must be a string/],
     [{ stael: 5 }, /unknown option 'stael' \(did you mean 'stale'\?\)/],
     [{ owner: 'x', lockdir: '.' }, /unknown option 'lockdir' \(did you mean 'lockDir'\?\)/],
     ['options', /options must be an object/],
@@ -123,7 +125,8 @@ test('a misspelt option of status, cleanupStaleLocks or forceRelease is EINVAL, 
   const dir = tempDir(t)
   const file = join(dir, 'a')
   const manager = new LockManager()
-  assert.throws(() => manager.status(file, { lockfilepath: 'x' }), { code: 'EINVAL', path: file, message: /unknown option 'lockfilepath' \(did you mean 'lockfilePath'\?\)/ })
+  await assert.rejects(manager.status(file, { lockfilepath: 'x' }), { code: 'EINVAL', path: file, message: /unknown option 'lockfilepath' \(did you mean 'lockfilePath'\?\)/ })
+  assert.throws(() => manager.statusSync(file, { lockfilepath: 'x' }), { code: 'EINVAL', path: file, message: /unknown option 'lockfilepath' \(did you mean 'lockfilePath'\?\)/ })
   await assert.rejects(manager.cleanupStaleLocks(dir, { dryrun: true }), { code: 'EINVAL', message: /unknown option 'dryrun' \(did you mean 'dryRun'\?\)/ })
   await assert.rejects(manager.forceRelease(file, { froce: true }), { code: 'EINVAL', path: file, message: /unknown option 'froce' \(did you mean 'force'\?\)/ })
   assertNothingOnDisk(dir)

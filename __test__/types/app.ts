@@ -22,9 +22,9 @@ async function main(): Promise<void> {
       await using lock = await locks.acquire(file, { mode: 'exclusive', timeout: 1000 })
       const token: number = lock.token
       assert.ok(token > 0)
-      assert.equal(locks.status(file).locked, true)
+      assert.equal(locks.statusSync(file).locked, true)
     }
-    assert.equal(locks.status(file).locked, false)
+    assert.equal(locks.statusSync(file).locked, false)
     const metrics: LockMetrics = locks.metrics()
     assert.equal(metrics.acquisitions, 1)
 
