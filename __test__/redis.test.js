@@ -1,0 +1,221 @@
+'use strict'
+// strategy 'redis' with real processes and a private redis-server per test file
+// (per test where the server itself is killed): exclusion, leases running out under
+// a frozen or killed holder, read locks and a waiting writer, Redis going away and
+// coming back. Leases are 2 s (`stale: 2000`), so the scenarios where time passing
+// is the point stay short.
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const { join } = require('node:path')
+const { once } = require('node:events')
+const { fork } = require('node:child_process')
+const { LockManager } = require('../index.js')
+const { tempDir, spawnAgent, waitFor, track } = require('./helpers.js')
+const { redisSkip, startRedis, freePort } = require('./redis-server.js')
+
+const skip = redisSkip()
+const STALE = 2000
+
+let shared
+test.before(async () => {
+  if (!skip) shared = await startRedis()
+})
+test.after(() => shared?.stop())
+
+/** Manager options for agents and workers on `server`. */
+function redisEnv(server) {
+  return { LOCKWRIGHT_AGENT_OPTIONS: JSON.stringify({ strategy: 'redis', redis: server.url, stale: STALE }) }
+}
+
+function redisAgent(t, server, owner) {
+  return spawnAgent(t, { owner, env: redisEnv(server) })
+}
+
+/** The next `event` message an agent sends by itself (a lost lock). */
+function nextEvent(agent, event) {
+  return new Promise((resolve) => {
+    const listener = (msg) => {
+      if (msg.event !== event) return
+      agent.child.off('message', listener)
+      resolve(msg)
+    }
+    agent.child.on('message', listener)
+  })
+}
+
+/** `promise`, or a failure naming `what` after `ms`: for waits that time bounds. */
+async function within(ms, what, promise) {
+  let timer
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)
+  })
+  try {
+    return await Promise.race([promise, late])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+test('8 processes x 150 locked increments through one Redis: exact total, never two inside', { skip }, async (t) => {
+  const dir = tempDir(t)
+  fs.writeFileSync(join(dir, 'counter.txt'), '0')
+  const env = { ...process.env, ...redisEnv(shared), LOCKWRIGHT_COUNTER_LOCK: 'counter' }
+  const workers = Array.from({ length: 8 }, () => {
+    const child = fork(join(__dirname, 'fixtures', 'counter-worker.js'), [dir, '150'], { env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
+    let out = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.stderr.on('data', (d) => (out += d))
+    t.after(() => child.exitCode === null && child.kill('SIGKILL'))
+    return once(child, 'exit').then(([code]) => ({ code, out }))
+  })
+  for (const { code, out } of await Promise.all(workers)) {
+    // A holder that found another inside would have thrown EEXIST on the marker.
+    assert.equal(code, 0, out)
+    assert.equal(out, '150')
+  }
+  assert.equal(fs.readFileSync(join(dir, 'counter.txt'), 'utf8'), '1200')
+  assert.equal(fs.existsSync(join(dir, 'inside.marker')), false)
+})
+
+test('a holder frozen past its lease loses the lock to a larger token, and is told when it runs again', { skip }, async (t) => {
+  const holder = redisAgent(t, shared, 'frozen')
+  const newcomer = redisAgent(t, shared, 'newcomer')
+  const held = await holder.call('acquire', { path: 'frozen', options: {} })
+  process.kill(holder.pid, 'SIGSTOP')
+  t.after(() => holder.child.kill('SIGCONT'))
+  // The lease still stands at first: a frozen holder is not dead yet.
+  assert.equal(await newcomer.call('tryAcquire', { path: 'frozen' }), null)
+  const waited = performance.now()
+  const got = await newcomer.call('acquire', { path: 'frozen', options: { timeout: 10_000 } })
+  // It got in when the lease ran out: within one lease, not at once.
+  const ms = performance.now() - waited
+  assert.ok(ms < STALE + 1000, `granted ${ms} ms after the holder stopped`)
+  assert.ok(got.token > held.token, `token ${got.token} after ${held.token}`)
+
+  const told = nextEvent(holder, 'compromised')
+  process.kill(holder.pid, 'SIGCONT')
+  const { error } = await within(STALE * 2, 'the compromised event', told)
+  assert.equal(error.code, 'ECOMPROMISED')
+  // Its lease ran out and the newcomer's grant swept it: the message names who has it now.
+  assert.match(error.message, /'frozen' \(token \d+\) was lost: .*held by newcomer \(PID \d+/)
+  await assert.rejects(holder.call('release', { lockId: held.id }), { code: 'ECOMPROMISED' })
+  // The newcomer's lock was never touched by the late holder.
+  await newcomer.call('release', { lockId: got.id })
+})
+
+test('a SIGKILLed holder\'s lock is free within its lease, nobody releasing it', { skip }, async (t) => {
+  const holder = redisAgent(t, shared, 'doomed')
+  const waiter = redisAgent(t, shared, 'waiter')
+  const held = await holder.call('acquire', { path: 'killed', options: {} })
+  const waiting = track(waiter.call('acquire', { path: 'killed', options: { timeout: 10_000 } }))
+  await waiter.call('ping') // its acquire has started
+  assert.equal(waiting.settled, false)
+  holder.child.kill('SIGKILL')
+  await holder.exited
+  const killed = performance.now()
+  const got = await waiting.promise
+  const ms = performance.now() - killed
+  assert.ok(ms < STALE + 1000, `granted ${ms} ms after the holder died`)
+  assert.ok(got.token > held.token)
+  await waiter.call('release', { lockId: got.id })
+})
+
+test('readers overlap across processes; a queued writer stops new readers and gets in when they leave', { skip }, async (t) => {
+  const [readerA, readerB, writer, readerC] = ['reader-a', 'reader-b', 'writer', 'reader-c'].map((owner) => redisAgent(t, shared, owner))
+  const a = await readerA.call('acquire', { path: 'index', options: { mode: 'shared' } })
+  const b = await readerB.call('tryAcquire', { path: 'index', options: { mode: 'shared' } })
+  assert.ok(b, 'a second reader in another process gets in beside the first')
+  const observer = new LockManager({ strategy: 'redis', redis: shared.url, stale: STALE })
+  t.after(() => observer.close())
+  const both = await observer.status('index')
+  assert.deepEqual(both.owners.map((o) => o.pid).sort(), [readerA.pid, readerB.pid].sort())
+  assert.equal(both.mode, 'shared')
+
+  const writing = track(writer.call('acquire', { path: 'index', options: { timeout: 10_000 } }))
+  // Once the writer is queued, a new reader is refused: until then it may still get
+  // in, and then leaves again.
+  await waitFor(async () => {
+    const lock = await readerC.call('tryAcquire', { path: 'index', options: { mode: 'shared' } })
+    if (lock) await readerC.call('release', { lockId: lock.id })
+    return lock === null
+  }, { what: 'a new reader to be refused behind the writer' })
+  const reading = track(readerC.call('acquire', { path: 'index', options: { mode: 'shared', timeout: 10_000 } }))
+  await readerA.call('release', { lockId: a.id })
+  await readerC.call('ping')
+  assert.equal(writing.settled, false, 'the writer got in while a reader held the lock')
+  await readerB.call('release', { lockId: b.id })
+  const w = await writing.promise
+  assert.equal(w.mode, 'exclusive')
+  assert.equal(reading.settled, false, 'a reader got in beside the writer')
+  assert.equal((await observer.status('index')).owners.length, 1)
+  await writer.call('release', { lockId: w.id })
+  const c = await reading.promise
+  assert.equal(c.mode, 'shared')
+  await readerC.call('release', { lockId: c.id })
+})
+
+test('Redis killed while a lock is held: the holder is told once its lease has run out', { skip }, async (t) => {
+  const server = await startRedis(t)
+  const holder = redisAgent(t, server, 'cut-off')
+  const held = await holder.call('acquire', { path: 'job', options: {} })
+  const told = nextEvent(holder, 'compromised')
+  await server.kill()
+  const killed = performance.now()
+  const { error } = await within(STALE * 3, 'the compromised event', told)
+  assert.equal(error.code, 'ECOMPROMISED')
+  assert.match(error.message, /unreachable until its lease ran out/)
+  // Not before the lease could have run out (the last renewal was at most a third
+  // of it before the kill).
+  assert.ok(performance.now() - killed >= STALE / 2, 'reported before the lease could have run out')
+  await assert.rejects(holder.call('release', { lockId: held.id }), { code: 'ECOMPROMISED', message: /unreachable until its lease ran out/ })
+})
+
+test('Redis restarted: a wait in progress gets in, the old holder is told, new acquires work with the same manager', { skip }, async (t) => {
+  const server = await startRedis(t)
+  const manager = new LockManager({ strategy: 'redis', redis: server.url, stale: STALE, owner: 'survivor' })
+  t.after(() => manager.close())
+  const first = await manager.acquire('before', { timeout: 5000 })
+  await first.release()
+
+  const holder = redisAgent(t, server, 'old-holder')
+  const held = await holder.call('acquire', { path: 'across', options: {} })
+  const waiting = track(manager.acquire('across', { timeout: 15_000 }))
+  const told = nextEvent(holder, 'compromised')
+
+  await server.kill()
+  await assert.rejects(manager.acquire('down', { timeout: 300 }), { code: 'EUNAVAILABLE' })
+  assert.equal(waiting.settled, false)
+  await server.restart()
+
+  // Without persistence the old lease is gone: the waiter gets in, the holder learns it.
+  const got = await waiting.promise
+  assert.equal(got.mode, 'exclusive')
+  const { error } = await within(STALE * 3, 'the compromised event', told)
+  assert.equal(error.code, 'ECOMPROMISED')
+  assert.equal(error.lockId, held.id)
+  await got.release()
+  const again = await manager.acquire('after', { timeout: 5000 })
+  assert.ok(again.token >= 1)
+  await again.release()
+})
+
+test('nothing listening: EUNAVAILABLE within the acquire\'s timeout, and the process exits by itself', { skip }, async () => {
+  const port = await freePort()
+  const child = fork(join(__dirname, 'fixtures', 'redis-unavailable.js'), [`redis://127.0.0.1:${port}/0`, '1000'], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] })
+  let out = ''
+  child.stdout.on('data', (d) => (out += d))
+  const [code, signal] = await within(10_000, 'the process to exit', once(child, 'exit')).catch((err) => {
+    child.kill('SIGKILL')
+    throw err
+  })
+  assert.equal(signal, null)
+  assert.equal(code, 0)
+  const result = JSON.parse(out)
+  for (const call of ['acquire', 'tryAcquire', 'status']) {
+    assert.equal(result[call].code, 'EUNAVAILABLE', `${call}: ${JSON.stringify(result[call])}`)
+    assert.match(result[call].message, new RegExp(`127\\.0\\.0\\.1:${port}`))
+  }
+  assert.ok(result.acquire.ms < 1000 + 500, `acquire failed after ${result.acquire.ms} ms`)
+})
