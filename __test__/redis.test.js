@@ -156,6 +156,25 @@ test('readers overlap across processes; a queued writer stops new readers and ge
   await readerC.call('release', { lockId: c.id })
 })
 
+test('list and cleanupStaleLocks need no directory on Redis; forceRelease breaks a live lease only with force', { skip }, async (t) => {
+  const holder = redisAgent(t, shared, 'inspected')
+  const held = await holder.call('acquire', { path: 'inspect:held', options: {} })
+  const manager = new LockManager({ strategy: 'redis', redis: shared.url, stale: STALE })
+  t.after(() => manager.close())
+  const listed = (await manager.list()).find((s) => s.lockfilePath === 'inspect:held')
+  assert.equal(listed?.owners[0].pid, holder.pid)
+  assert.equal(listed.owners[0].process, 'inspected')
+  const report = await manager.cleanupStaleLocks(undefined, { dryRun: true })
+  assert.deepEqual([report.cleared, report.removed], [[], []])
+  assert.ok(report.kept >= 1)
+  await assert.rejects(manager.forceRelease('inspect:held'), { code: 'ELOCKED', message: /inspected \(PID \d+.*live lease/ })
+  const told = nextEvent(holder, 'compromised')
+  assert.equal(await manager.forceRelease('inspect:held', { force: true }), true)
+  const { error } = await within(STALE * 2, 'the compromised event', told)
+  assert.equal(error.lockId, held.id)
+  assert.equal((await manager.status('inspect:held')).locked, false)
+})
+
 test('Redis killed while a lock is held: the holder is told once its lease has run out', { skip }, async (t) => {
   const server = await startRedis(t)
   const holder = redisAgent(t, server, 'cut-off')

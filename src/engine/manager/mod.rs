@@ -619,6 +619,8 @@ impl LockManager {
         match (dir, &self.inner.lock_dir) {
             (Some(dir), _) => validate_path(dir, "dir"),
             (None, Some(lock_dir)) => Ok(lock_dir.clone()),
+            // A remote backend's locks are all under its prefix: no directory to name.
+            (None, None) if self.inner.backend.remote() => Ok(PathBuf::new()),
             (None, None) => Err(LockError::invalid(
                 "dir is required when the LockManager has no lockDir",
             )),
