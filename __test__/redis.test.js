@@ -10,9 +10,9 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const { join } = require('node:path')
 const { once } = require('node:events')
-const { fork } = require('node:child_process')
+const { fork, spawn } = require('node:child_process')
 const { LockManager } = require('../index.js')
-const { tempDir, spawnAgent, waitFor, track } = require('./helpers.js')
+const { tempDir, spawnAgent, runCommand, waitFor, track } = require('./helpers.js')
 const { redisSkip, startRedis, freePort } = require('./redis-server.js')
 
 const skip = redisSkip()
@@ -237,4 +237,95 @@ test('nothing listening: EUNAVAILABLE within the acquire\'s timeout, and the pro
     assert.match(result[call].message, new RegExp(`127\\.0\\.0\\.1:${port}`))
   }
   assert.ok(result.acquire.ms < 1000 + 500, `acquire failed after ${result.acquire.ms} ms`)
+})
+
+const CLI = join(__dirname, '..', 'bin', 'lockwright.js')
+const cli = (args, options) => runCommand(process.execPath, [CLI, ...args], options)
+
+/** `node -e` code that exits 7 if `name` is locked on `url` by `owner`, else 1. */
+function checkHeldBy(url, name, owner) {
+  return `const { LockManager } = require(${JSON.stringify(join(__dirname, '..'))});
+    new LockManager({ strategy: 'redis', redis: ${JSON.stringify(url)} }).status(${JSON.stringify(name)})
+      .then((s) => process.exit(s.locked && s.owners[0].process === ${JSON.stringify(owner)} ? 7 : 1))`
+}
+
+test('CLI with --redis: the command runs holding the lease and its exit code is the answer; --timeout 0 on a held lock exits 3', { skip }, async (t) => {
+  const observer = new LockManager({ strategy: 'redis', redis: shared.url, stale: STALE })
+  t.after(() => observer.close())
+  let run = await cli(['with', '--redis', shared.url, 'cli:job', '--owner', 'script', '--', process.execPath, '-e', checkHeldBy(shared.url, 'cli:job', 'script')])
+  assert.equal(run.code, 7, run.stderr)
+  assert.equal((await observer.status('cli:job')).locked, false)
+  // --strategy redis alone takes the URL from LOCKWRIGHT_REDIS_URL.
+  run = await cli(['with', '--strategy', 'redis', 'cli:env', '--', process.execPath, '-e', checkHeldBy(shared.url, 'cli:env', 'node')], { env: { LOCKWRIGHT_REDIS_URL: shared.url } })
+  assert.equal(run.code, 7, run.stderr)
+
+  const holder = redisAgent(t, shared, 'holder')
+  const held = await holder.call('acquire', { path: 'cli:held', options: {} })
+  run = await cli(['with', '--redis', shared.url, 'cli:held', '--timeout', '0', '--', 'true'])
+  assert.equal(run.code, 3, run.stderr)
+  assert.match(run.stderr, /holder \(PID \d+/)
+  await holder.call('release', { lockId: held.id })
+
+  for (const args of [
+    ['with', '--redis', shared.url, '--strategy', 'mkdir', 'x', '--', 'true'],
+    ['status', '--redis', shared.url, '--lock-dir', '.'],
+    ['cleanup', '--redis', shared.url, 'some-dir'],
+    ['with', '--redis', shared.url, '--stale', 'soon', 'x', '--', 'true'],
+  ]) {
+    run = await cli(args)
+    assert.equal(run.code, 2, `${args.join(' ')}: ${run.stderr}`)
+  }
+})
+
+test('CLI on Redis: status, release with and without --force, cleanup; a SIGKILLed wrapper\'s lease runs out after --stale', { skip }, async (t) => {
+  const url = shared.url
+  const wrapper = spawn(process.execPath, [CLI, 'with', '--redis', url, '--stale', String(STALE), 'cli:orphan', '--owner', 'nightly', '--', process.execPath, '-e', 'console.log(process.pid); setInterval(() => {}, 1000)'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const [line] = await once(wrapper.stdout, 'data')
+  const commandPid = Number(String(line).trim())
+  t.after(() => {
+    wrapper.kill('SIGKILL')
+    try {
+      process.kill(commandPid, 'SIGKILL')
+    } catch {}
+  })
+
+  let run = await cli(['status', '--redis', url, 'cli:orphan', '--json'])
+  assert.equal(run.code, 0, run.stderr)
+  const status = JSON.parse(run.stdout)
+  assert.equal(status.locked, true)
+  assert.deepEqual([status.owners[0].process, status.owners[0].pid, status.owners[0].alive], ['nightly', wrapper.pid, true])
+  run = await cli(['status', '--redis', url])
+  assert.match(run.stdout, /^cli:orphan: locked \(exclusive\)\n {4}nightly \(PID \d+ on .*, alive, held/m)
+  run = await cli(['release', '--redis', url, 'cli:orphan'])
+  assert.equal(run.code, 3, run.stderr)
+  assert.match(run.stderr, /nightly \(PID \d+.*live lease/)
+
+  // The wrapper renews the lease; killed, it stops, while its command runs on.
+  wrapper.kill('SIGKILL')
+  await once(wrapper, 'exit')
+  const killed = performance.now()
+  const observer = new LockManager({ strategy: 'redis', redis: url, stale: STALE })
+  t.after(() => observer.close())
+  await waitFor(async () => (await observer.status('cli:orphan')).owners[0]?.alive === false, { timeoutMs: STALE * 3, what: 'the lease to run out' })
+  const ms = performance.now() - killed
+  assert.ok(ms < STALE + 1000, `the lease ran out ${ms} ms after the wrapper died`)
+  process.kill(commandPid, 0) // the command still runs: nothing but the lease held the lock
+
+  run = await cli(['cleanup', '--redis', url, '--dry-run', '--json'])
+  assert.equal(run.code, 0, run.stderr)
+  assert.ok([...JSON.parse(run.stdout).cleared, ...JSON.parse(run.stdout).removed].some((n) => n.includes('cli:orphan')), run.stdout)
+  assert.equal((await observer.status('cli:orphan')).owners.length, 1, 'a dry run changes nothing')
+  run = await cli(['cleanup', '--redis', url])
+  assert.equal(run.code, 0, run.stderr)
+  assert.match(run.stdout, /cli:orphan/)
+  assert.deepEqual((await observer.status('cli:orphan')).owners, [])
+
+  // --force breaks a live lease, and its holder is told.
+  const holder = redisAgent(t, shared, 'forced')
+  const held = await holder.call('acquire', { path: 'cli:forced', options: {} })
+  const told = nextEvent(holder, 'compromised')
+  run = await cli(['release', '--redis', url, 'cli:forced', '--force'])
+  assert.equal(run.code, 0, run.stderr)
+  assert.equal(run.stdout, 'released cli:forced\n')
+  assert.equal((await within(STALE * 2, 'the compromised event', told)).error.lockId, held.id)
 })

@@ -20,41 +20,55 @@ Commands:
 
 Common options:
   --lock-dir <dir>      keep lock files in <dir> as <basename>.lock
-  --strategy <name>     kernel (default) or mkdir (proper-lockfile's protocol)
+  --strategy <name>     kernel (default), mkdir (proper-lockfile's protocol) or redis
+  --redis <url>         locks in Redis (implies --strategy redis), named by keys, not
+                        files: redis://host:6379/0. --strategy redis alone takes
+                        LOCKWRIGHT_REDIS_URL, else redis://127.0.0.1:6379/0
   -h, --help            help for a command: lockwright <command> --help
   -v, --version         print lockwright's version
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 locked (--timeout 0), 4 timed out;
 'with' exits with the command's own code.`,
   with: `Usage: lockwright with <file> [--shared] [--timeout ms] [--owner label] -- <cmd> [args...]
+       lockwright with --redis <url> <name> [options] -- <cmd> [args...]
 
 Runs <cmd> holding the lock on <file>, and releases it when <cmd> ends. <cmd> inherits
 the lock as its descriptor 3 (kernel strategy, Unix), so it keeps the lock until it
-ends even if this wrapper is killed.
+ends even if this wrapper is killed. On Redis this wrapper renews the lease while
+<cmd> runs: if the wrapper is killed, the lease runs out after --stale ms.
   --shared          take a shared (read) lock instead of an exclusive one
   --timeout <ms>    how long to wait for the lock (default 30000; 0 tries once; Infinity)
   --owner <label>   owner label shown to others (default: the command's name)
+  --stale <ms>      a Redis lease's length, or when a holder on another host counts
+                    as dead (default 10000, at least 2000)
 Signals (SIGINT, SIGTERM, SIGHUP) are passed on to <cmd>. Exits with <cmd>'s exit code,
 128 + the signal number if it was killed, 127 if it could not be started, 3 if locked
 with --timeout 0, 4 on timeout.`,
   status: `Usage: lockwright status [file|dir] [--json] [--verbose]
+       lockwright status --redis <url> [name] [--json] [--verbose]
 
 Shows who holds the lock on <file>, or every lock in <dir> (default: --lock-dir or .).
 A <file> ending in .lock is taken as the lock file itself, as this command lists them.
+On Redis: the lock <name>, or every lock under the prefix.
   --json       machine-readable output
   --verbose    also the lock id, token, user and heartbeat age`,
   cleanup: `Usage: lockwright cleanup [dir] [--dry-run] [--json]
+       lockwright cleanup --redis <url> [--dry-run] [--json]
 
 Clears the records of holders that died holding a lock in <dir> (default: --lock-dir
 or .), keeping each file with its fencing token; removes empty lock files and dead
 readers' records. Never touches a held lock, or a *.lock file that is not ours
-(Cargo.lock, yarn.lock).
+(Cargo.lock, yarn.lock). On Redis: removes the leases that ran out and the places of
+waiters that died, under the prefix.
   --dry-run    list what would be cleared and removed, change nothing
   --json       machine-readable output`,
   release: `Usage: lockwright release <file> --force
+       lockwright release --redis <url> <name> [--force]
 
 Breaks the lock on <file> when its holder is gone. A kernel lock held by a live process
-cannot be broken (exit 3); with --strategy mkdir, --force breaks even a live holder's.`,
+cannot be broken (exit 3); with --strategy mkdir, --force breaks even a live holder's.
+On Redis, without --force: removes a lease that ran out, and exits 3 while a lease
+stands; --force breaks even a live lease (its holder is told ECOMPROMISED).`,
 }
 
 class UsageError extends Error {}
@@ -68,6 +82,7 @@ function parse(command, args, options) {
         help: { type: 'boolean', short: 'h' },
         'lock-dir': { type: 'string' },
         strategy: { type: 'string' },
+        redis: { type: 'string' },
         ...options,
       },
     })
@@ -76,10 +91,22 @@ function parse(command, args, options) {
   }
 }
 
+/** Whether the locks are in Redis: `--redis <url>` implies it, `--strategy redis` says it. */
+function onRedis(values, command) {
+  if (values.redis !== undefined && values.strategy !== undefined && values.strategy !== 'redis') {
+    throw new UsageError(`--redis goes with --strategy redis, not ${values.strategy}\n\n${HELP[command]}`)
+  }
+  const redis = values.redis !== undefined || values.strategy === 'redis'
+  if (redis && values['lock-dir'] !== undefined) throw new UsageError(`--lock-dir is for lock files: Redis locks are named by keys\n\n${HELP[command]}`)
+  return redis
+}
+
 function managerFor(values, extra = {}) {
   // Loaded here, not at the top: --help and --version work without the native binary.
   const { LockManager } = require('../index.js')
-  return new LockManager({ lockDir: values['lock-dir'], strategy: values.strategy, ...extra })
+  const strategy = values.redis === undefined ? values.strategy : 'redis'
+  const redis = values.redis === undefined ? {} : { redis: values.redis }
+  return new LockManager({ lockDir: values['lock-dir'], strategy, ...redis, ...extra })
 }
 
 function describeOwner(owner, verbose) {
@@ -97,10 +124,13 @@ function describeStatus(status, verbose) {
 }
 
 function timeoutOf(text) {
-  if (text === undefined) return undefined
+  return text === undefined ? undefined : msOf(text, '--timeout')
+}
+
+function msOf(text, option) {
   const ms = text === 'Infinity' ? Infinity : Number(text)
   // Number('') is 0: an empty value would silently mean "try once".
-  if (text.trim() === '' || Number.isNaN(ms)) throw new UsageError(`--timeout must be a number of milliseconds or Infinity, got '${text}'`)
+  if (text.trim() === '' || Number.isNaN(ms)) throw new UsageError(`${option} must be a number of milliseconds or Infinity, got '${text}'`)
   return ms
 }
 
@@ -113,13 +143,24 @@ const commands = {
       shared: { type: 'boolean' },
       timeout: { type: 'string' },
       owner: { type: 'string' },
+      stale: { type: 'string' },
     })
     if (values.help) return print(HELP.with)
     const [file, ...extra] = positionals
     const [cmd, ...cmdArgs] = args.slice(split + 1)
     if (!file || !cmd) throw new UsageError(HELP.with)
     if (extra.length > 0) throw new UsageError(`one file before '--', got also '${extra.join("', '")}'\n\n${HELP.with}`)
-    const manager = managerFor(values, { owner: values.owner ?? require('node:path').basename(cmd) })
+    onRedis(values, 'with')
+    const stale = values.stale === undefined ? {} : { stale: msOf(values.stale, '--stale') }
+    const manager = managerFor(values, { owner: values.owner ?? require('node:path').basename(cmd), ...stale })
+    // A Redis lease lives on this wrapper's heartbeat: if it is lost while the command
+    // runs (the wrapper was stopped, Redis was unreachable for a whole lease, someone
+    // forced it), say so at once, not only when the release fails at the end.
+    let lost = false
+    manager.on('compromised', (err) => {
+      lost = true
+      console.error(`lockwright: ${err.message}`)
+    })
     const lock = await manager.acquire(file, { mode: values.shared ? 'shared' : 'exclusive', timeout: timeoutOf(values.timeout) })
     // The command inherits the lock as its descriptor 3, as with flock(1): if this
     // wrapper is killed (SIGKILL, the OOM killer), the lock stays with the command.
@@ -144,8 +185,9 @@ const commands = {
     try {
       await lock.release()
     } catch (err) {
-      // The command ran and ended: its exit code is still the answer.
-      console.error(`lockwright: releasing ${file}: ${err.message}`)
+      // The command ran and ended: its exit code is still the answer. A loss already
+      // reported is not reported twice.
+      if (!(lost && err.code === 'ECOMPROMISED')) console.error(`lockwright: releasing ${file}: ${err.message}`)
     }
     const signalNumber = signal ? require('node:os').constants.signals[signal] : 0
     return signal ? 128 + signalNumber : code
@@ -155,6 +197,13 @@ const commands = {
     const { values, positionals } = parse('status', args, { json: { type: 'boolean' }, verbose: { type: 'boolean' } })
     if (values.help) return print(HELP.status)
     const manager = managerFor(values)
+    if (onRedis(values, 'status')) {
+      const name = positionals[0]
+      const statuses = name === undefined ? await manager.list() : [await manager.status(name)]
+      if (values.json) return print(JSON.stringify(name === undefined ? statuses : statuses[0], null, 2))
+      if (statuses.length === 0) return print('no locks in Redis')
+      return print(statuses.map((s) => describeStatus(s, values.verbose)).join('\n'))
+    }
     const target = positionals[0] ?? values['lock-dir'] ?? '.'
     const isDir = fs.statSync(target, { throwIfNoEntry: false })?.isDirectory() && !(values.strategy === 'mkdir' && target.endsWith('.lock'))
     // A path ending in .lock (as `status <dir>` prints them) names the lock file itself.
@@ -169,7 +218,10 @@ const commands = {
     const { values, positionals } = parse('cleanup', args, { 'dry-run': { type: 'boolean' }, json: { type: 'boolean' } })
     if (values.help) return print(HELP.cleanup)
     const manager = managerFor(values)
-    const dir = positionals[0] ?? values['lock-dir'] ?? '.'
+    const redis = onRedis(values, 'cleanup')
+    if (redis && positionals.length > 0) throw new UsageError(`Redis has no directories: cleanup --redis sweeps every lock under the prefix\n\n${HELP.cleanup}`)
+    // Redis: every lock under the prefix, no directory.
+    const dir = redis ? undefined : (positionals[0] ?? values['lock-dir'] ?? '.')
     const dryRun = values['dry-run'] === true
     // With --dry-run, the same shape as without: what it would clear and remove.
     const report = await manager.cleanupStaleLocks(dir, { dryRun })
@@ -186,8 +238,10 @@ const commands = {
   async release(args) {
     const { values, positionals } = parse('release', args, { force: { type: 'boolean' } })
     if (values.help) return print(HELP.release)
-    if (!positionals[0] || !values.force) throw new UsageError(HELP.release)
-    const removed = await managerFor(values).forceRelease(positionals[0], { force: true })
+    // On Redis, without --force: only a lease that ran out (a live one is ELOCKED).
+    const redis = onRedis(values, 'release')
+    if (!positionals[0] || (!values.force && !redis)) throw new UsageError(HELP.release)
+    const removed = await managerFor(values).forceRelease(positionals[0], { force: values.force === true })
     return print(removed ? `released ${positionals[0]}` : `${positionals[0]} was not locked`)
   },
 }
