@@ -5,6 +5,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const { runCommand: run } = require('./helpers.js')
 const { join } = require('node:path')
+const { redisSkip, startRedis } = require('./redis-server.js')
 
 const examples = join(__dirname, '..', 'examples')
 
@@ -22,3 +23,13 @@ for (const [file, expected] of [
     assert.match(result.stdout, expected)
   })
 }
+
+// Against a private redis-server; skipped (with a notice) without one, unless CI=true.
+test('examples/flowforge-redis.js', { skip: redisSkip() }, async (t) => {
+  const server = await startRedis(t)
+  const result = await run(process.execPath, [join(examples, 'flowforge-redis.js')], { env: { LOCKWRIGHT_REDIS_URL: server.url } })
+  assert.equal(result.code, 0, result.stdout + result.stderr)
+  assert.match(result.stdout, /80 tasks from 80 updates on 2 hosts, 0 lost, 0 not done, last fencing token \d+/)
+  assert.match(result.stdout, /host-a: acquisitions 41,/)
+  assert.match(result.stdout, /locks left in Redis: 0/)
+})
