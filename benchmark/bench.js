@@ -4,6 +4,10 @@
 // ratios against the targets and writes benchmark/results.json. Nothing here is a
 // test: timings vary with the machine and its load.
 //
+// The Redis section runs lockwright's strategy 'redis' against redlock (with ioredis)
+// on one private redis-server started for the run, never a shared one; it is
+// skipped, with a notice, when redis-server is not on PATH.
+//
 // BENCH_QUICK=1 shortens every run (for a smoke check); BENCH_CYCLES sets the
 // number of acquire/release cycles of the memory run (default 1,000,000).
 
@@ -17,6 +21,7 @@ const properLockfile = require('proper-lockfile')
 const native = require('../binding.js')
 const { LockManager } = require('../index.js')
 const dropIn = require('../lib/proper-lockfile.js')
+const { redisServerPath, startRedis } = require('../__test__/redis-server.js')
 
 const QUICK = process.env.BENCH_QUICK === '1'
 const BENCH_TIME = QUICK ? 200 : 1500
@@ -93,10 +98,10 @@ function writeCounter(fd, value) {
 }
 
 /** N processes each run locked increments for a fixed time; returns ops/s and waits. */
-async function contended(dir, kind, processes = 4) {
+async function contended(dir, kind, processes = 4, redisUrl = '') {
   const file = tempFile(dir, `contended-${kind}.json`)
   fs.writeFileSync(file, '0'.repeat(COUNTER_WIDTH))
-  const children = Array.from({ length: processes }, () => fork(__filename, ['contender', kind, file, String(CONTENDED_MS)]))
+  const children = Array.from({ length: processes }, () => fork(__filename, ['contender', kind, file, String(CONTENDED_MS), redisUrl]))
   const reports = []
   for (const child of children) child.on('message', (m) => reports.push(m))
   await Promise.all(children.map((c) => once(c, 'exit')))
@@ -104,28 +109,99 @@ async function contended(dir, kind, processes = 4) {
   const ops = reports.reduce((sum, r) => sum + r.ops, 0)
   const counted = Number(fs.readFileSync(file, 'utf8'))
   if (counted !== ops) throw new Error(`${kind}: counter says ${counted}, processes did ${ops}: exclusion broken`)
-  return { processes, opsPerSec: ops / (CONTENDED_MS / 1000), waitP50Ms: percentile(waits, 0.5), waitP99Ms: percentile(waits, 0.99) }
+  // How the increments split between the processes: a lock that hands off in order
+  // splits them evenly; one whose releaser takes it straight back does not.
+  const perProcess = reports.map((r) => r.ops).sort((a, b) => a - b)
+  return { processes, opsPerSec: ops / (CONTENDED_MS / 1000), waitP50Ms: percentile(waits, 0.5), waitP99Ms: percentile(waits, 0.99), perProcess }
 }
 
-async function contender(kind, file, ms) {
-  const manager = new LockManager({ owner: 'contender' })
-  // proper-lockfile at its tightest: retry every millisecond, forever.
-  const retries = { forever: true, minTimeout: 1, maxTimeout: 1, factor: 1 }
+/** redlock as the Redis comparison: one server, retrying every 10 ms without jitter, forever. */
+const REDLOCK_OPTIONS = { retryCount: -1, retryDelay: 10, retryJitter: 0 }
+const REDIS_LEASE_MS = 10_000
+
+function redlockOn(url) {
+  const Redis = require('ioredis')
+  const Redlock = require('redlock')
+  const client = new Redis(url)
+  return { redlock: new Redlock([client], REDLOCK_OPTIONS), close: () => client.quit() }
+}
+
+/** Each contender's way to lock: resolves with its release. */
+function lockerFor(kind, file, redisUrl) {
+  if (kind === 'lockwright') {
+    const manager = new LockManager({ owner: 'contender' })
+    return { lock: () => manager.acquire(file, { timeout: Infinity }).then((lock) => () => lock.release()) }
+  }
+  if (kind === 'proper-lockfile') {
+    // proper-lockfile at its tightest: retry every millisecond, forever.
+    const retries = { forever: true, minTimeout: 1, maxTimeout: 1, factor: 1 }
+    return { lock: () => properLockfile.lock(file, { retries }) }
+  }
+  if (kind === 'lockwright-redis') {
+    const manager = new LockManager({ owner: 'contender', strategy: 'redis', redis: redisUrl, stale: REDIS_LEASE_MS })
+    return { lock: () => manager.acquire('bench:contended', { timeout: Infinity }).then((lock) => () => lock.release()), close: () => manager.close() }
+  }
+  const { redlock, close } = redlockOn(redisUrl)
+  return { lock: () => redlock.lock('bench:redlock-contended', REDIS_LEASE_MS).then((lock) => () => lock.unlock()), close }
+}
+
+async function contender(kind, file, ms, redisUrl) {
+  const locker = lockerFor(kind, file, redisUrl)
   const counter = fs.openSync(file, 'r+')
   const waits = []
   let ops = 0
   const end = Date.now() + ms
   while (Date.now() < end) {
     const asked = performance.now()
-    const release = kind === 'lockwright'
-      ? await manager.acquire(file, { timeout: Infinity }).then((lock) => () => lock.release())
-      : await properLockfile.lock(file, { retries })
+    const release = await locker.lock()
     waits.push(performance.now() - asked)
     writeCounter(counter, readCounter(counter) + 1)
     ops++
     await release()
   }
   process.send({ ops, waits })
+  await locker.close?.()
+}
+
+/**
+ * lockwright's strategy 'redis' against redlock on one private redis-server: an
+ * uncontended acquire+release (two round trips each), and 4 processes contending.
+ */
+async function redisBenchmarks(dir) {
+  if (!redisServerPath()) {
+    console.log('Redis section skipped: redis-server is not on PATH\n')
+    return null
+  }
+  const server = await startRedis()
+  try {
+    const manager = new LockManager({ owner: 'bench', strategy: 'redis', redis: server.url, stale: REDIS_LEASE_MS })
+    const { redlock, close } = redlockOn(server.url)
+    const bench = new Bench({ time: BENCH_TIME, warmupTime: 200 })
+    bench
+      .add('lockwright redis acquire+release', async () => {
+        const lock = await manager.acquire('bench:uncontended')
+        await lock.release()
+      })
+      .add('redlock lock+unlock', async () => {
+        const lock = await redlock.lock('bench:redlock-uncontended', REDIS_LEASE_MS)
+        await lock.unlock()
+      })
+    await bench.run()
+    await manager.close()
+    await close()
+    const micro = {}
+    for (const task of bench.tasks) {
+      micro[task.name] = { opsPerSec: task.result.hz, meanUs: task.result.mean * 1000, p99Us: task.result.p99 * 1000 }
+    }
+    return {
+      server: 'private redis-server on 127.0.0.1',
+      redlockOptions: REDLOCK_OPTIONS,
+      micro,
+      contended: { lockwright: await contended(dir, 'lockwright-redis', 4, server.url), redlock: await contended(dir, 'redlock', 4, server.url) },
+    }
+  } finally {
+    await server.stop()
+  }
 }
 
 /** A holder in this process releases; how long until a waiter in another process holds it. */
@@ -220,6 +296,7 @@ async function main() {
   const handoffLw = await handoff(dir, 'lockwright')
   const handoffPl = await handoff(dir, 'proper-lockfile')
   const scaled = scale(dir)
+  const redis = await redisBenchmarks(dir)
   fs.rmSync(dir, { recursive: true, force: true })
 
   const ratio = (a, b) => a / b
@@ -250,6 +327,22 @@ async function main() {
   const c = scaled.cycles
   console.log(`${c.count} acquireSync/releaseSync cycles: ${c.usPerCycle.toFixed(1)} us each; RSS ${c.rssStartMB.toFixed(1)} MB before, ${c.rssQuartersMB.map((mb) => mb.toFixed(1)).join(' / ')} MB at each quarter; JS heap ${c.heapStartMB.toFixed(1)} MB before, ${c.heapEndMB.toFixed(1)} MB after`)
 
+  const redisComparisons = redis && [
+    ['Redis: uncontended acquire+release', redis.micro['lockwright redis acquire+release'].opsPerSec, redis.micro['redlock lock+unlock'].opsPerSec, 1],
+    [`Redis: contended, ${redis.contended.lockwright.processes} processes`, redis.contended.lockwright.opsPerSec, redis.contended.redlock.opsPerSec, 3],
+  ]
+  if (redis) {
+    const { lockwright: lw, redlock: rl } = redis.contended
+    console.log(`\nRedis (${redis.server}), against redlock ${require('redlock/package.json').version} with ioredis, retryDelay ${REDLOCK_OPTIONS.retryDelay} ms, retryJitter ${REDLOCK_OPTIONS.retryJitter}:`)
+    console.log(row(['case', 'lockwright ops/s', 'redlock', 'ratio', 'target', 'met'], widths))
+    for (const [name, ours, theirs, target] of redisComparisons) {
+      const r = ratio(ours, theirs)
+      console.log(row([name, ours.toFixed(0), theirs.toFixed(0), `${r.toFixed(1)}x`, `${target}x`, r >= target ? 'yes' : 'NO'], widths))
+    }
+    console.log(`contended waits: lockwright p50 ${lw.waitP50Ms.toFixed(3)} ms, p99 ${lw.waitP99Ms.toFixed(3)} ms; redlock p50 ${rl.waitP50Ms.toFixed(3)} ms, p99 ${rl.waitP99Ms.toFixed(3)} ms`)
+    console.log(`increments per process: lockwright ${lw.perProcess.join(' / ')}; redlock ${rl.perProcess.join(' / ')}`)
+  }
+
   const results = {
     date: new Date().toISOString(),
     machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, node: process.version, quick: QUICK },
@@ -258,7 +351,8 @@ async function main() {
     contended: { lockwright: contendedLw, properLockfile: contendedPl },
     handoff: { lockwright: handoffLw, properLockfile: handoffPl },
     scale: scaled,
-    ratios: Object.fromEntries(comparisons.map(([name, ours, theirs, target]) => [name, { ratio: ratio(ours, theirs), target }])),
+    redis,
+    ratios: Object.fromEntries([...comparisons, ...(redisComparisons ?? [])].map(([name, ours, theirs, target]) => [name, { ratio: ratio(ours, theirs), target }])),
   }
   const out = path.join(__dirname, 'results.json')
   fs.writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`)
@@ -266,6 +360,6 @@ async function main() {
 }
 
 const [role, ...args] = process.argv.slice(2)
-if (role === 'contender') contender(args[0], args[1], Number(args[2]))
+if (role === 'contender') contender(args[0], args[1], Number(args[2]), args[3])
 else if (role === 'handoff-waiter') handoffWaiter(args[0], args[1])
 else main()
