@@ -288,6 +288,13 @@ test('CLI with --redis: the command runs holding the lease and its exit code is 
   assert.match(run.stderr, /holder \(PID \d+/)
   await holder.call('release', { lockId: held.id })
 
+  // Nothing listening: an error (exit 1) within the timeout, the command not run.
+  const nowhere = `redis://127.0.0.1:${await freePort()}/0`
+  run = await cli(['with', '--redis', nowhere, 'cli:job', '--timeout', '500', '--', process.execPath, '-e', 'console.log("ran")'])
+  assert.equal(run.code, 1)
+  assert.match(run.stderr, /EUNAVAILABLE/)
+  assert.equal(run.stdout, '')
+
   for (const args of [
     ['with', '--redis', shared.url, '--strategy', 'mkdir', 'x', '--', 'true'],
     ['status', '--redis', shared.url, '--lock-dir', '.'],
