@@ -5,7 +5,7 @@
 //!
 //! Since Linux 4.9 the table leaves out locks whose holder lives in a PID namespace
 //! this process cannot see (another container sharing the volume): an empty answer
-//! is not proof, and callers fall back to the records (see `kernel_lock::observe`).
+//! is not proof, and callers fall back to the records (see `observe.rs`).
 
 use std::fs::File;
 
