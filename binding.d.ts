@@ -79,7 +79,7 @@ export declare class NativeLockManager {
 }
 
 /**
- * Ends one pending `acquire` early; `lockwright.js` calls `cancel()` when the
+ * Ends one pending `acquire` early; `lib/lock-manager.js` calls `cancel()` when the
  * caller's `AbortSignal` fires.
  */
 export declare class WaitCanceller {
@@ -105,7 +105,7 @@ export interface NativeDistribution {
   max: number
 }
 
-/** A granted lock, as plain data; `lockwright.js` wraps it in a `Lock`. */
+/** A granted lock, as plain data; `lib/lock.js` wraps it in a `Lock`. */
 export interface NativeGrant {
   /**
    * Process-unique number that `release` takes. A double, not a u32: a busy

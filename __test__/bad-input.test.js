@@ -109,6 +109,8 @@ test('bad constructor options are EINVAL naming the option', () => {
     [{ lockDir: '' }, /lockDir must be a non-empty string/],
     [{ owner: 5 }, /owner must be a string/],
     [{ owner: '' }, /owner must be a non-empty string/],
+    // 100 characters that JSON writes in six bytes each: too long for the record.
+    [{ owner: '\u001b'.repeat(100) }, /owner must take at most 256 bytes as JSON, got 600/],
     [{ strategy: 'nfs' }, /strategy must be 'kernel', 'mkdir' or 'redis'/],
     [{ redis: 'redis://127.0.0.1:6379' }, /the redis option goes with strategy: 'redis'/],
     [{ strategy: 'redis', redis: { url: 5 } }, /url must be a string/],

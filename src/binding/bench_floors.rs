@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::engine::backend::Strategy;
+use crate::engine::safe_fs::overwrite;
 use crate::engine::{AcquireOptions, LockManager, ManagerOptions, Result};
 
 /// Nanoseconds per iteration of each floor.
@@ -14,6 +15,10 @@ use crate::engine::{AcquireOptions, LockManager, ManagerOptions, Result};
 pub struct Floors {
     /// A bare `flock` lock + unlock pair on an open file.
     pub flock_pair: f64,
+    /// The least a lock that records its owner can do, on a descriptor kept open:
+    /// `flock(LOCK_EX)`, `pwrite` a 200-byte record, `pwrite` a release record,
+    /// `flock(LOCK_UN)`. The physical floor of an uncontended cycle (issue #16).
+    pub record_cycle: f64,
     /// A bare `mkdir` + `rmdir` pair: proper-lockfile's protocol without anything else.
     pub mkdir_rmdir: f64,
     /// One engine acquire + release, kernel strategy.
@@ -41,6 +46,17 @@ pub fn measure(dir: &Path, iterations: u32) -> Result<Floors> {
     }
     let flock_pair = per(started);
 
+    let record = [b' '; 200];
+    let released = br#"{"token":1}"#;
+    let started = Instant::now();
+    for _ in 0..iterations {
+        file.lock().map_err(io)?;
+        overwrite(&file, &record, 0).map_err(io)?;
+        overwrite(&file, released, 0).map_err(io)?;
+        file.unlock().map_err(io)?;
+    }
+    let record_cycle = per(started);
+
     let lock_dir = dir.join("floor.dir.lock");
     let started = Instant::now();
     for _ in 0..iterations {
@@ -50,8 +66,8 @@ pub fn measure(dir: &Path, iterations: u32) -> Result<Floors> {
     let mkdir_rmdir = per(started);
 
     let cycle = |strategy: Strategy, name: &str| -> Result<f64> {
-        // No heartbeat where the strategy allows it (kernel): the floor times the
-        // lock alone. An mkdir lock needs its heartbeat (0 is EINVAL).
+        // No beats during the loop: the kernel strategy may turn them off; the mkdir
+        // one needs them, at its default period (longer than the loop).
         let heartbeat_ms = matches!(strategy, Strategy::Kernel).then_some(0.0);
         let manager = LockManager::new(ManagerOptions {
             strategy,
@@ -69,6 +85,7 @@ pub fn measure(dir: &Path, iterations: u32) -> Result<Floors> {
     };
     Ok(Floors {
         flock_pair,
+        record_cycle,
         mkdir_rmdir,
         engine_cycle: cycle(Strategy::Kernel, "floor-engine.json")?,
         engine_mkdir_cycle: cycle(Strategy::Mkdir, "floor-engine-mkdir.json")?,

@@ -7,7 +7,7 @@ use crate::engine::inspect::{LockStatus, OwnerStatus};
 use crate::engine::metrics::{Distribution, MetricsSnapshot};
 use crate::engine::{self, code, LockGrant, LockManager};
 
-/// A granted lock, as plain data; `lockwright.js` wraps it in a `Lock`.
+/// A granted lock, as plain data; `lib/lock.js` wraps it in a `Lock`.
 #[napi(object)]
 pub struct NativeGrant {
     /// Process-unique number that `release` takes. A double, not a u32: a busy
@@ -24,7 +24,7 @@ pub struct NativeGrant {
     pub acquired_at: f64,
 }
 
-/// What `makeGrant` (from `lockwright.js`) takes: id, token, acquiredAt, lockId, path,
+/// What `makeGrant` (from `lib/lock-manager.js`) takes: id, token, acquiredAt, lockId, path,
 /// lockfilePath and whether the grant is shared.
 pub(crate) type GrantParts = FnArgs<(f64, f64, f64, String, String, String, bool)>;
 

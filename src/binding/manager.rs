@@ -19,7 +19,7 @@ use super::lock_types::{
     grant_value, list_statuses, GrantParts, NativeCleanup, NativeGrant, NativeMetrics, NativeStatus,
 };
 
-/// Ends one pending `acquire` early; `lockwright.js` calls `cancel()` when the
+/// Ends one pending `acquire` early; `lib/lock-manager.js` calls `cancel()` when the
 /// caller's `AbortSignal` fires.
 #[napi]
 pub struct WaitCanceller {

@@ -39,9 +39,11 @@ fn runs_here(record: &OwnerRecord) -> Option<bool> {
     Some(same_process_runs(record.pid, theirs, record.process_start))
 }
 
-/// The record matches us where we know ours; what this OS lacks proves nothing.
+/// The record matches us: both have the same value, or neither has one (an OS
+/// without boot ids or PID namespaces). A value we cannot read for ourselves (no
+/// `/proc`) proves nothing about a record that has one.
 fn proven<T: PartialEq>(ours: &Option<T>, theirs: &Option<T>) -> bool {
-    ours.is_none() || theirs == ours
+    theirs == ours
 }
 
 /// Compared in clock ticks, which no wall-clock step moves.
@@ -154,5 +156,16 @@ mod tests {
             let old = record(u32::MAX - 7, elsewhere.clone(), &host, now - 11_000);
             assert!(!holder_alive(&old, 10_000, now), "{elsewhere:?}");
         }
+    }
+
+    #[test]
+    fn a_namespace_we_cannot_read_for_ourselves_proves_nothing() {
+        assert!(
+            !proven(&None, &Some(4026531836u64)),
+            "unknown here: judge by heartbeat"
+        );
+        assert!(proven::<u64>(&None, &None), "an OS without namespaces");
+        assert!(proven(&Some(7u64), &Some(7)));
+        assert!(!proven(&Some(7u64), &None), "a record too old to say");
     }
 }

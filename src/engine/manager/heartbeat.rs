@@ -20,16 +20,26 @@ impl LockManager {
         let now = now_ms();
         let mut lost = Vec::new();
         let held: Vec<Arc<Held>> = self.held().values().cloned().collect();
-        for held in held {
+        let beat = |held: &Arc<Held>| {
             let mut state = held.state();
             let HeldState { lock, compromised } = &mut *state;
-            let Some(lock) = lock.as_mut() else { continue };
-            if let Err(err) = lock.beat(now) {
-                if compromised.is_none() {
-                    *compromised = Some(err.clone());
-                    lost.push((held.grant.clone(), err));
-                }
+            let lock = lock.as_mut()?;
+            let err = lock.beat(now).err()?;
+            if compromised.is_some() {
+                return None;
             }
+            *compromised = Some(err.clone());
+            Some((held.grant.clone(), err))
+        };
+        if self.inner.backend.remote() {
+            // Each beat is a round trip: side by side, so one lease's slow renewal
+            // never makes another's come after its lease ran out.
+            std::thread::scope(|scope| {
+                let beats: Vec<_> = held.iter().map(|h| scope.spawn(move || beat(h))).collect();
+                lost.extend(beats.into_iter().filter_map(|b| b.join().ok().flatten()));
+            });
+        } else {
+            lost.extend(held.iter().filter_map(beat));
         }
         if lost.is_empty() {
             return;

@@ -119,10 +119,11 @@ impl LockManager {
         }
         // Records live in fixed regions of the lock file (see the kernel backend's
         // readers): a label this long is no label anyone reads anyway.
-        if options.owner.len() > MAX_OWNER_LEN {
+        // As written: JSON escapes a control character in six bytes.
+        let written = serde_json::to_string(&options.owner).map_or(usize::MAX, |s| s.len() - 2);
+        if written > MAX_OWNER_LEN {
             return Err(LockError::invalid(format!(
-                "owner must be at most {MAX_OWNER_LEN} bytes, got {}",
-                options.owner.len()
+                "owner must take at most {MAX_OWNER_LEN} bytes as JSON, got {written}"
             )));
         }
         let lock_dir = match &options.lock_dir {

@@ -33,6 +33,8 @@ pub struct KernelLock {
     /// Set once someone else removed or rewrote what we hold; release then leaves
     /// the files alone, as they are no longer ours.
     compromised: bool,
+    /// Its descriptor was handed out (see `raw_fd`).
+    lent: std::sync::atomic::AtomicBool,
 }
 
 impl KernelLock {
@@ -140,7 +142,8 @@ impl KernelLock {
         // whose unlock failed is closed instead of kept: closing drops any lock left.
         let unlocked = lock_file.file.unlock().is_ok();
         wake_waiters(&lock_file.file);
-        if unlocked && !self.compromised {
+        let lent = self.lent.load(std::sync::atomic::Ordering::Relaxed);
+        if unlocked && !self.compromised && !lent {
             // Released: the path is not needed here any more, and keys the idle file.
             lock_file.keep_idle(std::mem::take(&mut self.path));
         }
@@ -270,6 +273,10 @@ impl Contender {
         let write_err = |e: io::Error| LockError::from_io(&e, "write owner record", &self.path);
         let reader_record = match self.mode {
             LockMode::Exclusive => {
+                // Past its region the record would spill into the readers' slots.
+                if json.len() >= RECORD_REGION {
+                    return Err(record_too_long(&self.path, json.len()));
+                }
                 overwrite(&lock_file.file, &json, previous.len()).map_err(write_err)?;
                 None
             }
@@ -281,7 +288,7 @@ impl Contender {
                 if previous.len() < RECORD_REGION {
                     let released = serde_json::to_vec(&ReleasedRecord { token: last })
                         .expect("a token serialises");
-                    let _ = overwrite(&lock_file.file, &released, RECORD_REGION);
+                    overwrite(&lock_file.file, &released, RECORD_REGION).map_err(write_err)?;
                 }
                 Some(write_reader_record(
                     &lock_file.file,
@@ -299,6 +306,7 @@ impl Contender {
             record_len,
             reader_record,
             compromised: false,
+            lent: Default::default(),
         })
     }
 
@@ -331,6 +339,19 @@ pub(super) fn recorded_token(content: &[u8]) -> Option<u64> {
     serde_json::from_slice::<TokenOnly>(content)
         .ok()
         .map(|t| t.token)
+}
+
+/// `EINVAL`: a record this long (an owner label full of characters JSON escapes)
+/// does not fit its region of the lock file.
+fn record_too_long(path: &Path, len: usize) -> LockError {
+    LockError::new(
+        code::INVALID,
+        format!(
+            "the owner record for '{}' is {len} bytes, more than the {RECORD_REGION} a lock file keeps for it: use a shorter owner label",
+            path.display()
+        ),
+        Some(path),
+    )
 }
 
 /// `ELOCKED` for a directory at a kernel lock path that looks like a live
@@ -391,9 +412,12 @@ impl HeldLock for KernelLock {
         KernelLock::release(*self)
     }
 
+    /// Lent to a child (the CLI's command inherits it): the open file description may
+    /// outlive this grant there, so on release it is closed, never kept for reuse.
     #[cfg(unix)]
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
+        self.lent.store(true, std::sync::atomic::Ordering::Relaxed);
         self.file
             .as_ref()
             .map(|lock_file| lock_file.file.as_raw_fd())

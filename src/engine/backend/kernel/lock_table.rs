@@ -5,7 +5,7 @@
 //!
 //! Since Linux 4.9 the table leaves out locks whose holder lives in a PID namespace
 //! this process cannot see (another container sharing the volume): an empty answer
-//! is not proof, and callers fall back to the records (see `kernel_lock::observe`).
+//! is not proof, and callers fall back to the records (see `observe.rs`).
 
 use std::fs::File;
 
@@ -23,7 +23,8 @@ pub struct TableEntry {
 pub fn flocks_on(file: &File) -> Option<Vec<TableEntry>> {
     use std::os::unix::fs::MetadataExt;
     let meta = file.metadata().ok()?;
-    let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    let (major, minor) =
+        superblock_device(file).unwrap_or((libc::major(meta.dev()), libc::minor(meta.dev())));
     let table = std::fs::read_to_string("/proc/locks").ok()?;
     Some(
         table
@@ -31,6 +32,44 @@ pub fn flocks_on(file: &File) -> Option<Vec<TableEntry>> {
             .filter_map(|line| parse_line(line, major, minor, meta.ino()))
             .collect(),
     )
+}
+
+/// The device the table names a file's locks by: its filesystem's, from the mount
+/// it is on. `stat` may report another (btrfs gives each subvolume a device of its
+/// own), and then no line would ever match.
+#[cfg(target_os = "linux")]
+fn superblock_device(file: &File) -> Option<(u32, u32)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an empty NUL-terminated path with AT_EMPTY_PATH names the descriptor;
+    // `buf` is a plain struct the call fills.
+    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+    let status = unsafe {
+        libc::statx(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            &mut buf,
+        )
+    };
+    if status != 0 || buf.stx_mask & libc::STATX_MNT_ID == 0 {
+        return None;
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mount_device(&mounts, buf.stx_mnt_id)
+}
+
+/// `36 35 98:0 /mnt1 /mnt/parent rw ...`: the mount's device, `major:minor`.
+#[cfg(target_os = "linux")]
+fn mount_device(mountinfo: &str, mount_id: u64) -> Option<(u32, u32)> {
+    mountinfo.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        if fields.next()?.parse::<u64>().ok()? != mount_id {
+            return None;
+        }
+        let (major, minor) = fields.nth(1)?.split_once(':')?;
+        Some((major.parse().ok()?, minor.parse().ok()?))
+    })
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::engine::backend::traits::Contend;
+use crate::engine::backend::traits::{Contend, HeldLock};
 use crate::engine::error::code;
 use crate::engine::lock_path::sibling;
 use crate::engine::owner_record::{Claimant, LockMode, OwnerRecord};
@@ -338,4 +338,26 @@ fn symlinked_lock_files_are_refused() {
         .unwrap_err();
     assert_eq!(err.code, "ELOOP");
     assert!(!dir.path().join("victim").exists());
+}
+
+/// A descriptor lent to a child (the CLI) may live on there: its lock file is closed
+/// on release, never kept for the next acquire, which would share the child's lock.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_lent_descriptor_is_closed_on_release_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.lock");
+    let kept = attempt(dir.path(), LockMode::Exclusive, "a", false).unwrap();
+    kept.release().unwrap();
+    assert!(
+        super::lock_file::LockFile::take_idle(&path).is_some(),
+        "an ordinary release keeps its file"
+    );
+    let lent = attempt(dir.path(), LockMode::Exclusive, "b", false).unwrap();
+    assert!(HeldLock::raw_fd(&lent).is_some());
+    lent.release().unwrap();
+    assert!(
+        super::lock_file::LockFile::take_idle(&path).is_none(),
+        "a lent file was kept for reuse"
+    );
 }

@@ -181,6 +181,18 @@ impl RedisHeld {
     }
 }
 
+/// A lease dropped without a release (`close()`, the exit hook, a wait that won as its
+/// manager closed) is given back now, bounded, rather than left to run out: others
+/// would wait up to `stale` for it.
+impl Drop for RedisHeld {
+    fn drop(&mut self) {
+        if let Some(grant) = self.grant.take() {
+            let bound = grant.renew_period();
+            let _ = block_on(async { tokio::time::timeout(bound, grant.release()).await });
+        }
+    }
+}
+
 impl HeldLock for RedisHeld {
     fn path(&self) -> &Path {
         &self.name
@@ -196,13 +208,18 @@ impl HeldLock for RedisHeld {
         let Some(grant) = &self.grant else {
             return Ok(());
         };
-        match block_on(grant.renew()) {
-            Ok(()) => {
+        // Bounded by the beat's own period: a renewal stuck on a stalled server must
+        // not hold up the next one (the lease runs out at the same time either way).
+        let bound = grant.renew_period();
+        // Built inside the runtime: a timer made outside it has no clock to run on.
+        match block_on(async { tokio::time::timeout(bound, grant.renew()).await }) {
+            Ok(Ok(())) => {
                 self.record.heartbeat = now_ms;
                 Ok(())
             }
-            Err(e) if e.is(UNAVAILABLE) => Ok(()),
-            Err(e) => Err(e),
+            Err(_) => Ok(()),
+            Ok(Err(e)) if e.is(UNAVAILABLE) => Ok(()),
+            Ok(Err(e)) => Err(e),
         }
     }
 

@@ -171,3 +171,37 @@ fn the_native_heartbeat_renews_a_held_lease() {
         .is_none());
     m.release(held.id, code::RELEASED).unwrap();
 }
+
+#[test]
+fn a_timeout_shorter_than_a_round_trip_is_one_attempt_and_etimeout() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let (a, b) = (manager(&server, "holder"), manager(&server, "hurried"));
+    let held = acquire(&a, "busy", &options(LockMode::Exclusive, None)).unwrap();
+    let short = options(
+        LockMode::Exclusive,
+        Some(Wait::For(Duration::from_micros(1))),
+    );
+    assert_eq!(acquire(&b, "busy", &short).unwrap_err().code, code::TIMEOUT);
+    // On a free lock the one attempt is granted.
+    let free = acquire(&b, "free", &short).unwrap();
+    b.release(free.id, code::RELEASED).unwrap();
+    a.release(held.id, code::RELEASED).unwrap();
+}
+
+#[test]
+fn close_gives_leases_back_at_once() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let a = manager(&server, "closing");
+    acquire(&a, "given-back", &options(LockMode::Exclusive, None)).unwrap();
+    a.close();
+    // Not left to run out its lease (3 s): free for the next process now.
+    let b = manager(&server, "next");
+    assert!(b
+        .try_acquire("given-back", &AcquireOptions::default())
+        .unwrap()
+        .is_some());
+}

@@ -108,8 +108,8 @@ impl RedisBackend {
     }
 
     /// Waits its turn (FIFO) until `deadline` (`None`: no limit) or `cancel`.
-    /// A deadline already past gives up before asking Redis: use `try_acquire` for
-    /// `timeout: 0`.
+    /// The first attempt always runs, so a deadline already past (or shorter than a
+    /// round trip) means one attempt: `ETIMEOUT` if the lock is held.
     /// `ETIMEOUT` when others kept it, `EUNAVAILABLE` when Redis could not be
     /// reached in time, `ABORT_ERR` when cancelled. Dropping the future gives up
     /// the place in the queue.

@@ -339,6 +339,7 @@ async fn wait_turn(
     let mut answered = false;
     let mut failure: Option<LockError> = None;
     let mut pause = MIN_PAUSE;
+    let mut first = true;
     // The waiter renews its own place this often, so a dead waiter drops out.
     let refresh = Duration::from_millis((claim.lease_ms / 3).max(1));
     loop {
@@ -346,10 +347,15 @@ async fn wait_turn(
             watch.mark();
         }
         let queue = watch.is_some();
+        // The first attempt always runs (bounded by the response timeout): a deadline
+        // already past, or shorter than a round trip, means one attempt, whose refusal
+        // is ETIMEOUT, not a Redis that "gave no answer".
+        let deadline_now = if first { None } else { deadline };
+        first = false;
         let outcome = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(aborted(claim)),
-            _ = until(deadline) => return Err(gave_up(claim, answered, failure)),
+            _ = until(deadline_now) => return Err(gave_up(claim, answered, failure)),
             outcome = claim.attempt(shared, queue) => outcome,
         };
         let nap = match outcome {
