@@ -181,10 +181,7 @@ test('list and cleanupStaleLocks need no directory on Redis; forceRelease breaks
   assert.equal((await manager.status('inspect:held')).locked, false)
 })
 
-// A known bug, kept as a todo until it is fixed: an async acquire on Redis goes
-// straight to the backend's own wait (engine/manager/mod.rs, `acquire`), past
-// `attempt_now`, the only place that records Event::Contended.
-test('metrics count an acquire that had to wait on Redis as contended', { skip, todo: 'metrics().contended stays 0 for Redis waits' }, async (t) => {
+test('metrics count an acquire that had to wait on Redis as contended', { skip }, async (t) => {
   const holder = redisAgent(t, shared, 'metrics-holder')
   const held = await holder.call('acquire', { path: 'metrics:contended', options: {} })
   const manager = new LockManager({ strategy: 'redis', redis: shared.url, stale: STALE })

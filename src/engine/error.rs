@@ -16,6 +16,8 @@ pub mod code {
     pub const INVALID: &str = "EINVAL";
     pub const DEADLOCK: &str = "EDEADLK";
     pub const COMPROMISED: &str = "ECOMPROMISED";
+    /// A lock server (Redis) could not be reached in time.
+    pub const UNAVAILABLE: &str = "EUNAVAILABLE";
     /// A bug in lockwright (a Rust panic), reported instead of aborting Node.
     pub const PANIC: &str = "EPANIC";
 }

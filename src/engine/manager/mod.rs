@@ -331,19 +331,31 @@ impl LockManager {
                 });
                 Box::pin(std::future::ready(once))
             }
-            None => backend
-                .wait(WaitRequest {
-                    lock: lockfile.clone(),
-                    mode,
-                    claimant: self.inner.claimant.clone(),
-                    lock_id: ProcessIdentity::get().next_lock_id(),
-                    deadline: match wait {
-                        Wait::For(duration) => Some(asked + duration),
-                        Wait::Once => Some(asked),
-                        Wait::Forever => None,
-                    },
-                })
-                .expect("a remote backend runs its own waits"),
+            // One attempt first, as a file lock's acquire makes on its caller's thread:
+            // it counts a busy lock as contended, and an uncontended acquire costs the
+            // same one round trip. A server not answering yet is the wait's to retry.
+            None => match self.attempt_held(&lockfile, mode) {
+                Ok(Some(held)) => Box::pin(std::future::ready(Ok(held))),
+                Err(e) if !e.is(code::UNAVAILABLE) => Box::pin(std::future::ready(Err(e))),
+                refused => {
+                    if matches!(refused, Ok(None)) {
+                        self.inner.metrics.record(Event::Contended);
+                    }
+                    backend
+                        .wait(WaitRequest {
+                            lock: lockfile.clone(),
+                            mode,
+                            claimant: self.inner.claimant.clone(),
+                            lock_id: ProcessIdentity::get().next_lock_id(),
+                            deadline: match wait {
+                                Wait::For(duration) => Some(asked + duration),
+                                Wait::Once => Some(asked),
+                                Wait::Forever => None,
+                            },
+                        })
+                        .expect("a remote backend runs its own waits")
+                }
+            },
         };
         // Counted from the call, however late the wait is first polled. A remote
         // backend ends its own wait (`EUNAVAILABLE` when the server never answered).

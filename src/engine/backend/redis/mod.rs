@@ -39,7 +39,7 @@ use crate::engine::owner_record::{LockMode, OwnerRecord};
 use crate::engine::process::ProcessIdentity;
 
 /// Redis could not be reached (refused, timed out, dropped, loading, read-only).
-pub const UNAVAILABLE: &str = "EUNAVAILABLE";
+pub const UNAVAILABLE: &str = crate::engine::code::UNAVAILABLE;
 
 /// What grants, waits and inspections share: one command connection, one pub/sub
 /// listener.
