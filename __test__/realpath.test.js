@@ -53,3 +53,25 @@ test('a symlink and the file it names are one lock; realpath: false keeps them a
   assert.equal(after.path, join(real, 'state.json'))
   after.releaseSync()
 })
+
+test('a target replaced by atomic writes meanwhile still names its one lock file', async (t) => {
+  const { spawn } = require('node:child_process')
+  const { once } = require('node:events')
+  const dir = tempDir(t)
+  const file = join(fs.realpathSync(dir), 'tasks.json')
+  fs.writeFileSync(file, '{}')
+  // Another process replaces the file by rename, again and again, as writeFileAtomic does.
+  const code = `const { writeFileAtomicSync } = require(${JSON.stringify(join(__dirname, '..'))});
+    require('node:fs').writeSync(1, 'writing\\n'); for (;;) writeFileAtomicSync(${JSON.stringify(file)}, '{}', { fsync: false })`
+  const writer = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.after(() => writer.kill('SIGKILL'))
+  await once(writer.stdout, 'data')
+  const manager = new LockManager()
+  for (let i = 0; i < 3000; i++) {
+    const lock = manager.acquireSync(file)
+    assert.equal(lock.lockfilePath, `${file}.lock`)
+    lock.releaseSync()
+  }
+  writer.kill('SIGKILL')
+  await once(writer, 'exit') // before the directory is removed under it
+})

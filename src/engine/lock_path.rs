@@ -43,25 +43,9 @@ pub fn real_target(target: &Path) -> PathBuf {
     }
 }
 
-/// The real path, asked of the kernel in three system calls however deep the path:
-/// open it (`O_PATH`, following links), read the descriptor's link in `/proc`, close.
-/// `realpath(3)`, which std uses, reads the links of every component: on every
-/// acquire, that was most of the cost of resolving. Without `/proc`, std's.
-#[cfg(target_os = "linux")]
-fn canonicalize(path: &Path) -> std::io::Result<PathBuf> {
-    use std::os::fd::AsRawFd;
-    let opened = nix::fcntl::open(
-        path,
-        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )?;
-    match std::fs::read_link(format!("/proc/self/fd/{}", opened.as_raw_fd())) {
-        Ok(real) if real.is_absolute() => Ok(real),
-        _ => std::fs::canonicalize(path),
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
+/// `realpath(3)`. Not the quicker `/proc/self/fd` link of an `O_PATH` open: a target
+/// replaced by a rename (an atomic write) between the open and the read names the old,
+/// now nameless inode, "`tasks.json (deleted)`", and the lock file would be another.
 fn canonicalize(path: &Path) -> std::io::Result<PathBuf> {
     std::fs::canonicalize(path)
 }
