@@ -69,6 +69,11 @@ pub trait HeldLock: Send + Debug {
     fn beat(&mut self, now_ms: u64) -> Result<()>;
     /// Releases now, reporting failures; dropping releases silently.
     fn release(self: Box<Self>) -> Result<()>;
+    /// Whether this grant came after waiting behind another holder (a remote backend's
+    /// own wait; file waits are counted by the manager).
+    fn waited(&self) -> bool {
+        false
+    }
     /// The descriptor whose open file holds the lock, if the lock is one.
     #[cfg(unix)]
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {

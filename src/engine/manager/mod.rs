@@ -331,31 +331,33 @@ impl LockManager {
                 });
                 Box::pin(std::future::ready(once))
             }
-            // One attempt first, as a file lock's acquire makes on its caller's thread:
-            // it counts a busy lock as contended, and an uncontended acquire costs the
-            // same one round trip. A server not answering yet is the wait's to retry.
-            None => match self.attempt_held(&lockfile, mode) {
-                Ok(Some(held)) => Box::pin(std::future::ready(Ok(held))),
-                Err(e) if !e.is(code::UNAVAILABLE) => Box::pin(std::future::ready(Err(e))),
-                refused => {
-                    if matches!(refused, Ok(None)) {
-                        self.inner.metrics.record(Event::Contended);
+            // The backend's wait makes its first attempt without queueing, as a file
+            // lock's acquire does on its caller's thread; it says whether it waited.
+            None => {
+                let inner = Arc::clone(&self.inner);
+                let pending = backend
+                    .wait(WaitRequest {
+                        lock: lockfile.clone(),
+                        mode,
+                        claimant: self.inner.claimant.clone(),
+                        lock_id: ProcessIdentity::get().next_lock_id(),
+                        deadline: match wait {
+                            Wait::For(duration) => Some(asked + duration),
+                            Wait::Once => Some(asked),
+                            Wait::Forever => None,
+                        },
+                    })
+                    .expect("a remote backend runs its own waits");
+                Box::pin(async move {
+                    let outcome = pending.await;
+                    match &outcome {
+                        Ok(held) if held.waited() => inner.metrics.record(Event::Contended),
+                        Err(e) if e.is(code::TIMEOUT) => inner.metrics.record(Event::Contended),
+                        _ => {}
                     }
-                    backend
-                        .wait(WaitRequest {
-                            lock: lockfile.clone(),
-                            mode,
-                            claimant: self.inner.claimant.clone(),
-                            lock_id: ProcessIdentity::get().next_lock_id(),
-                            deadline: match wait {
-                                Wait::For(duration) => Some(asked + duration),
-                                Wait::Once => Some(asked),
-                                Wait::Forever => None,
-                            },
-                        })
-                        .expect("a remote backend runs its own waits")
-                }
-            },
+                    outcome
+                })
+            }
         };
         // Counted from the call, however late the wait is first polled. A remote
         // backend ends its own wait (`EUNAVAILABLE` when the server never answered).

@@ -198,6 +198,10 @@ impl HeldLock for RedisHeld {
         &self.name
     }
 
+    fn waited(&self) -> bool {
+        self.grant.as_ref().is_some_and(|grant| grant.waited)
+    }
+
     fn record(&self) -> &OwnerRecord {
         &self.record
     }

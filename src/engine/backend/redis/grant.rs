@@ -109,6 +109,7 @@ impl Claim {
                     mode: self.mode,
                     token: *token as u64,
                     lock_id: self.lock_id.clone(),
+                    waited: false,
                     record,
                     lease_ms: self.lease_ms,
                     shared: Arc::clone(shared),
@@ -167,6 +168,9 @@ pub struct RedisGrant {
     /// the same script as the grant; shared grants get the current value.
     pub token: u64,
     pub lock_id: String,
+    /// Granted after waiting in the queue: the lock was held (or others waited) when
+    /// this claim first asked. Metrics count it as contended.
+    pub waited: bool,
     /// As stored in Redis; `timestamp`/`heartbeat` are Redis's clock at the grant.
     pub record: OwnerRecord,
     pub lease_ms: u64,

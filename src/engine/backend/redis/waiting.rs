@@ -359,7 +359,10 @@ async fn wait_turn(
             outcome = claim.attempt(shared, queue) => outcome,
         };
         let nap = match outcome {
-            Ok(Attempt::Granted(grant)) => return Ok(*grant),
+            Ok(Attempt::Granted(mut grant)) => {
+                grant.waited = queue || answered;
+                return Ok(*grant);
+            }
             Ok(Attempt::Refused { retry_in }) => {
                 answered = true;
                 failure = None;
