@@ -1,7 +1,7 @@
 'use strict'
 
 const { fork, spawn } = require('node:child_process')
-const { mkdtempSync, rmSync } = require('node:fs')
+const { chmodSync, cpSync, mkdtempSync, readdirSync, rmSync, statSync } = require('node:fs')
 const { tmpdir } = require('node:os')
 const { join } = require('node:path')
 const { once } = require('node:events')
@@ -14,12 +14,36 @@ function tempDir(t) {
 }
 
 /**
+ * The package's runtime files (and the test fixtures) copied where any user can read
+ * them, for tests that run code as another user (`setpriv`): the checkout itself may
+ * sit in a directory only its owner can enter (`mktemp -d` makes them 0700).
+ */
+function packageForOtherUsers(t) {
+  const root = mkdtempSync(join(tmpdir(), 'lockwright-pkg-'))
+  t.after(() => rmSync(root, { recursive: true, force: true }))
+  const here = join(__dirname, '..')
+  const runtime = ['package.json', 'index.js', 'binding.js', 'lib', 'node_modules/retry', '__test__/fixtures']
+  for (const entry of [...runtime, ...readdirSync(here).filter((f) => f.endsWith('.node'))]) {
+    cpSync(join(here, entry), join(root, entry), { recursive: true })
+  }
+  const open = (dir) => {
+    chmodSync(dir, 0o755)
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      if (entry.isDirectory()) open(join(dir, entry.name))
+      else chmodSync(join(dir, entry.name), statSync(join(dir, entry.name)).mode | 0o444)
+    }
+  }
+  open(root)
+  return root
+}
+
+/**
  * A child process driven over IPC by `fixtures/agent.js`: `call(cmd, args)` sends a
  * command and resolves with its reply, so tests synchronise on what the child did,
  * never on time.
  */
-function spawnAgent(t, { owner = 'agent', env = {}, script = 'agent.js', args = [owner], wrap } = {}) {
-  const scriptPath = join(__dirname, 'fixtures', script)
+function spawnAgent(t, { owner = 'agent', env = {}, script = 'agent.js', args = [owner], wrap, root = join(__dirname, '..') } = {}) {
+  const scriptPath = join(root, '__test__', 'fixtures', script)
   const options = { env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }
   // `wrap`: a command that execs node in another setting (`setpriv` as another user,
   // `unshare` in another PID namespace); the IPC channel passes through it.
@@ -100,4 +124,4 @@ function track(promise) {
   return state
 }
 
-module.exports = { tempDir, spawnAgent, runScript, runCommand, waitFor, track }
+module.exports = { packageForOtherUsers, tempDir, spawnAgent, runScript, runCommand, waitFor, track }

@@ -10,7 +10,7 @@ const { join } = require('node:path')
 const { spawnSync } = require('node:child_process')
 const lockfile = require('lockwright/proper-lockfile')
 const { LockManager } = require('../index.js')
-const { tempDir, spawnAgent, waitFor } = require('./helpers.js')
+const { packageForOtherUsers, tempDir, spawnAgent, waitFor } = require('./helpers.js')
 
 const OURS = 'lockwright/proper-lockfile'
 const isRoot = process.getuid?.() === 0
@@ -32,7 +32,7 @@ function targetIn(dir) {
 function asUser(t, user, { groups = [], umask } = {}) {
   const wrap = ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`]
   wrap.push(groups.length ? `--groups=${groups.join(',')}` : '--clear-groups')
-  return spawnAgent(t, { script: 'pl-agent.js', args: [OURS], wrap, env: umask ? { PL_AGENT_UMASK: umask } : {} })
+  return spawnAgent(t, { script: 'pl-agent.js', args: [OURS], wrap, root: packageForOtherUsers(t), env: umask ? { PL_AGENT_UMASK: umask } : {} })
 }
 
 /** `user` locks `file` and dies holding it (SIGKILL): its directory and record stay. */

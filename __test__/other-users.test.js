@@ -9,15 +9,14 @@ const { spawn, spawnSync, fork } = require('node:child_process')
 const { once } = require('node:events')
 const { join } = require('node:path')
 const { LockManager } = require('../index.js')
-const { tempDir } = require('./helpers.js')
+const { packageForOtherUsers, tempDir } = require('./helpers.js')
 
-const ROOT = join(__dirname, '..')
 const canSwitchUsers = process.getuid?.() === 0 && spawnSync('setpriv', ['--version']).status === 0
 const GROUP = 4242 // a group both users get for the group-folder case
 
 /** Runs `code` as `uid` (with GROUP among its groups) under `umask`; resolves with its JSON output. */
-async function runAs(uid, umask, code) {
-  const script = `process.umask(0o${umask.toString(8)}); const lw = require(${JSON.stringify(ROOT)});
+async function runAs(t, uid, umask, code) {
+  const script = `process.umask(0o${umask.toString(8)}); const lw = require(${JSON.stringify(packageForOtherUsers(t))});
     (async () => { ${code} })().then((r) => console.log(JSON.stringify({ ok: true, r })),
       (e) => console.log(JSON.stringify({ ok: false, code: e.code, message: e.message })))`
   const child = spawn('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, `--groups=${GROUP}`, process.execPath, '-e', script], {
@@ -51,7 +50,7 @@ for (const [name, mode, umask] of [
     const target = join(shared, 'tasks.json')
     const tokens = []
     for (const uid of [65534, 1000, 65534, 1000]) {
-      const result = await runAs(uid, umask, takeTurn(target))
+      const result = await runAs(t, uid, umask, takeTurn(target))
       assert.equal(result.ok, true, `uid ${uid}: ${JSON.stringify(result)}`)
       tokens.push(result.r)
     }
@@ -64,7 +63,7 @@ test('an EACCES that cannot be avoided names the lock file and its owner', { ski
   fs.chmodSync(dir, 0o755)
   const target = join(dir, 'private.json')
   await (await new LockManager().acquire(target)).release() // root's file, 0644 in a 0755 directory
-  const result = await runAs(65534, 0o022, `await new lw.LockManager().acquire(${JSON.stringify(target)}, { timeout: 0 })`)
+  const result = await runAs(t, 65534, 0o022, `await new lw.LockManager().acquire(${JSON.stringify(target)}, { timeout: 0 })`)
   assert.equal(result.code, 'EACCES')
   assert.match(result.message, /private\.json\.lock.*belongs to root \(uid 0\)/)
 })
