@@ -29,6 +29,13 @@ pub use other::*;
 /// someone else's file (or a sparse file or device meant to exhaust our memory).
 pub const RECORD_LIMIT: usize = 16 * 1024;
 
+/// How a file is opened: records are read by anyone, written only by holders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    ReadWrite,
+}
+
 /// What an open call may create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Create {

@@ -6,13 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{not_a_lock_file, Create};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Read,
-    ReadWrite,
-}
+use super::{not_a_lock_file, Access, Create};
 
 #[derive(Debug)]
 pub struct Dir {

@@ -13,13 +13,7 @@ use nix::fcntl::{openat, OFlag, AT_FDCWD};
 use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use super::{not_a_lock_file, Create};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Read,
-    ReadWrite,
-}
+use super::{not_a_lock_file, Access, Create};
 
 /// An open directory: names inside it are reached through its descriptor.
 #[derive(Debug)]

@@ -80,24 +80,30 @@ impl LockFile {
 
 #[cfg(target_os = "linux")]
 fn link_count(file: &File) -> io::Result<u64> {
+    // Only the link count: see `Identity` on why a stat must not ask for times.
+    Ok(statx_fd(file, libc::STATX_NLINK)?.stx_nlink as u64)
+}
+
+/// `statx` of an open descriptor, asking for `mask` alone.
+#[cfg(target_os = "linux")]
+pub(super) fn statx_fd(file: &File, mask: u32) -> io::Result<libc::statx> {
     use std::os::fd::AsRawFd;
     // SAFETY: an empty NUL-terminated path with AT_EMPTY_PATH names the descriptor;
-    // `buf` is a plain struct the call fills. Only the link count is asked for (see
-    // `Identity` on why a stat must not ask for times).
+    // `buf` is a plain struct the call fills.
     let mut buf: libc::statx = unsafe { std::mem::zeroed() };
     let status = unsafe {
         libc::statx(
             file.as_raw_fd(),
             c"".as_ptr(),
             libc::AT_EMPTY_PATH,
-            libc::STATX_NLINK,
+            mask,
             &mut buf,
         )
     };
     if status != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(buf.stx_nlink as u64)
+    Ok(buf)
 }
 
 #[cfg(all(unix, not(target_os = "linux")))]

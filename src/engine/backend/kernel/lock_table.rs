@@ -39,24 +39,12 @@ pub fn flocks_on(file: &File) -> Option<Vec<TableEntry>> {
 /// own), and then no line would ever match.
 #[cfg(target_os = "linux")]
 fn superblock_device(file: &File) -> Option<(u32, u32)> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: an empty NUL-terminated path with AT_EMPTY_PATH names the descriptor;
-    // `buf` is a plain struct the call fills.
-    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
-    let status = unsafe {
-        libc::statx(
-            file.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_MNT_ID,
-            &mut buf,
-        )
-    };
-    if status != 0 || buf.stx_mask & libc::STATX_MNT_ID == 0 {
+    let stat = super::lock_file::statx_fd(file, libc::STATX_MNT_ID).ok()?;
+    if stat.stx_mask & libc::STATX_MNT_ID == 0 {
         return None;
     }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mount_device(&mounts, buf.stx_mnt_id)
+    mount_device(&mounts, stat.stx_mnt_id)
 }
 
 /// `36 35 98:0 /mnt1 /mnt/parent rw ...`: the mount's device, `major:minor`.
