@@ -213,6 +213,14 @@ impl Contender {
             };
             match locked {
                 Ok(()) => {}
+                // Held, but perhaps on a file removed from under its holder: the lock
+                // is the file at the path now, which a waiter on the orphan would
+                // never see come free.
+                Err(TryLockError::WouldBlock) if will_wait && !lock_file.is_at(&self.path) => {
+                    self.leave_writer_gate();
+                    self.main = None;
+                    continue;
+                }
                 Err(TryLockError::WouldBlock) => {
                     if will_wait && self.mode == LockMode::Exclusive {
                         self.announce_writer();

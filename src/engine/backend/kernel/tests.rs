@@ -361,3 +361,17 @@ fn a_lent_descriptor_is_closed_on_release_not_kept() {
         "a lent file was kept for reuse"
     );
 }
+
+/// A waiter whose lock file was removed from under its holder moves to the file at the
+/// path, which is the lock now, instead of waiting on the orphan until its timeout.
+#[test]
+fn a_waiter_on_a_file_removed_under_its_holder_moves_to_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let holder = attempt(dir.path(), LockMode::Exclusive, "h", false).unwrap();
+    let mut waiter = contender(dir.path(), LockMode::Exclusive);
+    assert!(retry(&mut waiter, "w").is_none());
+    fs::remove_file(dir.path().join("t.lock")).unwrap();
+    let got = retry(&mut waiter, "w").expect("the lock at the path is free");
+    assert_eq!(got.record().process, "w");
+    drop(holder);
+}
