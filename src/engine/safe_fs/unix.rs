@@ -143,12 +143,13 @@ fn open_in(dir: BorrowedFd<'_>, name: &OsStr, access: Access, create: Create) ->
         match openat(dir, name, excl, Mode::from_bits_truncate(0o600)) {
             Ok(fd) => {
                 // Made private, then shared as the directory is: no moment where the
-                // umask's mode shows, and the umask cannot keep other users out.
-                let parent = parent_stat(dir, name)?;
-                fchmod(
-                    fd.as_fd(),
-                    Mode::from_bits_truncate(shared_mode(&parent, 0o644) & 0o777),
-                )?;
+                // umask's mode shows, and the umask cannot keep other users out. If
+                // that fails the file stays private, and is still ours to use: failing
+                // here would leave an empty file behind for nothing.
+                if let Ok(parent) = parent_stat(dir, name) {
+                    let mode = shared_mode(&parent, 0o644) & 0o777;
+                    let _ = fchmod(fd.as_fd(), Mode::from_bits_truncate(mode));
+                }
                 return regular(fd);
             }
             Err(Errno::EEXIST) if create == Create::IfMissing => continue,
