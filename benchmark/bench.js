@@ -285,12 +285,45 @@ function row(cells, widths) {
   return cells.map((c, i) => String(c).padEnd(widths[i])).join('  ')
 }
 
+/**
+ * The uncontended cycle against its physical floor (issue #16), in the same rounds so
+ * machine noise cancels: each round times the Rust floor of a record-keeping cycle
+ * (flock, two pwrites, unlock on a kept-open descriptor), then lockwright's
+ * acquireSync+releaseSync and withLock(file, () => {}) from JavaScript. Returns each as
+ * min/median/max multiples of that round's floor.
+ */
+async function floorRounds(dir, rounds = 5) {
+  const cycles = QUICK ? 5_000 : 50_000
+  const manager = new LockManager({ owner: 'floor' })
+  const file = tempFile(dir, 'floor-cycle.json')
+  const multiples = { sync: [], withLock: [], floorUs: [] }
+  for (let round = 0; round < rounds; round++) {
+    const floorDir = fs.mkdtempSync(path.join(dir, `floor-${round}-`))
+    const floorNs = native.benchmarkFloors(floorDir, cycles).recordCycle
+    let started = performance.now()
+    for (let i = 0; i < cycles; i++) manager.acquireSync(file).releaseSync()
+    const syncNs = ((performance.now() - started) * 1e6) / cycles
+    started = performance.now()
+    for (let i = 0; i < cycles; i++) await manager.withLock(file, () => {})
+    const withLockNs = ((performance.now() - started) * 1e6) / cycles
+    multiples.floorUs.push(floorNs / 1000)
+    multiples.sync.push(syncNs / floorNs)
+    multiples.withLock.push(withLockNs / floorNs)
+  }
+  const spread = (values) => {
+    const sorted = [...values].sort((a, b) => a - b)
+    return { min: sorted[0], median: sorted[Math.floor(sorted.length / 2)], max: sorted[sorted.length - 1] }
+  }
+  return { rounds, floorUs: spread(multiples.floorUs), sync: spread(multiples.sync), withLock: spread(multiples.withLock) }
+}
+
 async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lockwright-bench-'))
   console.log(`lockwright benchmarks on ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, node ${process.version}${QUICK ? ' (quick)' : ''}\n`)
   const micro = await microBenchmarks(dir)
   const floorDir = fs.mkdtempSync(path.join(dir, 'floors-'))
   const floors = native.benchmarkFloors(floorDir, QUICK ? 2_000 : 20_000)
+  const againstFloor = await floorRounds(dir)
   const contendedLw = await contended(dir, 'lockwright')
   const contendedPl = await contended(dir, 'proper-lockfile')
   const handoffLw = await handoff(dir, 'lockwright')
@@ -319,6 +352,8 @@ async function main() {
   const metered = perCycleUs('lockwright acquireSync+releaseSync')
   const unmetered = perCycleUs('lockwright acquireSync+releaseSync (metrics: false)')
   console.log(`floors, timed in Rust: flock lock+unlock ${us(floors.flockPair)} us; mkdir+rmdir ${us(floors.mkdirRmdir)} us; engine acquire+release ${us(floors.engineCycle)} us (kernel), ${us(floors.engineMkdirCycle)} us (mkdir)`)
+  const x = ({ min, median, max }) => `${median.toFixed(1)}x (min ${min.toFixed(1)}x, max ${max.toFixed(1)}x)`
+  console.log(`against the floor (a record-keeping flock cycle in Rust, ${againstFloor.floorUs.median.toFixed(2)} us; ${againstFloor.rounds} rounds): acquireSync+releaseSync ${x(againstFloor.sync)} (target 3x), withLock ${x(againstFloor.withLock)} (target 5x)`)
   console.log(`where a sync cycle goes: ${metered.toFixed(1)} us from JavaScript, of which the engine ${us(floors.engineCycle)} us; metrics recording ${((metered - unmetered) * 1000).toFixed(0)} ns (${metered.toFixed(1)} us with, ${unmetered.toFixed(1)} us without)`)
   console.log(`contended waits: lockwright p50 ${contendedLw.waitP50Ms.toFixed(3)} ms, p99 ${contendedLw.waitP99Ms.toFixed(3)} ms; proper-lockfile p50 ${contendedPl.waitP50Ms.toFixed(3)} ms, p99 ${contendedPl.waitP99Ms.toFixed(3)} ms`)
   console.log(`cross-process handoff: lockwright p50 ${handoffLw.p50Us.toFixed(0)} us, p99 ${handoffLw.p99Us.toFixed(0)} us (target p50 <= 100 us: ${handoffLw.p50Us <= 100 ? 'yes' : 'NO'}); proper-lockfile p50 ${handoffPl.p50Us.toFixed(0)} us, p99 ${handoffPl.p99Us.toFixed(0)} us`)
@@ -348,6 +383,7 @@ async function main() {
     machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, node: process.version, quick: QUICK },
     micro,
     floorsNs: floors,
+    againstFloor,
     contended: { lockwright: contendedLw, properLockfile: contendedPl },
     handoff: { lockwright: handoffLw, properLockfile: handoffPl },
     scale: scaled,
