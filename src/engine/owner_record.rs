@@ -91,17 +91,25 @@ pub struct ReleasedRecord {
     pub token: u64,
 }
 
-/// Reads the fencing token out of whatever a lock file holds. Garbage, an empty file
-/// or a record from another tool count as token 0.
-pub fn last_token(content: &[u8]) -> u64 {
+/// The fencing token a lock file's content carries: 0 for an empty file, `None` for
+/// content that is not a lockwright record (another tool's file, or garbage).
+pub fn recorded_token(content: &[u8]) -> Option<u64> {
     #[derive(Deserialize)]
     struct TokenOnly {
-        token: Option<u64>,
+        token: u64,
+    }
+    if content.iter().all(u8::is_ascii_whitespace) {
+        return Some(0);
     }
     serde_json::from_slice::<TokenOnly>(content)
         .ok()
-        .and_then(|t| t.token)
-        .unwrap_or(0)
+        .map(|t| t.token)
+}
+
+/// Reads the fencing token out of whatever a lock file holds. Garbage, an empty file
+/// or a record from another tool count as token 0.
+pub fn last_token(content: &[u8]) -> u64 {
+    recorded_token(content).unwrap_or(0)
 }
 
 /// Who is asking: the parts of the owner record that do not change per grant.

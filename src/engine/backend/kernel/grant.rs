@@ -7,12 +7,13 @@ use std::fs;
 use std::fs::TryLockError;
 use std::io;
 
-use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 use crate::engine::backend::traits::{Contend, HeldLock};
 use crate::engine::error::{code, LockError, Result};
-use crate::engine::owner_record::{Claimant, LockMode, OwnerRecord, ReleasedRecord};
+use crate::engine::owner_record::{
+    recorded_token, Claimant, LockMode, OwnerRecord, ReleasedRecord,
+};
 use crate::engine::safe_fs::{self, overwrite};
 
 use super::lock_file::{read_whole, wake_waiters, LockFile, RECORD_REGION};
@@ -332,21 +333,6 @@ impl Contender {
             leave_writer_gate(gate, &main.file);
         }
     }
-}
-
-/// The fencing token a lock file's content carries: 0 for an empty file, `None` for
-/// content that is not a lockwright record (another tool's file, or garbage).
-pub(super) fn recorded_token(content: &[u8]) -> Option<u64> {
-    #[derive(Deserialize)]
-    struct TokenOnly {
-        token: u64,
-    }
-    if content.iter().all(u8::is_ascii_whitespace) {
-        return Some(0);
-    }
-    serde_json::from_slice::<TokenOnly>(content)
-        .ok()
-        .map(|t| t.token)
 }
 
 /// `EINVAL`: a record this long (an owner label full of characters JSON escapes)

@@ -237,7 +237,7 @@ pub fn wake_waiters(file: &File) {
 pub fn wake_waiters(_file: &File) {}
 
 /// Read-write, never through a symlink, never blocking, regular files only.
-pub fn open_no_follow(path: &Path, create: bool) -> io::Result<File> {
+fn open_no_follow(path: &Path, create: bool) -> io::Result<File> {
     let create = if create {
         Create::IfMissing
     } else {

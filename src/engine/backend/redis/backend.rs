@@ -41,11 +41,6 @@ fn name(lock: &Path) -> String {
     lock.to_string_lossy().into_owned()
 }
 
-/// The record Redis stores: this process as `claimant`, under `lock_id`.
-fn record_of(claimant: &Claimant, mode: LockMode, lock_id: String) -> OwnerRecord {
-    claimant.record(mode, lock_id, 0)
-}
-
 impl Backend for RedisLocks {
     fn contender(&self, lock: &Path, mode: LockMode) -> Result<Box<dyn Contend>> {
         Ok(Box::new(RedisContender {
@@ -75,7 +70,7 @@ impl Backend for RedisLocks {
         let lease_ms = self.lease_ms;
         Some(Box::pin(async move {
             let name = name(&request.lock);
-            let record = record_of(&request.claimant, request.mode, request.lock_id);
+            let record = request.claimant.record(request.mode, request.lock_id, 0);
             let grant = redis
                 .acquire(
                     &name,
@@ -139,7 +134,7 @@ impl Contend for RedisContender {
         lock_id: String,
         _will_wait: bool,
     ) -> Result<Option<Box<dyn HeldLock>>> {
-        let record = record_of(claimant, self.mode, lock_id);
+        let record = claimant.record(self.mode, lock_id, 0);
         let grant =
             block_on(
                 self.redis
