@@ -62,10 +62,12 @@ const NO_FAILURE = Symbol('no failure')
  * its error is kept as the `cause`.
  */
 function releaseAfter(lock, failure) {
-  if (lock.released) return
   try {
     lock.releaseSync()
   } catch (err) {
+    // Released already, by hand or by the manager's close(): nothing left to do.
+    // Asked this way, not through `lock.released`, which is one more call into the addon.
+    if (err.code === 'ERELEASED') return
     if (failure !== NO_FAILURE) err.cause = failure
     throw err
   }
@@ -98,6 +100,9 @@ function sameFileIn(held, lockfile) {
  * for itself.
  */
 const context = (globalThis[Symbol.for('lockwright.context')] ??= new AsyncLocalStorage())
+
+/** A level's `last` until a call re-enters it. */
+const NOTHING_PENDING = Promise.resolve()
 
 /** Resolves once every call that re-entered `level` is done, later ones included. */
 async function settled(level) {
@@ -142,6 +147,11 @@ class LockManager extends EventEmitter {
 
   /** Resolves once the lock is held; see the README for every option. */
   async acquire(path, options) {
+    return this.#acquire(path, options)
+  }
+
+  /** The `Lock` at once when the lock is free, else a promise of it. */
+  #acquire(path, options) {
     checkOptionNames(options, ACQUIRE_OPTIONS, path)
     const signal = checkSignal(options?.signal, path)
     const canceller = signal ? new native.WaitCanceller() : undefined
@@ -149,6 +159,10 @@ class LockManager extends EventEmitter {
     // Not `instanceof Promise`: under Jest's vm contexts the addon's promise comes from
     // another realm, whose Promise is not this one.
     if (typeof granted.then !== 'function') return this._adopt(granted)
+    return this.#waitFor(granted, path, options, signal, canceller)
+  }
+
+  async #waitFor(granted, path, options, signal, canceller) {
     this.#log(`wait ${options?.mode ?? 'exclusive'} ${path}`)
     const onAbort = () => canceller.cancel()
     signal?.addEventListener('abort', onAbort, { once: true })
@@ -185,8 +199,10 @@ class LockManager extends EventEmitter {
     const outer = this.#reentry(path, options)
     // A withLockSync level releases before any await could run: take the lock anew.
     if (outer && !outer.sync) return this.#inTurn(outer, fn, path, options)
-    const lock = await this.acquire(path, options)
-    const level = { lock, last: Promise.resolve() }
+    // A free lock is taken without a turn of the event loop.
+    const pending = this.#acquire(path, options)
+    const lock = pending instanceof Lock ? pending : await pending
+    const level = { lock, last: NOTHING_PENDING }
     let failure = NO_FAILURE
     try {
       return await context.run(this.#withLevel(level), fn, lock)
@@ -194,7 +210,7 @@ class LockManager extends EventEmitter {
       failure = err
       throw err
     } finally {
-      await settled(level)
+      if (level.last !== NOTHING_PENDING) await settled(level)
       releaseAfter(lock, failure)
     }
   }
@@ -338,9 +354,12 @@ class LockManager extends EventEmitter {
    */
   #reentry(path, options) {
     checkOptionNames(options, ACQUIRE_OPTIONS, path)
-    const lockfile = this._native.lockfileFor(path, options)
     const held = context.getStore()
-    const outer = held?.get(lockfile) ?? (held?.size ? sameFileIn(held, lockfile) : undefined)
+    // Outside every withLock nothing can be re-entered: skip resolving the path,
+    // which costs a realpath and a call into the addon.
+    if (!held?.size) return undefined
+    const lockfile = this._native.lockfileFor(path, options)
+    const outer = held.get(lockfile) ?? sameFileIn(held, lockfile)
     if (!outer || outer.lock.released) return undefined
     if (outer.lock.mode === 'shared' && (options?.mode ?? 'exclusive') === 'exclusive') {
       throw lockError('EDEADLK', `${path} is held shared by this context; an exclusive lock inside it would wait for itself`, path)
@@ -358,12 +377,12 @@ class LockManager extends EventEmitter {
       // Released meanwhile (by hand, or just as the outer call ended): not ours to
       // re-enter any more, so take it like any other caller.
       if (level.lock.released) return this.withLock(path, fn, options)
-      const inner = { lock: level.lock, last: Promise.resolve() }
+      const inner = { lock: level.lock, last: NOTHING_PENDING }
       return context.run(this.#withLevel(inner), async () => {
         try {
           return await fn(level.lock)
         } finally {
-          await settled(inner)
+          if (inner.last !== NOTHING_PENDING) await settled(inner)
         }
       })
     })
