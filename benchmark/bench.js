@@ -11,8 +11,9 @@
 // BENCH_QUICK=1 shortens every run (for a smoke check); BENCH_CYCLES sets the
 // number of acquire/release cycles of the memory run (default 1,000,000).
 
-const { fork } = require('node:child_process')
+const { execFileSync, fork } = require('node:child_process')
 const fs = require('node:fs')
+const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
 const { once } = require('node:events')
@@ -27,6 +28,8 @@ const QUICK = process.env.BENCH_QUICK === '1'
 const BENCH_TIME = QUICK ? 200 : 1500
 const CONTENDED_MS = QUICK ? 500 : 3000
 const HANDOFF_ROUNDS = QUICK ? 50 : 400
+/** How long the handoff run's waiter is parked before the release. */
+const HANDOFF_PAUSE_MS = 2
 const CYCLES = Number(process.env.BENCH_CYCLES ?? (QUICK ? 20_000 : 1_000_000))
 const HELD_AT_ONCE = QUICK ? 1000 : 10_000
 
@@ -82,37 +85,55 @@ async function microBenchmarks(dir) {
 }
 
 /**
- * The shared counter of the contended run, rewritten in place through one descriptor.
+ * The shared counter of the contended runs, rewritten in place through one descriptor.
  * `writeFileSync` would truncate it, and ext4 flushes a truncated file to disk at
  * close: the critical section would then time the disk, for both libraries alike.
+ * Beside the count: who wrote it and when, so the next process to hold the lock
+ * knows how long the handoff took (its clock is the same: `performance.timeOrigin`).
  */
-const COUNTER_WIDTH = 16
+const COUNTER_WIDTH = 48
 
 function readCounter(fd) {
   const buffer = Buffer.alloc(COUNTER_WIDTH)
-  return Number(buffer.toString('utf8', 0, fs.readSync(fd, buffer, 0, COUNTER_WIDTH, 0)))
+  const [value, pid = 0, at = 0] = buffer.toString('utf8', 0, fs.readSync(fd, buffer, 0, COUNTER_WIDTH, 0)).trim().split(/\s+/).map(Number)
+  return { value, pid, at }
 }
 
 function writeCounter(fd, value) {
-  fs.writeSync(fd, String(value).padStart(COUNTER_WIDTH, '0'), 0)
+  fs.writeSync(fd, `${value} ${process.pid} ${(performance.timeOrigin + performance.now()).toFixed(3)}`.padEnd(COUNTER_WIDTH), 0)
+}
+
+/** The critical section: one increment; a handoff from another process is timed into `handoffsUs`. */
+function increment(fd, handoffsUs) {
+  const { value, pid, at } = readCounter(fd)
+  if (pid !== 0 && pid !== process.pid) handoffsUs.push((performance.timeOrigin + performance.now() - at) * 1000)
+  writeCounter(fd, value + 1)
+}
+
+function newCounter(file) {
+  fs.writeFileSync(file, '0'.padEnd(COUNTER_WIDTH))
+}
+
+function counted(file) {
+  return Number(fs.readFileSync(file, 'utf8').trim().split(/\s+/)[0])
 }
 
 /** N processes each run locked increments for a fixed time; returns ops/s and waits. */
-async function contended(dir, kind, processes = 4, redisUrl = '') {
+async function contended(dir, kind, processes = 4, redisUrl = '', ms = CONTENDED_MS) {
   const file = tempFile(dir, `contended-${kind}.json`)
-  fs.writeFileSync(file, '0'.repeat(COUNTER_WIDTH))
-  const children = Array.from({ length: processes }, () => fork(__filename, ['contender', kind, file, String(CONTENDED_MS), redisUrl]))
+  newCounter(file)
+  const children = Array.from({ length: processes }, () => fork(__filename, ['contender', kind, file, String(ms), redisUrl]))
   const reports = []
   for (const child of children) child.on('message', (m) => reports.push(m))
   await Promise.all(children.map((c) => once(c, 'exit')))
   const waits = reports.flatMap((r) => r.waits).sort((a, b) => a - b)
   const ops = reports.reduce((sum, r) => sum + r.ops, 0)
-  const counted = Number(fs.readFileSync(file, 'utf8'))
-  if (counted !== ops) throw new Error(`${kind}: counter says ${counted}, processes did ${ops}: exclusion broken`)
+  if (counted(file) !== ops) throw new Error(`${kind}: counter says ${counted(file)}, processes did ${ops}: exclusion broken`)
+  const handoffs = reports.flatMap((r) => r.handoffsUs).sort((a, b) => a - b)
   // How the increments split between the processes: a lock that hands off in order
   // splits them evenly; one whose releaser takes it straight back does not.
   const perProcess = reports.map((r) => r.ops).sort((a, b) => a - b)
-  return { processes, opsPerSec: ops / (CONTENDED_MS / 1000), waitP50Ms: percentile(waits, 0.5), waitP99Ms: percentile(waits, 0.99), perProcess }
+  return { processes, opsPerSec: ops / (ms / 1000), waitP50Ms: percentile(waits, 0.5), waitP99Ms: percentile(waits, 0.99), perProcess, handoffP50Us: percentile(handoffs, 0.5) }
 }
 
 /** redlock as the Redis comparison: one server, retrying every 10 ms without jitter, forever. */
@@ -149,17 +170,18 @@ async function contender(kind, file, ms, redisUrl) {
   const locker = lockerFor(kind, file, redisUrl)
   const counter = fs.openSync(file, 'r+')
   const waits = []
+  const handoffsUs = []
   let ops = 0
   const end = Date.now() + ms
   while (Date.now() < end) {
     const asked = performance.now()
     const release = await locker.lock()
     waits.push(performance.now() - asked)
-    writeCounter(counter, readCounter(counter) + 1)
+    increment(counter, handoffsUs)
     ops++
     await release()
   }
-  process.send({ ops, waits })
+  process.send({ ops, waits, handoffsUs })
   await locker.close?.()
 }
 
@@ -204,20 +226,93 @@ async function redisBenchmarks(dir) {
   }
 }
 
+/**
+ * The floor of contended runs and of handoff (issue #16): `processes` Node processes
+ * pass one token round a ring of FIFOs, and whoever holds it runs the same critical
+ * section as a locked increment (which times the hop from the previous holder's
+ * write). Nothing but one wake-up per hop, which no lock between processes can beat.
+ * `pauseMs` holds the token that long before passing it on, so the next member has
+ * been parked a while, as the waiter of the handoff run is.
+ */
+async function fifoRing(dir, ms, pauseMs = 0, processes = 4) {
+  const ringDir = fs.mkdtempSync(path.join(dir, 'ring-'))
+  const fifos = Array.from({ length: processes }, (_, i) => path.join(ringDir, `hop-${i}`))
+  for (const fifo of fifos) execFileSync('mkfifo', [fifo])
+  const file = path.join(ringDir, 'counter')
+  newCounter(file)
+  const members = fifos.map((fifo, i) => fork(__filename, ['ring-member', fifo, fifos[(i + 1) % processes], file, String(pauseMs)]))
+  await Promise.all(members.map((m) => once(m, 'message'))) // each has its FIFOs open
+  const reports = []
+  const first = new Promise((resolve) => {
+    for (const m of members) m.on('message', (report) => resolve(reports.push(report)))
+  })
+  const end = Date.now() + ms
+  for (const m of members) m.send({ end })
+  members[0].send('inject')
+  // The member that holds the token when the time is up keeps it; the others wait
+  // on their FIFOs until told to stop.
+  await first
+  for (const m of members) if (m.connected) m.send('stop', () => {}) // gone meanwhile: fine
+  await Promise.all(members.map((m) => (m.exitCode === null ? once(m, 'exit') : null)))
+  const ops = reports.reduce((sum, r) => sum + r.ops, 0)
+  if (counted(file) !== ops) throw new Error(`FIFO ring: counter says ${counted(file)}, members did ${ops}`)
+  fs.rmSync(ringDir, { recursive: true, force: true })
+  const hops = reports.flatMap((r) => r.handoffsUs).sort((a, b) => a - b)
+  return { processes, opsPerSec: ops / (ms / 1000), hopP50Us: percentile(hops, 0.5), hopP99Us: percentile(hops, 0.99) }
+}
+
+/** One member of the ring: reads the token from its FIFO, increments, passes it on. */
+function ringMember(own, next, file, pauseMs) {
+  // O_RDWR: opening a FIFO for reading alone would block until a writer comes.
+  const input = new net.Socket({ fd: fs.openSync(own, fs.constants.O_RDWR | fs.constants.O_NONBLOCK), writable: false })
+  const output = fs.openSync(next, fs.constants.O_RDWR)
+  const counter = fs.openSync(file, 'r+')
+  const token = Buffer.from('t')
+  const handoffsUs = []
+  let ops = 0
+  let end = Infinity
+  let finished = false
+  const pass = () => fs.writeSync(output, token)
+  const finish = () => {
+    if (finished) return
+    finished = true
+    process.send({ ops, handoffsUs })
+    input.destroy()
+    process.disconnect()
+  }
+  input.on('data', () => {
+    if (Date.now() >= end) return finish()
+    increment(counter, handoffsUs)
+    ops++
+    if (pauseMs === 0) return pass()
+    setTimeout(() => {
+      // The hop is timed from the pass, not from the increment before the pause.
+      writeCounter(counter, readCounter(counter).value)
+      pass()
+    }, pauseMs)
+  })
+  process.on('message', (m) => {
+    if (m === 'inject') pass()
+    else if (m === 'stop') finish()
+    else end = m.end
+  })
+  process.send('ready')
+}
+
 /** A holder in this process releases; how long until a waiter in another process holds it. */
-async function handoff(dir, kind) {
+async function handoff(dir, kind, rounds = HANDOFF_ROUNDS) {
   const file = tempFile(dir, `handoff-${kind}.json`)
   const child = fork(__filename, ['handoff-waiter', kind, file])
   await once(child, 'message')
   const manager = new LockManager({ owner: 'handoff' })
   const latencies = []
-  for (let i = 0; i < HANDOFF_ROUNDS; i++) {
+  for (let i = 0; i < rounds; i++) {
     const release = kind === 'lockwright'
       ? ((lock) => () => lock.releaseSync())(manager.acquireSync(file))
       : properLockfile.lockSync(file)
     child.send('wait')
     await once(child, 'message') // the waiter has started waiting
-    await new Promise((resolve) => setTimeout(resolve, 2)) // and is parked in its wait
+    await new Promise((resolve) => setTimeout(resolve, HANDOFF_PAUSE_MS)) // and is parked in its wait
     const released = performance.timeOrigin + performance.now()
     release()
     const [{ acquiredAt }] = await once(child, 'message', { signal: AbortSignal.timeout(10_000) }).catch(() => {
@@ -227,7 +322,7 @@ async function handoff(dir, kind) {
   }
   child.kill()
   latencies.sort((a, b) => a - b)
-  return { rounds: HANDOFF_ROUNDS, p50Us: percentile(latencies, 0.5), p99Us: percentile(latencies, 0.99) }
+  return { rounds, p50Us: percentile(latencies, 0.5), p99Us: percentile(latencies, 0.99) }
 }
 
 function handoffWaiter(kind, file) {
@@ -295,8 +390,9 @@ function row(cells, widths) {
 async function floorRounds(dir, rounds = 5) {
   const cycles = QUICK ? 5_000 : 50_000
   const manager = new LockManager({ owner: 'floor' })
+  const unmetered = new LockManager({ owner: 'floor', metrics: false })
   const file = tempFile(dir, 'floor-cycle.json')
-  const multiples = { sync: [], withLock: [], floorUs: [] }
+  const multiples = { sync: [], withLock: [], floorUs: [], metricsCost: [] }
   for (let round = 0; round < rounds; round++) {
     const floorDir = fs.mkdtempSync(path.join(dir, `floor-${round}-`))
     const floorNs = native.benchmarkFloors(floorDir, cycles).recordCycle
@@ -306,15 +402,48 @@ async function floorRounds(dir, rounds = 5) {
     started = performance.now()
     for (let i = 0; i < cycles; i++) await manager.withLock(file, () => {})
     const withLockNs = ((performance.now() - started) * 1e6) / cycles
+    started = performance.now()
+    for (let i = 0; i < cycles; i++) unmetered.acquireSync(file).releaseSync()
+    const unmeteredNs = ((performance.now() - started) * 1e6) / cycles
+    multiples.metricsCost.push(syncNs / unmeteredNs - 1)
     multiples.floorUs.push(floorNs / 1000)
     multiples.sync.push(syncNs / floorNs)
     multiples.withLock.push(withLockNs / floorNs)
   }
-  const spread = (values) => {
-    const sorted = [...values].sort((a, b) => a - b)
-    return { min: sorted[0], median: sorted[Math.floor(sorted.length / 2)], max: sorted[sorted.length - 1] }
+  return { rounds, ...Object.fromEntries(Object.entries(multiples).map(([name, values]) => [name, spread(values)])) }
+}
+
+/**
+ * Contended throughput and handoff against their floor, the FIFO ring (issue #16), in
+ * the same rounds: each round runs the ring, then lockwright's 4 contending
+ * processes and its handoff. Returns min/median/max of each round's multiples:
+ * increments per second as a fraction of the ring's (1 or more matches it), and the
+ * handoff p50 as a multiple of one ring hop's p50 (target at most 2).
+ */
+async function ringRounds(dir, rounds = 3) {
+  const ms = QUICK ? 500 : 1500
+  const handoffs = Math.ceil(HANDOFF_ROUNDS / rounds)
+  const found = { ringOpsPerSec: [], hopP50Us: [], parkedHopP50Us: [], throughput: [], handoff: [], parkedHandoff: [] }
+  for (let round = 0; round < rounds; round++) {
+    const ring = await fifoRing(dir, ms)
+    const locked = await contended(dir, 'lockwright', ring.processes, '', ms)
+    // Parked: each member waits HANDOFF_PAUSE_MS before it is woken, as handoff()'s waiter does.
+    const parkedRing = await fifoRing(dir, handoffs * (HANDOFF_PAUSE_MS + 1), HANDOFF_PAUSE_MS)
+    const handed = await handoff(dir, 'lockwright', handoffs)
+    found.ringOpsPerSec.push(ring.opsPerSec)
+    found.hopP50Us.push(ring.hopP50Us)
+    found.parkedHopP50Us.push(parkedRing.hopP50Us)
+    found.throughput.push(locked.opsPerSec / ring.opsPerSec)
+    found.handoff.push(locked.handoffP50Us / ring.hopP50Us)
+    found.parkedHandoff.push(handed.p50Us / parkedRing.hopP50Us)
   }
-  return { rounds, floorUs: spread(multiples.floorUs), sync: spread(multiples.sync), withLock: spread(multiples.withLock) }
+  return { rounds, ...Object.fromEntries(Object.entries(found).map(([name, values]) => [name, spread(values)])) }
+}
+
+/** min/median/max of a few rounds' values. */
+function spread(values) {
+  const sorted = [...values].sort((a, b) => a - b)
+  return { min: sorted[0], median: sorted[Math.floor(sorted.length / 2)], max: sorted[sorted.length - 1] }
 }
 
 async function main() {
@@ -324,6 +453,7 @@ async function main() {
   const floorDir = fs.mkdtempSync(path.join(dir, 'floors-'))
   const floors = native.benchmarkFloors(floorDir, QUICK ? 2_000 : 20_000)
   const againstFloor = await floorRounds(dir)
+  const againstRing = await ringRounds(dir)
   const contendedLw = await contended(dir, 'lockwright')
   const contendedPl = await contended(dir, 'proper-lockfile')
   const handoffLw = await handoff(dir, 'lockwright')
@@ -354,9 +484,16 @@ async function main() {
   console.log(`floors, timed in Rust: flock lock+unlock ${us(floors.flockPair)} us; mkdir+rmdir ${us(floors.mkdirRmdir)} us; engine acquire+release ${us(floors.engineCycle)} us (kernel), ${us(floors.engineMkdirCycle)} us (mkdir)`)
   const x = ({ min, median, max }) => `${median.toFixed(1)}x (min ${min.toFixed(1)}x, max ${max.toFixed(1)}x)`
   console.log(`against the floor (a record-keeping flock cycle in Rust, ${againstFloor.floorUs.median.toFixed(2)} us; ${againstFloor.rounds} rounds): acquireSync+releaseSync ${x(againstFloor.sync)} (target 3x), withLock ${x(againstFloor.withLock)} (target 5x)`)
+  const r = againstRing
+  console.log(`against the FIFO ring (4 Node processes passing a token through FIFOs, same critical section; ${r.rounds} rounds): ring ${r.ringOpsPerSec.median.toFixed(0)} increments/s, one hop p50 ${r.hopP50Us.median.toFixed(0)} us (${r.parkedHopP50Us.median.toFixed(0)} us to a member parked ${HANDOFF_PAUSE_MS} ms)`)
+  console.log(`  contended increments/s: ${x(r.throughput)} the ring's (target 1x or more)`)
+  console.log(`  cross-process handoff p50, within the contended run: ${x(r.handoff)} one ring hop (target 2x or less)`)
+  console.log(`  cross-process handoff p50 to a waiter parked ${HANDOFF_PAUSE_MS} ms: ${x(r.parkedHandoff)} one ring hop to a parked member (target 2x or less)`)
+  const percent = ({ min, median, max }) => `${(median * 100).toFixed(0)}% (min ${(min * 100).toFixed(0)}%, max ${(max * 100).toFixed(0)}%)`
+  console.log(`metrics: true costs ${percent(againstFloor.metricsCost)} over metrics: false in the same rounds (target 10% or less)`)
   console.log(`where a sync cycle goes: ${metered.toFixed(1)} us from JavaScript, of which the engine ${us(floors.engineCycle)} us; metrics recording ${((metered - unmetered) * 1000).toFixed(0)} ns (${metered.toFixed(1)} us with, ${unmetered.toFixed(1)} us without)`)
   console.log(`contended waits: lockwright p50 ${contendedLw.waitP50Ms.toFixed(3)} ms, p99 ${contendedLw.waitP99Ms.toFixed(3)} ms; proper-lockfile p50 ${contendedPl.waitP50Ms.toFixed(3)} ms, p99 ${contendedPl.waitP99Ms.toFixed(3)} ms`)
-  console.log(`cross-process handoff: lockwright p50 ${handoffLw.p50Us.toFixed(0)} us, p99 ${handoffLw.p99Us.toFixed(0)} us (target p50 <= 100 us: ${handoffLw.p50Us <= 100 ? 'yes' : 'NO'}); proper-lockfile p50 ${handoffPl.p50Us.toFixed(0)} us, p99 ${handoffPl.p99Us.toFixed(0)} us`)
+  console.log(`cross-process handoff: lockwright p50 ${handoffLw.p50Us.toFixed(0)} us, p99 ${handoffLw.p99Us.toFixed(0)} us ; proper-lockfile p50 ${handoffPl.p50Us.toFixed(0)} us, p99 ${handoffPl.p99Us.toFixed(0)} us`)
   const h = scaled.heldAtOnce
   console.log(`${h.locks} locks held at once: ${h.ms.toFixed(0)} ms to take, ${h.fdsPerLock.toFixed(1)} file descriptors and ${(h.rssBytesPerLock / 1024).toFixed(1)} KiB RSS per lock`)
   const c = scaled.cycles
@@ -384,6 +521,7 @@ async function main() {
     micro,
     floorsNs: floors,
     againstFloor,
+    againstRing,
     contended: { lockwright: contendedLw, properLockfile: contendedPl },
     handoff: { lockwright: handoffLw, properLockfile: handoffPl },
     scale: scaled,
@@ -398,4 +536,5 @@ async function main() {
 const [role, ...args] = process.argv.slice(2)
 if (role === 'contender') contender(args[0], args[1], Number(args[2]), args[3])
 else if (role === 'handoff-waiter') handoffWaiter(args[0], args[1])
+else if (role === 'ring-member') ringMember(args[0], args[1], args[2], Number(args[3]))
 else main()
