@@ -11,7 +11,11 @@ use crate::engine::lock_path::sibling;
 use crate::engine::owner_record::{now_ms, Claimant, LockMode, OwnerRecord};
 use crate::engine::safe_fs::{self, overwrite, Access, Create};
 
-use super::sweep::{is_stale, not_a_lock_dir, open_lock_dir, remove_judged, rmdir_error};
+#[cfg(test)]
+use super::sweep::before_rmdir;
+use super::sweep::{
+    is_stale, not_a_lock_dir, open_lock_dir, remove_judged, remove_owner_record_of, rmdir_error,
+};
 use super::token::next_token;
 use super::{dir_id, DirId, DirOwner, OWNER_SUFFIX};
 
@@ -124,9 +128,6 @@ pub struct MkdirLock {
     stale_ms: u64,
     released: bool,
     compromised: bool,
-    /// Whether the record beside the lock is one we wrote: only then does release
-    /// remove it (a FIFO or symlink planted there is not ours to delete).
-    wrote_record: bool,
 }
 
 impl MkdirLock {
@@ -139,7 +140,7 @@ impl MkdirLock {
             let _ = fs::remove_dir(dir);
         })?;
         let record = claimant.record(LockMode::Exclusive, lock_id.to_string(), token);
-        let mut lock = MkdirLock {
+        let lock = MkdirLock {
             dir: dir.to_path_buf(),
             id: dir_id(&meta),
             mtime: meta.modified().unwrap_or(UNIX_EPOCH),
@@ -148,11 +149,11 @@ impl MkdirLock {
             stale_ms,
             released: false,
             compromised: false,
-            wrote_record: false,
         };
         // The record is informative (who holds it); the directory is the lock. A
-        // failure to write it does not undo the grant.
-        lock.wrote_record = lock.write_owner().is_ok();
+        // failure to write it does not undo the grant. Release removes it only if it
+        // names our directory (a FIFO or symlink planted there is not ours to delete).
+        let _ = lock.write_owner();
         Ok(lock)
     }
 
@@ -215,10 +216,32 @@ impl MkdirLock {
         }
         self.released = true;
         self.still_ours()?;
-        // Still ours, so the record beside it, if we wrote one, is ours.
-        if self.wrote_record {
-            let _ = fs::remove_file(sibling(&self.dir, OWNER_SUFFIX));
+        // Checked again and removed under the takeover guard, as a takeover removes:
+        // a stale takeover between a check by path and an rmdir by path would
+        // otherwise lose its new lock directory to us.
+        let (id, mtime) = (self.id, self.mtime);
+        let ours = |meta: &fs::Metadata| dir_id(meta) == id && meta.modified().ok() == Some(mtime);
+        for _ in 0..RELEASE_GUARD_TRIES {
+            match remove_judged(&self.dir, id, ours, false) {
+                Ok(Some(true)) => return Ok(()),
+                // Taken over since the check above: lost, and not ours to remove.
+                Ok(Some(false)) => return self.still_ours().map(drop),
+                // A takeover or sweep holds the guard for a stat and an rmdir.
+                Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+                // No usable guard (a symlink or FIFO planted at its name): no takeover
+                // gets through it either, so removing without it races with none.
+                Err(_) => return self.remove_unguarded(),
+            }
         }
+        // Still busy: whoever holds the guard judged our lock stale and removes it.
+        Ok(())
+    }
+
+    fn remove_unguarded(&self) -> Result<()> {
+        self.still_ours()?;
+        remove_owner_record_of(&self.dir, self.id);
+        #[cfg(test)]
+        before_rmdir::run();
         match fs::remove_dir(&self.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -226,6 +249,9 @@ impl MkdirLock {
         }
     }
 }
+
+/// How many times a release tries the takeover guard, a millisecond apart.
+const RELEASE_GUARD_TRIES: u32 = 50;
 
 /// `ECOMPROMISED` for the OS error that revealed the loss, its own code kept at the
 /// head of the message (`ECOMPROMISED` ... `ENOENT: ..., stat '<dir>'`), as
@@ -276,7 +302,7 @@ impl HeldLock for MkdirLock {
             Err(e) => return Err(self.lose(compromised_by(&e, "utimes", &self.dir))),
         }
         self.record.heartbeat = now;
-        self.wrote_record |= self.write_owner().is_ok();
+        let _ = self.write_owner();
         Ok(())
     }
 

@@ -143,6 +143,8 @@ pub(super) fn remove_judged(
         return Ok(Some(true));
     }
     remove_owner_record_of(dir, judged);
+    #[cfg(test)]
+    before_rmdir::run();
     match fs::remove_dir(dir) {
         Ok(()) => Ok(Some(true)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(false)),
@@ -193,4 +195,24 @@ pub fn open_lock_dir(dir: &Path) -> io::Result<File> {
         return Err(io::ErrorKind::NotADirectory.into());
     }
     Ok(handle)
+}
+
+/// A hook between a removal's last check and its rmdir, where a takeover could come.
+#[cfg(test)]
+pub(super) mod before_rmdir {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static HOOK: RefCell<Option<Box<dyn FnOnce()>>> = RefCell::new(None);
+    }
+
+    pub fn set(hook: impl FnOnce() + 'static) {
+        HOOK.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
+    }
+
+    pub(in super::super) fn run() {
+        if let Some(hook) = HOOK.with(|h| h.borrow_mut().take()) {
+            hook()
+        }
+    }
 }
