@@ -260,20 +260,14 @@ fn a_touched_or_removed_directory_compromises_the_lock() {
 fn a_release_never_removes_the_directory_of_a_takeover_that_came_after_its_check() {
     let dir = tempfile::tempdir().unwrap();
     let lock_dir = dir.path().join("f.lock");
-    let held = MkdirContender::new(lock_dir.clone(), 10_000)
-        .try_acquire(&claimant(), "a".into(), false)
-        .unwrap()
-        .unwrap();
+    let held = try_lock(&lock_dir).unwrap().unwrap();
     // Between the release's last check and its rmdir, the lock looks stale to a peer
     // (a long stall) and the peer tries to take it over.
     let taken = std::rc::Rc::new(std::cell::RefCell::new(None));
     let (path, slot) = (lock_dir.clone(), taken.clone());
     before_rmdir::set(move || {
         set_mtime(&path, SystemTime::now() - Duration::from_secs(60));
-        let peer = MkdirContender::new(path, 10_000)
-            .try_acquire(&claimant(), "b".into(), false)
-            .unwrap();
-        *slot.borrow_mut() = peer;
+        *slot.borrow_mut() = try_lock(&path).unwrap();
     });
     held.release().unwrap();
     // The release held the takeover guard from its check to its rmdir, so the peer
