@@ -73,6 +73,7 @@ impl Conn {
             &keys.ticket,
             &keys.queue,
             &keys.waiters,
+            &keys.asks,
         ] {
             invocation.key(key);
         }

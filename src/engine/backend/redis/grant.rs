@@ -96,31 +96,14 @@ impl Claim {
         unread.armed = false;
         let reply = reply?;
         match reply.as_slice() {
-            [1, token, _deadline, now] => {
-                let mut record: OwnerRecord =
-                    serde_json::from_str(&self.record_json).map_err(|e| {
-                        LockError::invalid(format!("cannot read back the owner record: {e}"))
-                    })?;
-                record.token = *token as u64;
-                record.timestamp = *now as u64;
-                record.heartbeat = *now as u64;
-                Ok(Attempt::Granted(Box::new(RedisGrant {
-                    name: self.name.clone(),
-                    mode: self.mode,
-                    token: *token as u64,
-                    lock_id: self.lock_id.clone(),
-                    waited: false,
-                    record,
-                    lease_ms: self.lease_ms,
-                    shared: Arc::clone(shared),
-                    keys: self.keys.clone(),
-                    member: self.member.clone(),
-                    // From before the request left: our view of the lease never
-                    // outlasts Redis's.
-                    expires: Mutex::new(sent + Duration::from_millis(self.lease_ms)),
-                    finished: AtomicBool::new(false),
-                })))
-            }
+            [1, token, _deadline, now] => Ok(Attempt::Granted(Box::new(self.granted(
+                shared,
+                *token as u64,
+                *now as u64,
+                // From before the request left: our view of the lease never
+                // outlasts Redis's.
+                sent + Duration::from_millis(self.lease_ms),
+            )?))),
             [0, wait] => Ok(Attempt::Refused {
                 retry_in: u64::try_from(*wait).ok().map(Duration::from_millis),
             }),
@@ -134,6 +117,36 @@ impl Claim {
 }
 
 impl Claim {
+    /// The grant Redis made for this claim: `token` and `now` as the script wrote them
+    /// into the record; `expires` is when the lease surely ends on this host's clock.
+    pub fn granted(
+        &self,
+        shared: &Arc<Shared>,
+        token: u64,
+        now: u64,
+        expires: Instant,
+    ) -> Result<RedisGrant> {
+        let mut record: OwnerRecord = serde_json::from_str(&self.record_json)
+            .map_err(|e| LockError::invalid(format!("cannot read back the owner record: {e}")))?;
+        record.token = token;
+        record.timestamp = now;
+        record.heartbeat = now;
+        Ok(RedisGrant {
+            name: self.name.clone(),
+            mode: self.mode,
+            token,
+            lock_id: self.lock_id.clone(),
+            waited: false,
+            record,
+            lease_ms: self.lease_ms,
+            shared: Arc::clone(shared),
+            keys: self.keys.clone(),
+            member: self.member.clone(),
+            expires: Mutex::new(expires),
+            finished: AtomicBool::new(false),
+        })
+    }
+
     /// Takes the claim back out of Redis now (after an attempt whose reply was lost).
     pub async fn undo(&self, shared: &Shared) -> Result<()> {
         shared
