@@ -25,6 +25,11 @@ use crate::engine::error::{code, LockError, Result};
 const MIN_PAUSE: Duration = Duration::from_millis(25);
 const MAX_PAUSE: Duration = Duration::from_millis(500);
 
+/// How long a channel nobody watches stays subscribed: a process that takes a busy
+/// lock again and again waits on it with no SUBSCRIBE round trip, and queues in its
+/// first attempt.
+const LINGER: Duration = Duration::from_secs(1);
+
 #[derive(Default)]
 struct Hub {
     channels: HashMap<String, Channel>,
@@ -53,11 +58,14 @@ struct Channel {
     /// (`*`: anyone). Only the latest matters: it describes the latest state.
     bumps: watch::Sender<(u64, String)>,
     watchers: usize,
+    /// Redis confirmed the subscription on the listener's current connection.
+    subscribed: bool,
+    /// Since when nobody watches it; the listener unsubscribes it after `LINGER`.
+    idle_since: Option<Instant>,
 }
 
 enum Command {
     Subscribe(String, oneshot::Sender<()>),
-    Unsubscribe(String),
 }
 
 pub(crate) struct Wakeups {
@@ -134,6 +142,37 @@ impl Wakeups {
         true
     }
 
+    /// Listens on `channel` for `member`'s grant now, if Redis confirmed that channel
+    /// already (another wait in this process, or one that just ended): no round trip.
+    pub fn watching(&self, channel: &str, member: &str) -> Option<Watch> {
+        let mut hub = lock(&self.hub);
+        let subscribed = hub.connected && hub.channels.get(channel).is_some_and(|c| c.subscribed);
+        subscribed.then(|| self.register(&mut hub, channel, member))
+    }
+
+    fn register(&self, hub: &mut Hub, channel: &str, member: &str) -> Watch {
+        let (granted, grants) = oneshot::channel();
+        hub.grants.insert(member.to_string(), granted);
+        let entry = hub
+            .channels
+            .entry(channel.to_string())
+            .or_insert_with(|| Channel {
+                bumps: watch::channel((0, ANYONE.to_string())).0,
+                watchers: 0,
+                subscribed: false,
+                idle_since: None,
+            });
+        entry.watchers += 1;
+        entry.idle_since = None;
+        Watch {
+            bumps: entry.bumps.subscribe(),
+            grants: Some(grants),
+            member: member.to_string(),
+            channel: channel.to_string(),
+            hub: Arc::clone(&self.hub),
+        }
+    }
+
     /// Starts listening on `channel` for `member`'s grant; returns once Redis
     /// confirmed the subscription (or at once while the listener is disconnected: it
     /// subscribes to every watched channel when it reconnects, then wakes them all).
@@ -144,30 +183,13 @@ impl Wakeups {
             let mut online = self.online.clone();
             let _ = tokio::time::timeout(self.connect_timeout, online.wait_for(|up| *up)).await;
         }
-        let (granted, grants) = oneshot::channel();
-        let (bumps, connected) = {
+        let (watch, subscribe) = {
             let mut hub = lock(&self.hub);
-            hub.grants.insert(member.to_string(), granted);
-            let connected = hub.connected;
-            let entry = hub
-                .channels
-                .entry(channel.to_string())
-                .or_insert_with(|| Channel {
-                    bumps: watch::channel((0, ANYONE.to_string())).0,
-                    watchers: 0,
-                });
-            entry.watchers += 1;
-            (entry.bumps.subscribe(), connected)
+            let watch = self.register(&mut hub, channel, member);
+            let subscribed = hub.channels.get(channel).is_some_and(|c| c.subscribed);
+            (watch, hub.connected && !subscribed)
         };
-        let watch = Watch {
-            bumps,
-            grants: Some(grants),
-            member: member.to_string(),
-            channel: channel.to_string(),
-            hub: Arc::clone(&self.hub),
-            commands: self.commands.clone(),
-        };
-        if connected {
+        if subscribe {
             let (ack, acked) = oneshot::channel();
             if self
                 .commands
@@ -203,7 +225,6 @@ pub(crate) struct Watch {
     member: String,
     channel: String,
     hub: Arc<Mutex<Hub>>,
-    commands: mpsc::UnboundedSender<Command>,
 }
 
 impl Watch {
@@ -242,19 +263,16 @@ impl Drop for Watch {
         if let Some(entry) = hub.channels.get_mut(&self.channel) {
             entry.watchers -= 1;
             if entry.watchers == 0 {
-                hub.channels.remove(&self.channel);
-                // The listener unsubscribes only if nobody watches it again by then.
-                let _ = self
-                    .commands
-                    .send(Command::Unsubscribe(self.channel.clone()));
+                // The listener unsubscribes it if nobody watches it again by then.
+                entry.idle_since = Some(Instant::now());
             }
         }
     }
 }
 
-/// The listener: (re)connects, subscribes, and turns messages into bumps. All
-/// (un)subscriptions go through it in order, so an unsubscribe never overtakes a
-/// later subscribe to the same channel.
+/// The listener: (re)connects, subscribes, and turns messages into grants and
+/// bumps. All (un)subscriptions go through it in order, so an unsubscribe never
+/// overtakes a later subscribe to the same channel.
 async fn listen(
     idle: Idle,
     hub: Arc<Mutex<Hub>>,
@@ -293,11 +311,16 @@ async fn listen(
         // One channel per SUBSCRIBE: one confirmation per request.
         let mut subscribed = true;
         for name in &names {
-            subscribed &= sink.subscribe(name).await.is_ok();
+            let ok = sink.subscribe(name).await.is_ok();
+            if ok {
+                confirmed(&hub, name);
+            }
+            subscribed &= ok;
         }
         if subscribed {
             // Changes while we were away went unheard: everyone looks again.
             bump(&lock(&hub), None, ANYONE);
+            let mut sweeps = tokio::time::interval(LINGER);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -305,17 +328,20 @@ async fn listen(
                         None => return,
                         Some(Command::Subscribe(channel, ack)) => {
                             let ok = sink.subscribe(&channel).await.is_ok();
+                            if ok {
+                                confirmed(&hub, &channel);
+                            }
                             let _ = ack.send(());
                             if !ok {
                                 break;
                             }
                         }
-                        Some(Command::Unsubscribe(channel)) => {
-                            if !lock(&hub).channels.contains_key(&channel) {
-                                let _ = sink.unsubscribe(&channel).await;
-                            }
-                        }
                     },
+                    _ = sweeps.tick() => {
+                        for channel in lingered(&hub) {
+                            let _ = sink.unsubscribe(&channel).await;
+                        }
+                    }
                     message = stream.next() => match message {
                         Some(message) => {
                             let text = message.get_payload::<String>().unwrap_or_else(|_| ANYONE.into());
@@ -336,8 +362,32 @@ async fn listen(
         online.send_replace(false);
         let mut hub = lock(&hub);
         hub.connected = false;
+        for channel in hub.channels.values_mut() {
+            channel.subscribed = false;
+        }
         bump(&hub, None, ANYONE);
     }
+}
+
+fn confirmed(hub: &Mutex<Hub>, channel: &str) {
+    if let Some(entry) = lock(hub).channels.get_mut(channel) {
+        entry.subscribed = true;
+    }
+}
+
+/// Forgets the channels nobody watched for `LINGER`; returns them, to unsubscribe.
+fn lingered(hub: &Mutex<Hub>) -> Vec<String> {
+    let mut hub = lock(hub);
+    let gone: Vec<String> = hub
+        .channels
+        .iter()
+        .filter(|(_, c)| c.idle_since.is_some_and(|at| at.elapsed() >= LINGER))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in &gone {
+        hub.channels.remove(name);
+    }
+    gone
 }
 
 /// A fair, blocking acquire: one quick attempt, then a place in the queue, woken by
@@ -381,7 +431,8 @@ async fn wait_turn(
     deadline: Option<Instant>,
     cancel: CancellationToken,
 ) -> Result<RedisGrant> {
-    let mut watch: Option<Watch> = None;
+    // Already subscribed: the first attempt takes a place in line, whose grant we hear.
+    let mut watch = shared.wakeups.watching(&claim.keys.channel, &claim.member);
     // Whether Redis answered at all, and its last failure: a timeout after failures
     // is EUNAVAILABLE, not ETIMEOUT.
     let mut answered = false;
@@ -402,7 +453,7 @@ async fn wait_turn(
         // already past, or shorter than a round trip, means one attempt, whose refusal
         // is ETIMEOUT, not a Redis that "gave no answer".
         let deadline_now = if first { None } else { deadline };
-        first = false;
+        let again = !std::mem::replace(&mut first, false);
         let sent = Instant::now();
         let outcome = tokio::select! {
             biased;
@@ -412,7 +463,7 @@ async fn wait_turn(
         };
         let nap = match outcome {
             Ok(Attempt::Granted(mut grant)) => {
-                grant.waited = queue || answered;
+                grant.waited = again && (queue || answered);
                 return Ok(*grant);
             }
             Ok(Attempt::Refused { retry_in }) => {
