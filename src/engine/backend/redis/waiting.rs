@@ -521,7 +521,7 @@ async fn handed_over(
     place_renewed: Instant,
 ) -> Result<RedisGrant> {
     let lease = Duration::from_millis(claim.lease_ms);
-    let mut grant = claim.granted(shared, handoff.token, handoff.now, place_renewed + lease)?;
+    let mut grant = claim.granted(shared, handoff.token, handoff.now, place_renewed + lease);
     grant.waited = true;
     if grant.lease_expires() < Instant::now() + grant.renew_period() {
         grant.renew().await?;

@@ -1,10 +1,18 @@
--- One attempt. ARGV: 2 lockId, 3 mode ('x' or 's'), 4 record JSON, 5 lease ms,
--- 6 '1' to queue up when refused, 7 token floor.
+-- One attempt. ARGV: 2 lockId, 3 mode ('x' or 's'), 4 record head (see `grant`),
+-- 5 lease ms, 6 '1' to queue up when refused, 7 token floor.
 -- Returns {1, token, lease deadline, now} when granted,
 -- {0, ms until the earliest lease ahead of us runs out (-1: none)} when not.
-local id, mode, lease = ARGV[2], ARGV[3], tonumber(ARGV[5])
+local id, mode, lease, floor = ARGV[2], ARGV[3], tonumber(ARGV[5]), tonumber(ARGV[7])
 local member = mode .. ':' .. id
 local now = now_ms()
+
+-- Nobody holds it and nobody waits (the common case): nothing to purge or compare.
+if redis.call('EXISTS', KEYS[2], KEYS[5]) == 0 then
+  local token = next_token(mode, floor)
+  grant(member, ARGV[4], token, now, now + lease)
+  return {1, token, now + lease, now}
+end
+
 local dead, late = purge(now, false)
 -- Whoever's turn it is now that the dead are gone gets the lock (perhaps us).
 if dead + late > 0 then promote(now) end
@@ -21,12 +29,6 @@ if redis.call('ZSCORE', KEYS[2], member) then
     redis.call('ZADD', KEYS[2], now + lease, member)
     return {1, record.token, now + lease, record.timestamp}
   end
-end
-
--- Tokens stay above the floor, also for grants a release makes for us later.
-local floor = tonumber(ARGV[7])
-if tonumber(redis.call('GET', KEYS[3]) or '0') < floor then
-  redis.call('SET', KEYS[3], floor)
 end
 
 local writer_holds = false
@@ -58,13 +60,8 @@ else
 end
 
 if eligible then
-  local token = next_token(mode)
-  local record = cjson.decode(ARGV[4])
-  record.token = token
-  record.timestamp = now
-  record.heartbeat = now
-  redis.call('HSET', KEYS[1], id, cjson.encode(record))
-  redis.call('ZADD', KEYS[2], now + lease, member)
+  local token = next_token(mode, floor)
+  grant(member, ARGV[4], token, now, now + lease)
   redis.call('ZREM', KEYS[5], member)
   redis.call('ZREM', KEYS[6], member)
   redis.call('HDEL', KEYS[7], member)
@@ -74,8 +71,12 @@ end
 if ARGV[6] == '1' then
   if rank == false then
     redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[4]), member)
-    -- What a release needs to grant it to us without our asking again.
+    -- What a release needs to grant it to us without our asking again; its token
+    -- must be above our floor too.
     redis.call('HSET', KEYS[7], member, ARGV[4])
+    if tonumber(redis.call('GET', KEYS[3]) or '0') < floor then
+      redis.call('SET', KEYS[3], floor)
+    end
   end
   redis.call('ZADD', KEYS[6], now + lease, member)
 end

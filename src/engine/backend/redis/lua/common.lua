@@ -2,7 +2,8 @@
 -- 1 holders (hash lockId -> record), 2 leases (zset "<m>:lockId" -> deadline ms),
 -- 3 token (counter), 4 ticket (counter), 5 queue (zset "<m>:lockId" -> ticket),
 -- 6 waiters (zset "<m>:lockId" -> waiter lease deadline),
--- 7 asks (hash "<m>:lockId" -> a queued waiter's record, for the grant made for it).
+-- 7 asks (hash "<m>:lockId" -> a queued waiter's record head, for the grant made
+-- for it).
 -- ARGV[1] is the channel. Times are the server's (TIME), so clocks of the hosts never
 -- matter.
 
@@ -29,15 +30,24 @@ local function purge(now, dry)
   return #dead, #late
 end
 
--- The next token for a grant in `mode`: exclusive grants take the counter's next
--- value, shared ones its current value.
-local function next_token(mode)
-  local token = tonumber(redis.call('GET', KEYS[3]) or '0')
-  if mode == 'x' then
-    token = token + 1
-    redis.call('SET', KEYS[3], token)
-  end
+-- The next token for a grant in `mode`, never below `floor`: exclusive grants take
+-- the counter's next value, shared ones its current value.
+local function next_token(mode, floor)
+  local current = tonumber(redis.call('GET', KEYS[3]) or '0')
+  local token = math.max(current, floor)
+  if mode == 'x' then token = token + 1 end
+  if token ~= current then redis.call('SET', KEYS[3], token) end
   return token
+end
+
+-- Grants `member` its lease until `deadline`, its record being `head` (the client's
+-- JSON without its last three fields and closing brace) with the grant's token and
+-- time: no JSON decoding on the way.
+local function grant(member, head, token, now, deadline)
+  local t = string.format('%d', now)
+  local record = head .. ',"token":' .. string.format('%d', token) .. ',"timestamp":' .. t .. ',"heartbeat":' .. t .. '}'
+  redis.call('HSET', KEYS[1], string.sub(member, 3), record)
+  redis.call('ZADD', KEYS[2], deadline, member)
 end
 
 -- Hands the lock to the waiters whose turn it is, in this same step: the writer at
@@ -56,20 +66,15 @@ local function promote(now)
   for i, m in ipairs(queue) do
     local mode = string.sub(m, 1, 1)
     if mode == 'x' and (#holders > 0 or i > 1) then return end
-    local raw = redis.call('HGET', KEYS[7], m)
+    local head = redis.call('HGET', KEYS[7], m)
     local deadline = redis.call('ZSCORE', KEYS[6], m)
-    if not raw or not deadline then
+    if not head or not deadline then
       -- A place with no record to grant it with: its waiter tries for itself.
       redis.call('PUBLISH', ARGV[1], m)
       return
     end
-    local token = next_token(mode)
-    local record = cjson.decode(raw)
-    record.token = token
-    record.timestamp = now
-    record.heartbeat = now
-    redis.call('HSET', KEYS[1], string.sub(m, 3), cjson.encode(record))
-    redis.call('ZADD', KEYS[2], deadline, m)
+    local token = next_token(mode, 0)
+    grant(m, head, token, now, deadline)
     redis.call('ZREM', KEYS[5], m)
     redis.call('ZREM', KEYS[6], m)
     redis.call('HDEL', KEYS[7], m)
