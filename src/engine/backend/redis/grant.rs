@@ -11,6 +11,7 @@ use super::{Shared, UNAVAILABLE};
 use crate::engine::error::{code, LockError, Result};
 use crate::engine::owner_record::{LockMode, OwnerRecord};
 use crate::engine::process::ProcessIdentity;
+use crate::engine::runtime::block_on;
 
 /// The outcome of one attempt that reached Redis.
 pub(crate) enum Attempt {
@@ -283,6 +284,21 @@ impl RedisGrant {
             .await?;
         match self.lost_cause(&reply) {
             Some(cause) => Err(self.lost(&cause).await),
+            None => Ok(()),
+        }
+    }
+
+    /// `release` on the calling thread, which it blocks for the round trip (see
+    /// `Conn::run_blocking`): a synchronous release from JavaScript.
+    pub fn release_blocking(self) -> Result<()> {
+        self.finished.store(true, Ordering::Relaxed);
+        let reply = self.shared.conn.run_blocking::<Vec<i64>>(
+            &scripts::RELEASE,
+            &self.keys,
+            &[&self.lock_id, &self.member],
+        )?;
+        match self.lost_cause(&reply) {
+            Some(cause) => Err(block_on(self.lost(&cause))),
             None => Ok(()),
         }
     }
