@@ -145,7 +145,7 @@ impl Contend for RedisContender {
         }))
     }
 
-    /// Redis announces releases itself; there is no file to watch.
+    /// Redis tells waiters of their grants itself; there is no file to watch.
     fn wake_paths(&self) -> Vec<PathBuf> {
         Vec::new()
     }

@@ -16,7 +16,7 @@ use crate::engine::runtime::block_on;
 /// The outcome of one attempt that reached Redis.
 pub(crate) enum Attempt {
     Granted(Box<RedisGrant>),
-    /// Not now; without an announcement the next chance comes in `retry_in` at the
+    /// Not now; without a message the next chance comes in `retry_in` at the
     /// latest (when the first lease ahead runs out; `None`: none ahead has one).
     Refused {
         retry_in: Option<Duration>,

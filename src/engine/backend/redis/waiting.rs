@@ -54,8 +54,8 @@ fn handoff(message: &str) -> Option<(Handoff, &str)> {
 }
 
 struct Channel {
-    /// A count of announcements, and the last one's hint: who may go next
-    /// (`*`: anyone). Only the latest matters: it describes the latest state.
+    /// A count of messages that are not grants, and the last one's hint: who may
+    /// try (`*`: anyone). Only the latest matters: it describes the latest state.
     bumps: watch::Sender<(u64, String)>,
     watchers: usize,
     /// Redis confirmed the subscription on the listener's current connection.
@@ -91,8 +91,8 @@ fn lock(hub: &Mutex<Hub>) -> MutexGuard<'_, Hub> {
     hub.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Anyone may try: the hint of announcements that name nobody, and of our own
-/// bumps after a reconnect.
+/// Anyone may try: the hint of our own bumps after a reconnect, when messages may
+/// have been missed.
 pub(crate) const ANYONE: &str = "*";
 
 fn bump(hub: &Hub, channel: Option<&str>, hint: &str) {
@@ -233,7 +233,7 @@ impl Watch {
         self.bumps.borrow_and_update();
     }
 
-    /// Waits for the next announcement; returns its hint.
+    /// Waits for the next message that is not a grant; returns its hint.
     #[cfg(test)]
     async fn changed(&mut self) -> String {
         if self.bumps.changed().await.is_err() {
@@ -391,7 +391,8 @@ fn lingered(hub: &Mutex<Hub>) -> Vec<String> {
 }
 
 /// A fair, blocking acquire: one quick attempt, then a place in the queue, woken by
-/// announcements and bounded by `deadline` (`None`: forever) and `cancel`.
+/// the grant a release hands it and bounded by `deadline` (`None`: forever) and
+/// `cancel`.
 pub(crate) async fn acquire(
     shared: &Arc<Shared>,
     claim: &Claim,
