@@ -1037,3 +1037,38 @@ async fn a_process_that_waits_on_a_lock_again_queues_in_its_first_attempt() {
         grant.release().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_release_reconnects_after_a_restart_and_reports_a_lost_lease() {
+    let Some(mut server) = TestRedis::start() else {
+        return;
+    };
+    let side = backend_with(impatient(server.url(), 500)).await;
+    // The first blocking release opens the connection it then keeps.
+    let grant = try_lock(&side, "b", Exclusive, LONG).await.unwrap();
+    grant.release_blocking().unwrap();
+    server.kill();
+    let err = side
+        .try_acquire(
+            "b",
+            Exclusive,
+            &RedisBackend::record("test", Exclusive),
+            LONG,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, UNAVAILABLE, "{err}");
+    server.launch();
+    // The kept connection died with the server: replaced, and the release goes through.
+    let grant = lock(&side, "b", Exclusive, LONG, Duration::from_secs(5))
+        .await
+        .unwrap();
+    grant.release_blocking().unwrap();
+    assert!(holders_of(&side, "b").await.is_empty());
+    // A lease that ran out before its release is reported, as by the async release.
+    let grant = try_lock(&side, "b", Exclusive, 100).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lost = grant.release_blocking().unwrap_err();
+    assert_eq!(lost.code, code::COMPROMISED, "{lost}");
+    assert!(lost.message.contains("run out"), "{lost}");
+}
