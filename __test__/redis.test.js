@@ -13,7 +13,7 @@ const { once } = require('node:events')
 const { fork, spawn } = require('node:child_process')
 const { LockManager } = require('../index.js')
 const { tempDir, spawnAgent, runCommand, waitFor, track } = require('./helpers.js')
-const { redisSkip, startRedis, freePort } = require('./redis-server.js')
+const { redisSkip, startRedis, freePort, rawCommand } = require('./redis-server.js')
 
 const skip = redisSkip()
 const STALE = 2000
@@ -126,6 +126,35 @@ test('a SIGKILLed holder\'s lock is free within its lease, nobody releasing it',
   assert.ok(ms < LEASE_BOUND, `granted ${ms} ms after the holder died`)
   assert.ok(got.token > held.token)
   await waiter.call('release', { lockId: got.id })
+})
+
+/** How many wait in line for `name` on `server` (the queue's size, read from Redis). */
+async function queued(server, name) {
+  const reply = await rawCommand(server.port, ['ZCARD', `lockwright:{${name}}:queue`])
+  return Number(reply.slice(1))
+}
+
+test('a release hands the lock to a SIGKILLed waiter: the next one in line has it within that lease', { skip }, async (t) => {
+  const holder = redisAgent(t, shared, 'handoff-holder')
+  const doomed = redisAgent(t, shared, 'handoff-doomed')
+  const next = redisAgent(t, shared, 'handoff-next')
+  const held = await holder.call('acquire', { path: 'handoff:killed', options: {} })
+  const lost = track(doomed.call('acquire', { path: 'handoff:killed', options: { timeout: 10_000 } }))
+  await waitFor(async () => (await queued(shared, 'handoff:killed')) === 1, { what: 'the doomed waiter in line' })
+  const waiting = track(next.call('acquire', { path: 'handoff:killed', options: { timeout: 10_000 } }))
+  await waitFor(async () => (await queued(shared, 'handoff:killed')) === 2, { what: 'the next waiter in line' })
+  doomed.child.kill('SIGKILL')
+  await doomed.exited
+  assert.equal(lost.settled, false)
+  // The release grants it to the head of the line, dead or not; that grant's lease is
+  // the dead waiter's place, renewed at most a third of a lease before it died.
+  const released = performance.now()
+  await holder.call('release', { lockId: held.id })
+  const got = await waiting.promise
+  const ms = performance.now() - released
+  assert.ok(ms < LEASE_BOUND, `granted ${ms} ms after the release`)
+  assert.equal(got.token, held.token + 2, 'the dead waiter\'s grant took the token between')
+  await next.call('release', { lockId: got.id })
 })
 
 test('readers overlap across processes; a queued writer stops new readers and gets in when they leave', { skip }, async (t) => {

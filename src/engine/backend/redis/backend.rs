@@ -1,8 +1,8 @@
 //! The Redis backend behind the manager's traits: names are logical keys, a held lock
 //! is a lease its heartbeat renews, and waits are Redis's own (FIFO, woken by
 //! pub/sub), not the file watcher's. The trait is synchronous where the manager is
-//! (a `tryAcquire`, a heartbeat, a release), so those calls block on the runtime for
-//! one round trip.
+//! (a `tryAcquire`, a heartbeat, a release), so those calls block for one round
+//! trip: a release on a connection of its own, from the calling thread.
 
 use std::path::{Path, PathBuf};
 
@@ -145,7 +145,7 @@ impl Contend for RedisContender {
         }))
     }
 
-    /// Redis announces releases itself; there is no file to watch.
+    /// Redis tells waiters of their grants itself; there is no file to watch.
     fn wake_paths(&self) -> Vec<PathBuf> {
         Vec::new()
     }
@@ -224,7 +224,7 @@ impl HeldLock for RedisHeld {
 
     fn release(mut self: Box<Self>) -> Result<()> {
         match self.grant.take() {
-            Some(grant) => block_on(grant.release()),
+            Some(grant) => grant.release_blocking(),
             None => Err(LockError::new(
                 code::RELEASED,
                 "Lock is already released",

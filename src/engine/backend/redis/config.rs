@@ -95,6 +95,8 @@ pub(crate) struct Keys {
     pub queue: String,
     /// `<m>:lockId` → waiter's lease deadline: a dead waiter leaves the queue.
     pub waiters: String,
+    /// `<m>:lockId` → a queued waiter's record, for the grant a release makes for it.
+    pub asks: String,
     /// Published to on every change that may let a waiter in.
     pub channel: String,
 }
@@ -109,6 +111,7 @@ impl Keys {
             ticket: format!("{base}ticket"),
             queue: format!("{base}queue"),
             waiters: format!("{base}waiters"),
+            asks: format!("{base}asks"),
             channel: format!("{base}released"),
         }
     }

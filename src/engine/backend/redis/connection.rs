@@ -1,12 +1,14 @@
 //! The one command connection a backend shares (redis-rs's `ConnectionManager`:
-//! multiplexed, reconnects on its own), and how its failures become `LockError`s.
+//! multiplexed, reconnects on its own), a blocking one for calls that block their
+//! thread anyway, and how their failures become `LockError`s.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, FromRedisValue, RedisError, Script};
+use redis::{Client, Connection, FromRedisValue, RedisError, Script, ScriptInvocation};
 
 use super::config::{Keys, RedisConfig};
 use super::UNAVAILABLE;
@@ -20,6 +22,10 @@ pub(crate) struct Conn {
     pub config: RedisConfig,
     /// Script calls made, for tests that prove a waiter does not poll.
     calls: AtomicU64,
+    /// For a thread that waits for the reply anyway (a release from JavaScript): it
+    /// talks to Redis itself, with no hop to the runtime's thread and back. Opened on
+    /// first use, dropped after a failure.
+    blocking: Mutex<Option<Connection>>,
 }
 
 impl Conn {
@@ -46,6 +52,7 @@ impl Conn {
             address,
             config: config.clone(),
             calls: AtomicU64::new(0),
+            blocking: Mutex::new(None),
         })
     }
 
@@ -64,6 +71,68 @@ impl Conn {
         keys: &Keys,
         args: &[&str],
     ) -> Result<T> {
+        let invocation = self.invocation(script, keys, args);
+        let mut connection = self.manager.clone();
+        self.bounded(invocation.invoke_async(&mut connection)).await
+    }
+
+    /// `run` on the calling thread, blocking it for the round trip: for callers that
+    /// block anyway. Its socket has the connect and response timeouts, so it never
+    /// hangs. A connection kept from before that fails at once (Redis restarted,
+    /// an idle connection dropped) is replaced and the command sent once more.
+    pub fn run_blocking<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &Keys,
+        args: &[&str],
+    ) -> Result<T> {
+        let invocation = self.invocation(script, keys, args);
+        let mut kept = self.blocking.lock().unwrap_or_else(|e| e.into_inner());
+        let reused = kept.is_some();
+        let outcome = self.on_blocking(&mut kept, &invocation);
+        match outcome {
+            Err(e)
+                if reused && !e.is_timeout() && (e.is_io_error() || e.is_connection_dropped()) =>
+            {
+                self.on_blocking(&mut kept, &invocation)
+            }
+            outcome => outcome,
+        }
+        .map_err(|e| unavailable(&e, &self.address))
+    }
+
+    fn on_blocking<T: FromRedisValue>(
+        &self,
+        kept: &mut Option<Connection>,
+        invocation: &ScriptInvocation<'_>,
+    ) -> redis::RedisResult<T> {
+        let connection = match kept {
+            Some(connection) => connection,
+            None => kept.insert(self.open_blocking()?),
+        };
+        let outcome = invocation.invoke(connection);
+        if outcome.is_err() {
+            // Whatever it was, the next call starts on a fresh connection.
+            *kept = None;
+        }
+        outcome
+    }
+
+    fn open_blocking(&self) -> redis::RedisResult<Connection> {
+        let connection = self
+            .client
+            .get_connection_with_timeout(self.config.connect_timeout)?;
+        connection.set_read_timeout(Some(self.config.response_timeout))?;
+        connection.set_write_timeout(Some(self.config.response_timeout))?;
+        Ok(connection)
+    }
+
+    fn invocation<'s>(
+        &self,
+        script: &'s Script,
+        keys: &Keys,
+        args: &[&str],
+    ) -> ScriptInvocation<'s> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let mut invocation = script.prepare_invoke();
         for key in [
@@ -73,6 +142,7 @@ impl Conn {
             &keys.ticket,
             &keys.queue,
             &keys.waiters,
+            &keys.asks,
         ] {
             invocation.key(key);
         }
@@ -80,8 +150,7 @@ impl Conn {
         for arg in args {
             invocation.arg(*arg);
         }
-        let mut connection = self.manager.clone();
-        self.bounded(invocation.invoke_async(&mut connection)).await
+        invocation
     }
 
     /// Every key matching `pattern`, by SCAN (never KEYS: it blocks the server).

@@ -11,11 +11,12 @@ use super::{Shared, UNAVAILABLE};
 use crate::engine::error::{code, LockError, Result};
 use crate::engine::owner_record::{LockMode, OwnerRecord};
 use crate::engine::process::ProcessIdentity;
+use crate::engine::runtime::block_on;
 
 /// The outcome of one attempt that reached Redis.
 pub(crate) enum Attempt {
     Granted(Box<RedisGrant>),
-    /// Not now; without an announcement the next chance comes in `retry_in` at the
+    /// Not now; without a message the next chance comes in `retry_in` at the
     /// latest (when the first lease ahead runs out; `None`: none ahead has one).
     Refused {
         retry_in: Option<Duration>,
@@ -30,8 +31,27 @@ pub(crate) struct Claim {
     pub lock_id: String,
     /// Also the zset member: the mode's letter, so scripts tell writers from readers.
     pub member: String,
-    pub record_json: String,
+    pub record: OwnerRecord,
+    /// The record as the scripts take it: see `record_head`.
+    pub record_head: String,
     pub lease_ms: u64,
+}
+
+/// `record`'s JSON without `token`, `timestamp` and `heartbeat` and without its
+/// closing brace: the script that grants the lock appends those three, so it never
+/// decodes JSON.
+fn record_head(record: &OwnerRecord) -> Result<String> {
+    let encoding =
+        |e: serde_json::Error| LockError::invalid(format!("cannot encode the owner record: {e}"));
+    let mut value = serde_json::to_value(record).map_err(encoding)?;
+    if let Some(fields) = value.as_object_mut() {
+        for granted in ["token", "timestamp", "heartbeat"] {
+            fields.remove(granted);
+        }
+    }
+    let mut head = serde_json::to_string(&value).map_err(encoding)?;
+    head.pop();
+    Ok(head)
 }
 
 impl Claim {
@@ -51,15 +71,14 @@ impl Claim {
         if record.lock_id.is_empty() {
             record.lock_id = ProcessIdentity::get().next_lock_id();
         }
-        let record_json = serde_json::to_string(&record)
-            .map_err(|e| LockError::invalid(format!("cannot encode the owner record: {e}")))?;
         Ok(Claim {
             name: name.to_string(),
             keys: Keys::new(&shared.conn.config.prefix, name),
             mode,
             member: member(mode, &record.lock_id),
-            lock_id: record.lock_id,
-            record_json,
+            lock_id: record.lock_id.clone(),
+            record_head: record_head(&record)?,
+            record,
             lease_ms,
         })
     }
@@ -86,7 +105,7 @@ impl Claim {
                 &[
                     &self.lock_id,
                     mode_letter(self.mode),
-                    &self.record_json,
+                    &self.record_head,
                     &lease,
                     if queue { "1" } else { "0" },
                     &floor,
@@ -96,31 +115,14 @@ impl Claim {
         unread.armed = false;
         let reply = reply?;
         match reply.as_slice() {
-            [1, token, _deadline, now] => {
-                let mut record: OwnerRecord =
-                    serde_json::from_str(&self.record_json).map_err(|e| {
-                        LockError::invalid(format!("cannot read back the owner record: {e}"))
-                    })?;
-                record.token = *token as u64;
-                record.timestamp = *now as u64;
-                record.heartbeat = *now as u64;
-                Ok(Attempt::Granted(Box::new(RedisGrant {
-                    name: self.name.clone(),
-                    mode: self.mode,
-                    token: *token as u64,
-                    lock_id: self.lock_id.clone(),
-                    waited: false,
-                    record,
-                    lease_ms: self.lease_ms,
-                    shared: Arc::clone(shared),
-                    keys: self.keys.clone(),
-                    member: self.member.clone(),
-                    // From before the request left: our view of the lease never
-                    // outlasts Redis's.
-                    expires: Mutex::new(sent + Duration::from_millis(self.lease_ms)),
-                    finished: AtomicBool::new(false),
-                })))
-            }
+            [1, token, _deadline, now] => Ok(Attempt::Granted(Box::new(self.granted(
+                shared,
+                *token as u64,
+                *now as u64,
+                // From before the request left: our view of the lease never
+                // outlasts Redis's.
+                sent + Duration::from_millis(self.lease_ms),
+            )))),
             [0, wait] => Ok(Attempt::Refused {
                 retry_in: u64::try_from(*wait).ok().map(Duration::from_millis),
             }),
@@ -134,6 +136,35 @@ impl Claim {
 }
 
 impl Claim {
+    /// The grant Redis made for this claim: `token` and `now` as the script wrote them
+    /// into the record; `expires` is when the lease surely ends on this host's clock.
+    pub fn granted(
+        &self,
+        shared: &Arc<Shared>,
+        token: u64,
+        now: u64,
+        expires: Instant,
+    ) -> RedisGrant {
+        let mut record = self.record.clone();
+        record.token = token;
+        record.timestamp = now;
+        record.heartbeat = now;
+        RedisGrant {
+            name: self.name.clone(),
+            mode: self.mode,
+            token,
+            lock_id: self.lock_id.clone(),
+            waited: false,
+            record,
+            lease_ms: self.lease_ms,
+            shared: Arc::clone(shared),
+            keys: self.keys.clone(),
+            member: self.member.clone(),
+            expires: Mutex::new(expires),
+            finished: AtomicBool::new(false),
+        }
+    }
+
     /// Takes the claim back out of Redis now (after an attempt whose reply was lost).
     pub async fn undo(&self, shared: &Shared) -> Result<()> {
         shared
@@ -237,9 +268,9 @@ impl RedisGrant {
         }
     }
 
-    /// Releases now and wakes the waiters. `ECOMPROMISED` when the lease had already
-    /// run out or was gone; `EUNAVAILABLE` when Redis cannot be reached (the lease
-    /// then ends by itself).
+    /// Releases now and hands the lock to whoever's turn it is. `ECOMPROMISED` when
+    /// the lease had already run out or was gone; `EUNAVAILABLE` when Redis cannot be
+    /// reached (the lease then ends by itself).
     pub async fn release(self) -> Result<()> {
         self.finished.store(true, Ordering::Relaxed);
         let reply = self
@@ -251,14 +282,35 @@ impl RedisGrant {
                 &[&self.lock_id, &self.member],
             )
             .await?;
-        match reply.as_slice() {
-            [1, _] => Ok(()),
-            [-1, late] => Err(self
-                .lost(&format!(
-                    "its lease had run out {late} ms before the release"
-                ))
-                .await),
-            _ => Err(self.lost(GONE).await),
+        match self.lost_cause(&reply) {
+            Some(cause) => Err(self.lost(&cause).await),
+            None => Ok(()),
+        }
+    }
+
+    /// `release` on the calling thread, which it blocks for the round trip (see
+    /// `Conn::run_blocking`): a synchronous release from JavaScript.
+    pub fn release_blocking(self) -> Result<()> {
+        self.finished.store(true, Ordering::Relaxed);
+        let reply = self.shared.conn.run_blocking::<Vec<i64>>(
+            &scripts::RELEASE,
+            &self.keys,
+            &[&self.lock_id, &self.member],
+        )?;
+        match self.lost_cause(&reply) {
+            Some(cause) => Err(block_on(self.lost(&cause))),
+            None => Ok(()),
+        }
+    }
+
+    /// Why the release script found the lease lost, if it did.
+    fn lost_cause(&self, reply: &[i64]) -> Option<String> {
+        match reply {
+            [1, _] => None,
+            [-1, late] => Some(format!(
+                "its lease had run out {late} ms before the release"
+            )),
+            _ => Some(GONE.to_string()),
         }
     }
 

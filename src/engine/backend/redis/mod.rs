@@ -1,7 +1,8 @@
 //! A lock backend on Redis, for processes on several hosts (issue #14). Locks are
 //! leases kept in Redis and changed only by Lua scripts, one atomic step each:
 //! grant (with the fencing token), renew, release, inspect, sweep. Waiters queue
-//! FIFO and are woken by pub/sub, not by polling. See `docs/redis.md`.
+//! FIFO; a release hands the lock to the next in line in the same step and tells it
+//! by pub/sub, so nobody polls. See the README's Redis section.
 //!
 //! Self-contained for now: the manager will drive it through a `Backend` trait.
 

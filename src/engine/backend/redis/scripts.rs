@@ -1,5 +1,5 @@
-//! The Lua scripts, one per atomic step. Each is `common.lua` (clock, purge,
-//! announce) followed by its own body, so they share one set of helpers.
+//! The Lua scripts, one per atomic step. Each is `common.lua` (clock, purge, grant,
+//! handoff) followed by its own body, so they share one set of helpers.
 
 use std::sync::LazyLock;
 

@@ -1,9 +1,11 @@
 //! Waiting without polling. One pub/sub connection per backend (opened by its first
-//! wait) listens on the channels of the locks someone waits for. Every change a
-//! script announces bumps that channel's counter with a hint of who may go next;
-//! the waiters it names (or all, for `*`) try again, the others sleep on. A release
-//! nobody announced (a holder that died) is caught by the fallback timer: the first
-//! lease ahead of the waiter running out.
+//! wait) listens on the channels of the locks someone waits for. A release hands the
+//! lock to the waiter whose turn it is in the same script and says so on the channel
+//! (`=token:now:member`): that waiter wakes holding it, the others sleep on. A
+//! message that names a waiter without a grant (or `*`, ours after a reconnect) makes
+//! it try again. A release nobody made (a holder that died) is caught by the
+//! fallback timer: the first lease ahead of the waiter running out, when its attempt
+//! clears the dead and hands the lock on.
 
 use std::collections::HashMap;
 use std::future::pending;
@@ -23,22 +25,47 @@ use crate::engine::error::{code, LockError, Result};
 const MIN_PAUSE: Duration = Duration::from_millis(25);
 const MAX_PAUSE: Duration = Duration::from_millis(500);
 
+/// How long a channel nobody watches stays subscribed: a process that takes a busy
+/// lock again and again waits on it with no SUBSCRIBE round trip, and queues in its
+/// first attempt.
+const LINGER: Duration = Duration::from_secs(1);
+
 #[derive(Default)]
 struct Hub {
     channels: HashMap<String, Channel>,
+    /// Queued waiters by member: where a release's grant for them goes.
+    grants: HashMap<String, oneshot::Sender<Handoff>>,
     connected: bool,
 }
 
+/// A grant a release made for a queued waiter: the token and Redis's clock at it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Handoff {
+    pub token: u64,
+    pub now: u64,
+}
+
+/// `=token:now:member`, as `promote` in common.lua publishes it.
+fn handoff(message: &str) -> Option<(Handoff, &str)> {
+    let mut parts = message.strip_prefix('=')?.splitn(3, ':');
+    let token = parts.next()?.parse().ok()?;
+    let now = parts.next()?.parse().ok()?;
+    Some((Handoff { token, now }, parts.next()?))
+}
+
 struct Channel {
-    /// A count of announcements, and the last one's hint: who may go next
-    /// (`*`: anyone). Only the latest matters: it describes the latest state.
+    /// A count of messages that are not grants, and the last one's hint: who may
+    /// try (`*`: anyone). Only the latest matters: it describes the latest state.
     bumps: watch::Sender<(u64, String)>,
     watchers: usize,
+    /// Redis confirmed the subscription on the listener's current connection.
+    subscribed: bool,
+    /// Since when nobody watches it; the listener unsubscribes it after `LINGER`.
+    idle_since: Option<Instant>,
 }
 
 enum Command {
     Subscribe(String, oneshot::Sender<()>),
-    Unsubscribe(String),
 }
 
 pub(crate) struct Wakeups {
@@ -64,8 +91,8 @@ fn lock(hub: &Mutex<Hub>) -> MutexGuard<'_, Hub> {
     hub.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Anyone may try: the hint of announcements that name nobody, and of our own
-/// bumps after a reconnect.
+/// Anyone may try: the hint of our own bumps after a reconnect, when messages may
+/// have been missed.
 pub(crate) const ANYONE: &str = "*";
 
 fn bump(hub: &Hub, channel: Option<&str>, hint: &str) {
@@ -115,36 +142,54 @@ impl Wakeups {
         true
     }
 
-    /// Starts listening on `channel`; returns once Redis confirmed the subscription
-    /// (or at once while the listener is disconnected: it subscribes to every
-    /// watched channel when it reconnects, then wakes them all).
-    pub async fn watch(&self, channel: &str) -> Watch {
+    /// Listens on `channel` for `member`'s grant now, if Redis confirmed that channel
+    /// already (another wait in this process, or one that just ended): no round trip.
+    pub fn watching(&self, channel: &str, member: &str) -> Option<Watch> {
+        let mut hub = lock(&self.hub);
+        let subscribed = hub.connected && hub.channels.get(channel).is_some_and(|c| c.subscribed);
+        subscribed.then(|| self.register(&mut hub, channel, member))
+    }
+
+    fn register(&self, hub: &mut Hub, channel: &str, member: &str) -> Watch {
+        let (granted, grants) = oneshot::channel();
+        hub.grants.insert(member.to_string(), granted);
+        let entry = hub
+            .channels
+            .entry(channel.to_string())
+            .or_insert_with(|| Channel {
+                bumps: watch::channel((0, ANYONE.to_string())).0,
+                watchers: 0,
+                subscribed: false,
+                idle_since: None,
+            });
+        entry.watchers += 1;
+        entry.idle_since = None;
+        Watch {
+            bumps: entry.bumps.subscribe(),
+            grants: Some(grants),
+            member: member.to_string(),
+            channel: channel.to_string(),
+            hub: Arc::clone(&self.hub),
+        }
+    }
+
+    /// Starts listening on `channel` for `member`'s grant; returns once Redis
+    /// confirmed the subscription (or at once while the listener is disconnected: it
+    /// subscribes to every watched channel when it reconnects, then wakes them all).
+    pub async fn watch(&self, channel: &str, member: &str) -> Watch {
         if self.ensure_started() {
             // The first wait gives the new listener its connect time, so it too
             // returns subscribed.
             let mut online = self.online.clone();
             let _ = tokio::time::timeout(self.connect_timeout, online.wait_for(|up| *up)).await;
         }
-        let (bumps, connected) = {
+        let (watch, subscribe) = {
             let mut hub = lock(&self.hub);
-            let connected = hub.connected;
-            let entry = hub
-                .channels
-                .entry(channel.to_string())
-                .or_insert_with(|| Channel {
-                    bumps: watch::channel((0, ANYONE.to_string())).0,
-                    watchers: 0,
-                });
-            entry.watchers += 1;
-            (entry.bumps.subscribe(), connected)
+            let watch = self.register(&mut hub, channel, member);
+            let subscribed = hub.channels.get(channel).is_some_and(|c| c.subscribed);
+            (watch, hub.connected && !subscribed)
         };
-        let watch = Watch {
-            bumps,
-            channel: channel.to_string(),
-            hub: Arc::clone(&self.hub),
-            commands: self.commands.clone(),
-        };
-        if connected {
+        if subscribe {
             let (ack, acked) = oneshot::channel();
             if self
                 .commands
@@ -172,12 +217,14 @@ impl Drop for Wakeups {
     }
 }
 
-/// A waiter's view of one channel.
+/// A waiter's view of one channel, and of the grant made for it.
 pub(crate) struct Watch {
     bumps: watch::Receiver<(u64, String)>,
+    /// `None` once it settled.
+    grants: Option<oneshot::Receiver<Handoff>>,
+    member: String,
     channel: String,
     hub: Arc<Mutex<Hub>>,
-    commands: mpsc::UnboundedSender<Command>,
 }
 
 impl Watch {
@@ -186,7 +233,8 @@ impl Watch {
         self.bumps.borrow_and_update();
     }
 
-    /// Waits for the next announcement; returns its hint.
+    /// Waits for the next message that is not a grant; returns its hint.
+    #[cfg(test)]
     async fn changed(&mut self) -> String {
         if self.bumps.changed().await.is_err() {
             return pending().await;
@@ -195,25 +243,36 @@ impl Watch {
     }
 }
 
+/// Waits for a release to hand us the lock (a `Watch`'s `grants`).
+async fn granted(grants: &mut Option<oneshot::Receiver<Handoff>>) -> Handoff {
+    let Some(receiver) = grants.as_mut() else {
+        return pending().await;
+    };
+    let outcome = receiver.await;
+    *grants = None;
+    match outcome {
+        Ok(handoff) => handoff,
+        Err(_) => pending().await,
+    }
+}
+
 impl Drop for Watch {
     fn drop(&mut self) {
         let mut hub = lock(&self.hub);
+        hub.grants.remove(&self.member);
         if let Some(entry) = hub.channels.get_mut(&self.channel) {
             entry.watchers -= 1;
             if entry.watchers == 0 {
-                hub.channels.remove(&self.channel);
-                // The listener unsubscribes only if nobody watches it again by then.
-                let _ = self
-                    .commands
-                    .send(Command::Unsubscribe(self.channel.clone()));
+                // The listener unsubscribes it if nobody watches it again by then.
+                entry.idle_since = Some(Instant::now());
             }
         }
     }
 }
 
-/// The listener: (re)connects, subscribes, and turns messages into bumps. All
-/// (un)subscriptions go through it in order, so an unsubscribe never overtakes a
-/// later subscribe to the same channel.
+/// The listener: (re)connects, subscribes, and turns messages into grants and
+/// bumps. All (un)subscriptions go through it in order, so an unsubscribe never
+/// overtakes a later subscribe to the same channel.
 async fn listen(
     idle: Idle,
     hub: Arc<Mutex<Hub>>,
@@ -252,11 +311,16 @@ async fn listen(
         // One channel per SUBSCRIBE: one confirmation per request.
         let mut subscribed = true;
         for name in &names {
-            subscribed &= sink.subscribe(name).await.is_ok();
+            let ok = sink.subscribe(name).await.is_ok();
+            if ok {
+                confirmed(&hub, name);
+            }
+            subscribed &= ok;
         }
         if subscribed {
             // Changes while we were away went unheard: everyone looks again.
             bump(&lock(&hub), None, ANYONE);
+            let mut sweeps = tokio::time::interval(LINGER);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -264,21 +328,31 @@ async fn listen(
                         None => return,
                         Some(Command::Subscribe(channel, ack)) => {
                             let ok = sink.subscribe(&channel).await.is_ok();
+                            if ok {
+                                confirmed(&hub, &channel);
+                            }
                             let _ = ack.send(());
                             if !ok {
                                 break;
                             }
                         }
-                        Some(Command::Unsubscribe(channel)) => {
-                            if !lock(&hub).channels.contains_key(&channel) {
-                                let _ = sink.unsubscribe(&channel).await;
-                            }
-                        }
                     },
+                    _ = sweeps.tick() => {
+                        for channel in lingered(&hub) {
+                            let _ = sink.unsubscribe(&channel).await;
+                        }
+                    }
                     message = stream.next() => match message {
                         Some(message) => {
-                            let hint = message.get_payload::<String>().unwrap_or_else(|_| ANYONE.into());
-                            bump(&lock(&hub), Some(message.get_channel_name()), &hint);
+                            let text = message.get_payload::<String>().unwrap_or_else(|_| ANYONE.into());
+                            let mut hub = lock(&hub);
+                            match handoff(&text) {
+                                // Nobody here waits for it: another process's grant.
+                                Some((grant, member)) => if let Some(waiter) = hub.grants.remove(member) {
+                                    let _ = waiter.send(grant);
+                                },
+                                None => bump(&hub, Some(message.get_channel_name()), &text),
+                            }
                         }
                         None => break,
                     },
@@ -288,12 +362,37 @@ async fn listen(
         online.send_replace(false);
         let mut hub = lock(&hub);
         hub.connected = false;
+        for channel in hub.channels.values_mut() {
+            channel.subscribed = false;
+        }
         bump(&hub, None, ANYONE);
     }
 }
 
+fn confirmed(hub: &Mutex<Hub>, channel: &str) {
+    if let Some(entry) = lock(hub).channels.get_mut(channel) {
+        entry.subscribed = true;
+    }
+}
+
+/// Forgets the channels nobody watched for `LINGER`; returns them, to unsubscribe.
+fn lingered(hub: &Mutex<Hub>) -> Vec<String> {
+    let mut hub = lock(hub);
+    let gone: Vec<String> = hub
+        .channels
+        .iter()
+        .filter(|(_, c)| c.idle_since.is_some_and(|at| at.elapsed() >= LINGER))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in &gone {
+        hub.channels.remove(name);
+    }
+    gone
+}
+
 /// A fair, blocking acquire: one quick attempt, then a place in the queue, woken by
-/// announcements and bounded by `deadline` (`None`: forever) and `cancel`.
+/// the grant a release hands it and bounded by `deadline` (`None`: forever) and
+/// `cancel`.
 pub(crate) async fn acquire(
     shared: &Arc<Shared>,
     claim: &Claim,
@@ -333,7 +432,8 @@ async fn wait_turn(
     deadline: Option<Instant>,
     cancel: CancellationToken,
 ) -> Result<RedisGrant> {
-    let mut watch: Option<Watch> = None;
+    // Already subscribed: the first attempt takes a place in line, whose grant we hear.
+    let mut watch = shared.wakeups.watching(&claim.keys.channel, &claim.member);
     // Whether Redis answered at all, and its last failure: a timeout after failures
     // is EUNAVAILABLE, not ETIMEOUT.
     let mut answered = false;
@@ -342,6 +442,9 @@ async fn wait_turn(
     let mut first = true;
     // The waiter renews its own place this often, so a dead waiter drops out.
     let refresh = Duration::from_millis((claim.lease_ms / 3).max(1));
+    // When our place was last renewed (the send of an attempt that queued us, and
+    // was answered): a grant a release makes for us lasts as long as that place.
+    let mut place_renewed: Option<Instant> = None;
     loop {
         if let Some(watch) = watch.as_mut() {
             watch.mark();
@@ -351,7 +454,8 @@ async fn wait_turn(
         // already past, or shorter than a round trip, means one attempt, whose refusal
         // is ETIMEOUT, not a Redis that "gave no answer".
         let deadline_now = if first { None } else { deadline };
-        first = false;
+        let again = !std::mem::replace(&mut first, false);
+        let sent = Instant::now();
         let outcome = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(aborted(claim)),
@@ -360,17 +464,20 @@ async fn wait_turn(
         };
         let nap = match outcome {
             Ok(Attempt::Granted(mut grant)) => {
-                grant.waited = queue || answered;
+                grant.waited = again && (queue || answered);
                 return Ok(*grant);
             }
             Ok(Attempt::Refused { retry_in }) => {
                 answered = true;
                 failure = None;
                 pause = MIN_PAUSE;
+                if queue {
+                    place_renewed = Some(sent);
+                }
                 if watch.is_none() {
-                    // Subscribe, then queue at once: a release between our attempts
-                    // is then either seen by the queued attempt or announced to us.
-                    let subscribing = shared.wakeups.watch(&claim.keys.channel);
+                    // Subscribe, then queue at once: a release after the queued
+                    // attempt hands the lock to us in a message we hear.
+                    let subscribing = shared.wakeups.watch(&claim.keys.channel, &claim.member);
                     tokio::select! {
                         biased;
                         _ = cancel.cancelled() => return Err(aborted(claim)),
@@ -391,32 +498,62 @@ async fn wait_turn(
             }
             Err(e) => return Err(e),
         };
-        tokio::select! {
+        // `biased`: a grant that comes with the deadline or the abort is given back
+        // (by the caller's undo), as one that came after.
+        let handoff = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(aborted(claim)),
             _ = until(deadline) => return Err(gave_up(claim, answered, failure)),
-            _ = until_called(watch.as_mut(), &claim.member, nap) => {}
+            handoff = until_called(watch.as_mut(), &claim.member, nap) => handoff,
+        };
+        if let (Some(handoff), Some(renewed)) = (handoff, place_renewed) {
+            return handed_over(shared, claim, handoff, renewed).await;
         }
     }
 }
 
-/// Sleeps for `nap`, or until an announcement names `member` or everyone. One that
-/// names another waiter is not for us: only that one can get in.
-async fn until_called(watch: Option<&mut Watch>, member: &str, nap: Duration) {
+/// A grant a release made for us: ours without an attempt. Its lease is our place's,
+/// so it runs out a lease after our last renewal of the place; if less than a renewal
+/// period of it is left (renewals ran late), it is renewed before it is handed on.
+async fn handed_over(
+    shared: &Arc<Shared>,
+    claim: &Claim,
+    handoff: Handoff,
+    place_renewed: Instant,
+) -> Result<RedisGrant> {
+    let lease = Duration::from_millis(claim.lease_ms);
+    let mut grant = claim.granted(shared, handoff.token, handoff.now, place_renewed + lease);
+    grant.waited = true;
+    if grant.lease_expires() < Instant::now() + grant.renew_period() {
+        grant.renew().await?;
+    }
+    Ok(grant)
+}
+
+/// Sleeps for `nap`, until a release hands us the lock (`Some`), or until a message
+/// names `member` or everyone (try again). One that names another waiter is not for
+/// us: only that one can get in.
+async fn until_called(watch: Option<&mut Watch>, member: &str, nap: Duration) -> Option<Handoff> {
     let Some(watch) = watch else {
-        return tokio::time::sleep(nap).await;
+        tokio::time::sleep(nap).await;
+        return None;
     };
+    let Watch { bumps, grants, .. } = watch;
     let called = async {
         loop {
-            let hint = watch.changed().await;
+            if bumps.changed().await.is_err() {
+                return pending().await;
+            }
+            let hint = bumps.borrow_and_update().1.clone();
             if hint == ANYONE || hint == member {
                 return;
             }
         }
     };
     tokio::select! {
-        _ = called => {}
-        _ = tokio::time::sleep(nap) => {}
+        handoff = granted(grants) => Some(handoff),
+        _ = called => None,
+        _ = tokio::time::sleep(nap) => None,
     }
 }
 
@@ -502,12 +639,15 @@ mod tests {
         let client = Client::open(server.url()).unwrap();
         let timeout = Duration::from_millis(300);
         let wakeups = Wakeups::new(client.clone(), timeout, timeout);
-        let (mut a, b) = (wakeups.watch("a").await, wakeups.watch("b").await);
+        let (mut a, b) = (
+            wakeups.watch("a", "x:1").await,
+            wakeups.watch("b", "x:2").await,
+        );
         // Watched before the listener connected: subscribed when it does.
         until_listeners(&client, "a", 1).await;
         until_listeners(&client, "b", 1).await;
         // Once connected, `watch` returns only when Redis confirmed.
-        let _c = wakeups.watch("c").await;
+        let _c = wakeups.watch("c", "x:3").await;
         assert_eq!(
             publish(&client, "c").await,
             1,

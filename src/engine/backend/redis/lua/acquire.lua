@@ -1,14 +1,25 @@
--- One attempt. ARGV: 2 lockId, 3 mode ('x' or 's'), 4 record JSON, 5 lease ms,
--- 6 '1' to queue up when refused, 7 token floor.
+-- One attempt. ARGV: 2 lockId, 3 mode ('x' or 's'), 4 record head (see `grant`),
+-- 5 lease ms, 6 '1' to queue up when refused, 7 token floor.
 -- Returns {1, token, lease deadline, now} when granted,
 -- {0, ms until the earliest lease ahead of us runs out (-1: none)} when not.
-local id, mode, lease = ARGV[2], ARGV[3], tonumber(ARGV[5])
+local id, mode, lease, floor = ARGV[2], ARGV[3], tonumber(ARGV[5]), tonumber(ARGV[7])
 local member = mode .. ':' .. id
 local now = now_ms()
-local dead, late = purge(now, false)
 
--- Already ours: a retry after a reply that got lost. The same grant again, renewed,
--- so a retry never queues behind its own lease.
+-- Nobody holds it and nobody waits (the common case): nothing to purge or compare.
+if redis.call('EXISTS', KEYS[2], KEYS[5]) == 0 then
+  local token = next_token(mode, floor)
+  grant(member, ARGV[4], token, now, now + lease)
+  return {1, token, now + lease, now}
+end
+
+local dead, late = purge(now, false)
+-- Whoever's turn it is now that the dead are gone gets the lock (perhaps us).
+if dead + late > 0 then promote(now) end
+
+-- Already ours: handed to us while we waited (and the message missed), or a retry
+-- after a reply that got lost. The same grant again, renewed, so a retry never
+-- queues behind its own lease.
 if redis.call('ZSCORE', KEYS[2], member) then
   local raw = redis.call('HGET', KEYS[1], id)
   if raw then
@@ -49,32 +60,28 @@ else
 end
 
 if eligible then
-  local current = tonumber(redis.call('GET', KEYS[3]) or '0')
-  local floor = tonumber(ARGV[7])
-  local token = current
-  if token < floor then token = floor end
-  if mode == 'x' then token = token + 1 end
-  if token ~= current then redis.call('SET', KEYS[3], token) end
-  local record = cjson.decode(ARGV[4])
-  record.token = token
-  record.timestamp = now
-  record.heartbeat = now
-  redis.call('HSET', KEYS[1], id, cjson.encode(record))
-  redis.call('ZADD', KEYS[2], now + lease, member)
+  local token = next_token(mode, floor)
+  grant(member, ARGV[4], token, now, now + lease)
   redis.call('ZREM', KEYS[5], member)
   redis.call('ZREM', KEYS[6], member)
-  if dead + late > 0 then announce(now) end
+  redis.call('HDEL', KEYS[7], member)
   return {1, token, now + lease, now}
 end
 
 if ARGV[6] == '1' then
   if rank == false then
     redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[4]), member)
+    -- What a release needs to grant it to us without our asking again; its token
+    -- must be above our floor too.
+    redis.call('HSET', KEYS[7], member, ARGV[4])
+    if tonumber(redis.call('GET', KEYS[3]) or '0') < floor then
+      redis.call('SET', KEYS[3], floor)
+    end
   end
   redis.call('ZADD', KEYS[6], now + lease, member)
 end
--- Without an announcement, the next change comes at the latest when the first
--- lease ahead of us runs out: that is the waiter's fallback timer.
+-- Without a message, the next change comes at the latest when the first lease
+-- ahead of us runs out: that is the waiter's fallback timer.
 local wake = -1
 local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 if first[2] then wake = tonumber(first[2]) end
@@ -82,6 +89,5 @@ for _, m in ipairs(ahead) do
   local d = redis.call('ZSCORE', KEYS[6], m)
   if d and (wake < 0 or tonumber(d) < wake) then wake = tonumber(d) end
 end
-if dead + late > 0 then announce(now) end
 if wake < 0 then return {0, -1} end
 return {0, wake - now}

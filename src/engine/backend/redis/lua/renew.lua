@@ -14,7 +14,7 @@ if deadline <= now then
   -- clear it so the next waiter need not wait for a purge.
   redis.call('ZREM', KEYS[2], member)
   redis.call('HDEL', KEYS[1], id)
-  announce(now)
+  promote(now)
   return {-1, now - deadline}
 end
 local record = cjson.decode(raw)

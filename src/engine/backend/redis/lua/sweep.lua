@@ -13,5 +13,5 @@ if force then
     dead = dead + rest
   end
 end
-if not dry and dead + late > 0 then announce(now) end
+if not dry and dead + late > 0 then promote(now) end
 return {dead, late}
