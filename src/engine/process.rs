@@ -87,14 +87,14 @@ impl ProcessIdentity {
 
     /// This process asking for locks under the owner label `process`.
     pub fn claimant(&self, process: impl Into<String>) -> Claimant {
-        Claimant {
-            pid: self.pid,
-            host: self.host.clone(),
-            process: process.into(),
-            user: self.user.clone(),
-            process_start: self.process_start,
-            origin: self.origin.clone(),
-        }
+        Claimant::new(
+            self.pid,
+            self.host.clone(),
+            process.into(),
+            self.user.clone(),
+            self.process_start,
+            self.origin.clone(),
+        )
     }
 
     pub fn next_lock_id(&self) -> String {

@@ -132,10 +132,7 @@ impl KernelLock {
             reader.remove(&lock_file.file);
         } else {
             // Keep only the token, so the next exclusive grant continues the sequence.
-            let released = serde_json::to_vec(&ReleasedRecord {
-                token: self.record.token,
-            })
-            .expect("a token serialises");
+            let released = ReleasedRecord::padded(self.record.token, self.record_len);
             outcome = overwrite(&lock_file.file, &released, self.record_len)
                 .map_err(|e| LockError::from_io(&e, "clear", &self.path));
         }
@@ -278,7 +275,7 @@ impl Contender {
             last
         };
         let record = claimant.record(self.mode, lock_id, token);
-        let json = serde_json::to_vec(&record).expect("an owner record serialises");
+        let json = claimant.record_json(&record);
         let write_err = |e: io::Error| LockError::from_io(&e, "write owner record", &self.path);
         let reader_record = match self.mode {
             LockMode::Exclusive => {
@@ -295,8 +292,7 @@ impl Contender {
                 // The record's region is padded to its full size, so readers' slots
                 // after it never leave a hole of NULs that no JSON parser reads.
                 if previous.len() < RECORD_REGION {
-                    let released = serde_json::to_vec(&ReleasedRecord { token: last })
-                        .expect("a token serialises");
+                    let released = ReleasedRecord::padded(last, RECORD_REGION);
                     overwrite(&lock_file.file, &released, RECORD_REGION).map_err(write_err)?;
                 }
                 Some(write_reader_record(
