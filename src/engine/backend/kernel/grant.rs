@@ -16,7 +16,7 @@ use crate::engine::owner_record::{
 };
 use crate::engine::safe_fs::{self, overwrite};
 
-use super::lock_file::{read_whole, wake_waiters, LockFile, RECORD_REGION};
+use super::lock_file::{read_region, read_whole, wake_waiters, LockFile, RECORD_REGION};
 use super::readers::{
     announce_writer, leave_writer_gate, wake_paths, write_reader_record, writer_is_waiting,
     ReaderRecord, WriterGate,
@@ -259,10 +259,11 @@ impl Contender {
         lock_id: String,
     ) -> Result<KernelLock> {
         let io_err = |e: io::Error| LockError::from_io(&e, "read", &self.path);
-        let previous = read_whole(&lock_file.file).map_err(io_err)?;
+        let mut region = [0u8; RECORD_REGION];
+        let previous = read_region(&lock_file.file, &mut region).map_err(io_err)?;
         // Written only if it is ours: `Gemfile.lock` next to a locked `Gemfile` is
         // someone's data. Dropping `lock_file` on the error closes it and unlocks.
-        let Some(last) = recorded_token(&previous) else {
+        let Some(last) = recorded_token(previous) else {
             return Err(LockError::not_a_lock_file(
                 &self.path,
                 "its content is not a lockwright record",
