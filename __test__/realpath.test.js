@@ -75,3 +75,38 @@ test('a target replaced by atomic writes meanwhile still names its one lock file
   writer.kill('SIGKILL')
   await once(writer, 'exit') // before the directory is removed under it
 })
+
+test('each acquire resolves the path as it is now: a retargeted link, a moved directory', { skip: process.platform === 'win32' }, (t) => {
+  const root = fs.realpathSync(tempDir(t))
+  for (const dir of ['a', 'b']) {
+    fs.mkdirSync(join(root, dir))
+    fs.writeFileSync(join(root, dir, 'state.json'), '{}')
+  }
+  const link = join(root, 'current')
+  fs.symlinkSync(join(root, 'a'), link)
+  const manager = new LockManager()
+  const lockfileOf = (path) => {
+    const lock = manager.acquireSync(path)
+    lock.releaseSync()
+    return lock.lockfilePath
+  }
+  // Resolved once without links on the way and once through one, as a warm-up.
+  assert.equal(lockfileOf(join(root, 'a', 'state.json')), join(root, 'a', 'state.json.lock'))
+  assert.equal(lockfileOf(join(link, 'state.json')), join(root, 'a', 'state.json.lock'))
+
+  // A deploy-style switch: the link now names b, which holds a file of the same name.
+  fs.rmSync(link)
+  fs.symlinkSync(join(root, 'b'), link)
+  assert.equal(lockfileOf(join(link, 'state.json')), join(root, 'b', 'state.json.lock'))
+
+  // The directory moved and a link left at its old name: the same spelling, another real path.
+  fs.renameSync(join(root, 'a'), join(root, 'moved'))
+  fs.symlinkSync(join(root, 'moved'), join(root, 'a'))
+  assert.equal(lockfileOf(join(root, 'a', 'state.json')), join(root, 'moved', 'state.json.lock'))
+
+  // `..` after a link is the parent of where the link leads (a string: join would fold it).
+  fs.mkdirSync(join(root, 'b', 'inner'))
+  fs.symlinkSync(join(root, 'b', 'inner'), join(root, 'deep'))
+  assert.equal(lockfileOf(`${root}/deep/../state.json`), join(root, 'b', 'state.json.lock'))
+  assert.equal(lockfileOf(`${root}/b/inner/../state.json`), join(root, 'b', 'state.json.lock'))
+})

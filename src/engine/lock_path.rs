@@ -32,6 +32,9 @@ pub fn validate_path(path: &str, what: &str) -> Result<PathBuf> {
 /// directory's real path joined with its name; anything unresolvable stays as it
 /// is, and the open of its lock file reports the error.
 pub fn real_target(target: &Path) -> PathBuf {
+    if let Some(real) = without_symlinks(target) {
+        return real;
+    }
     if let Ok(real) = canonicalize(target) {
         return plain(real);
     }
@@ -41,6 +44,61 @@ pub fn real_target(target: &Path) -> PathBuf {
             .unwrap_or_else(|_| target.to_path_buf()),
         _ => target.to_path_buf(),
     }
+}
+
+/// An absolute `path` in which no component is a symlink is its own real path once
+/// its `.` and `..` are folded: one `openat2(RESOLVE_NO_SYMLINKS)` proves there is
+/// none, where `realpath(3)` reads each component's link, a call per component. Not a
+/// cache: nothing remembered can go stale. `None` sends the caller to `realpath(3)`:
+/// a symlink on the way (`ELOOP`), a missing file, or a kernel or sandbox without
+/// `openat2` (`ENOSYS`, `EPERM`), after which it is not tried again.
+#[cfg(target_os = "linux")]
+fn without_symlinks(path: &Path) -> Option<PathBuf> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use nix::errno::Errno;
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag, AT_FDCWD};
+
+    static UNAVAILABLE: AtomicBool = AtomicBool::new(false);
+    if !path.is_absolute() || UNAVAILABLE.load(Ordering::Relaxed) {
+        return None;
+    }
+    // O_PATH opens nothing (no FIFO blocks, no device wakes), as realpath(3) reads
+    // nothing; no O_NOFOLLOW, so a symlink as the last component fails too.
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+    match openat2(AT_FDCWD, path, how) {
+        Ok(_closed_on_drop) => Some(fold_dots(path)),
+        Err(Errno::ENOSYS | Errno::EPERM) => {
+            UNAVAILABLE.store(true, Ordering::Relaxed);
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn without_symlinks(_path: &Path) -> Option<PathBuf> {
+    None
+}
+
+/// `.` dropped and `..` taken as the parent: what `realpath(3)` makes of them when
+/// no component is a symlink, each `..` then being the directory before it.
+#[cfg(target_os = "linux")]
+fn fold_dots(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut folded = PathBuf::with_capacity(path.as_os_str().len());
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                folded.pop();
+            }
+            Component::CurDir => {}
+            other => folded.push(other),
+        }
+    }
+    folded
 }
 
 /// `realpath(3)`. Not the quicker `/proc/self/fd` link of an `O_PATH` open: a target
@@ -160,6 +218,83 @@ mod tests {
         );
         let nowhere = dir.path().join("missing/x.json");
         assert_eq!(real_target(&nowhere), nowhere);
+    }
+
+    /// Every spelling resolves as `realpath(3)` resolves it now, however the links and
+    /// names on the way changed since the last resolve: nothing may be remembered.
+    #[cfg(unix)]
+    #[test]
+    fn resolves_as_realpath_does_after_links_and_names_change() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let at = |p: &str| root.join(p);
+        for sub in ["a/deep", "b/deep", "c"] {
+            std::fs::create_dir_all(at(sub)).unwrap();
+        }
+        for file in ["a/deep/f.json", "b/deep/f.json", "c/f.json"] {
+            std::fs::write(at(file), "{}").unwrap();
+        }
+        symlink(at("a"), at("via")).unwrap();
+        symlink("deep/f.json", at("a/link.json")).unwrap();
+        let spellings = [
+            "a/deep/f.json",
+            "a/./deep//f.json",
+            "a/deep/../deep/f.json",
+            "c/../a/deep/f.json",
+            "via/deep/f.json",
+            "via/../c/f.json", // `..` after a link is the link target's parent
+            "a/link.json",
+            "via/link.json",
+            "a/deep/new.json",
+            "via/deep/new.json",
+        ];
+        let check = |when: &str| {
+            for spelling in spellings {
+                let path = at(spelling);
+                // A file not there yet: its directory's real path and its name.
+                let expected = std::fs::canonicalize(&path).unwrap_or_else(|_| {
+                    let dir = std::fs::canonicalize(path.parent().unwrap()).unwrap();
+                    dir.join(path.file_name().unwrap())
+                });
+                assert_eq!(real_target(&path), expected, "{spelling} {when}");
+            }
+        };
+        check("at first");
+        // A symlink retargeted to another directory holding a file of the same name.
+        std::fs::remove_file(at("via")).unwrap();
+        symlink(at("b"), at("via")).unwrap();
+        check("after the link moved to b");
+        // The target renamed, and another file renamed into its place (atomic write).
+        std::fs::rename(at("b/deep/f.json"), at("b/deep/g.json")).unwrap();
+        std::fs::write(at("b/deep/next.json"), "{}").unwrap();
+        std::fs::rename(at("b/deep/next.json"), at("b/deep/f.json")).unwrap();
+        check("after the target was replaced");
+        // A directory on the way renamed, and a link left at its old name.
+        std::fs::rename(at("b/deep"), at("b/moved")).unwrap();
+        symlink("moved", at("b/deep")).unwrap();
+        check("after the directory moved behind a link");
+        // A directory on the way replaced by a link to another directory.
+        std::fs::rename(at("a/deep"), at("a/gone")).unwrap();
+        symlink(at("b/moved"), at("a/deep")).unwrap();
+        check("after a directory became a link");
+    }
+
+    /// Symlink-free paths take the one-call way; any link on the way takes realpath(3).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn only_symlink_free_paths_skip_realpath() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir(root.join("d")).unwrap();
+        std::fs::write(root.join("d/f.json"), "{}").unwrap();
+        std::os::unix::fs::symlink(root.join("d"), root.join("l")).unwrap();
+        std::os::unix::fs::symlink("f.json", root.join("d/l.json")).unwrap();
+        let plain = root.join("d/./../d/f.json");
+        assert_eq!(without_symlinks(&plain), Some(root.join("d/f.json")));
+        assert_eq!(without_symlinks(&root.join("l/f.json")), None);
+        assert_eq!(without_symlinks(&root.join("d/l.json")), None);
+        assert_eq!(without_symlinks(&root.join("d/missing.json")), None);
     }
 
     #[test]

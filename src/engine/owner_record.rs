@@ -2,6 +2,7 @@
 //! fencing token of the grant. Field names are a superset of astrotask's
 //! `{pid, timestamp, host, process}` so tools that read those keep working.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -91,12 +92,33 @@ pub struct ReleasedRecord {
     pub token: u64,
 }
 
+impl ReleasedRecord {
+    /// `{"token":N}` padded with spaces to `len` bytes: a release overwrites the
+    /// record in place and must cover all of it.
+    pub fn padded(token: u64, len: usize) -> Vec<u8> {
+        let mut json = Vec::with_capacity(len.max(32));
+        json.extend_from_slice(RELEASED_HEAD);
+        json.extend_from_slice(itoa::Buffer::new().format(token).as_bytes());
+        json.push(b'}');
+        if json.len() < len {
+            json.resize(len, b' ');
+        }
+        json
+    }
+}
+
+/// How serde writes a `ReleasedRecord` up to its token.
+const RELEASED_HEAD: &[u8] = br#"{"token":"#;
+
 /// The fencing token a lock file's content carries: 0 for an empty file, `None` for
 /// content that is not a lockwright record (another tool's file, or garbage).
 pub fn recorded_token(content: &[u8]) -> Option<u64> {
     #[derive(Deserialize)]
     struct TokenOnly {
         token: u64,
+    }
+    if let Some(token) = released_token(content) {
+        return Some(token);
     }
     if content.iter().all(u8::is_ascii_whitespace) {
         return Some(0);
@@ -106,6 +128,22 @@ pub fn recorded_token(content: &[u8]) -> Option<u64> {
         .map(|t| t.token)
 }
 
+/// The token of a released lock file as a release writes it (`{"token":N}`, padded),
+/// read without a parser: what every uncontended grant finds. `None` for anything
+/// else, which the parser then reads.
+fn released_token(content: &[u8]) -> Option<u64> {
+    let rest = content.strip_prefix(RELEASED_HEAD)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let (number, rest) = rest.split_at(digits);
+    let padding = rest.strip_prefix(b"}")?;
+    // JSON numbers have no leading zeros; the parser decides about those.
+    let canonical = number.len() == 1 || number.first() != Some(&b'0');
+    if !canonical || !padding.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    std::str::from_utf8(number).ok()?.parse().ok()
+}
+
 /// Reads the fencing token out of whatever a lock file holds. Garbage, an empty file
 /// or a record from another tool count as token 0.
 pub fn last_token(content: &[u8]) -> u64 {
@@ -113,6 +151,7 @@ pub fn last_token(content: &[u8]) -> u64 {
 }
 
 /// Who is asking: the parts of the owner record that do not change per grant.
+/// Fixed once made: the JSON of those parts is kept for every record written.
 #[derive(Debug, Clone)]
 pub struct Claimant {
     pub pid: u32,
@@ -121,9 +160,84 @@ pub struct Claimant {
     pub user: String,
     pub process_start: Option<u64>,
     pub origin: ProcessOrigin,
+    json: OnceLock<Arc<ClaimantJson>>,
+}
+
+/// A claimant's part of its records as serde writes it, around the fields that
+/// change per grant: `head` ends where the timestamp goes, `tail` where the mode goes.
+#[derive(Debug)]
+struct ClaimantJson {
+    head: String,
+    tail: String,
+}
+
+impl ClaimantJson {
+    fn of(claimant: &Claimant) -> ClaimantJson {
+        let text = |s: &String| serde_json::to_string(s).expect("a string serialises");
+        let head = format!(
+            r#"{{"pid":{},"host":{},"process":{},"user":{},"timestamp":"#,
+            claimant.pid,
+            text(&claimant.host),
+            text(&claimant.process),
+            text(&claimant.user),
+        );
+        let mut tail = String::new();
+        if let Some(start) = claimant.process_start {
+            tail.push_str(&format!(r#","processStart":{start}"#));
+        }
+        // Flattened into the record: its object without the braces.
+        let origin = serde_json::to_string(&claimant.origin).expect("an origin serialises");
+        let fields = &origin[1..origin.len() - 1];
+        if !fields.is_empty() {
+            tail.push(',');
+            tail.push_str(fields);
+        }
+        tail.push_str(r#","mode":""#);
+        ClaimantJson { head, tail }
+    }
 }
 
 impl Claimant {
+    pub fn new(
+        pid: u32,
+        host: String,
+        process: String,
+        user: String,
+        process_start: Option<u64>,
+        origin: ProcessOrigin,
+    ) -> Claimant {
+        Claimant {
+            pid,
+            host,
+            process,
+            user,
+            process_start,
+            origin,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The JSON of `record`, one of this claimant's: the bytes `serde_json::to_vec`
+    /// makes of it, with only the per-grant fields formatted, since a grant writes
+    /// one on every acquire.
+    pub fn record_json(&self, record: &OwnerRecord) -> Vec<u8> {
+        let parts = self.json.get_or_init(|| Arc::new(ClaimantJson::of(self)));
+        let mut numbers = itoa::Buffer::new();
+        let mut json = Vec::with_capacity(parts.head.len() + parts.tail.len() + 128);
+        json.extend_from_slice(parts.head.as_bytes());
+        json.extend_from_slice(numbers.format(record.timestamp).as_bytes());
+        json.extend_from_slice(br#","heartbeat":"#);
+        json.extend_from_slice(numbers.format(record.heartbeat).as_bytes());
+        json.extend_from_slice(parts.tail.as_bytes());
+        json.extend_from_slice(record.mode.as_str().as_bytes());
+        json.extend_from_slice(br#"","lockId":"#);
+        serde_json::to_writer(&mut json, &record.lock_id).expect("a string serialises");
+        json.extend_from_slice(br#","token":"#);
+        json.extend_from_slice(numbers.format(record.token).as_bytes());
+        json.push(b'}');
+        json
+    }
+
     /// The owner record of a grant made now.
     pub fn record(&self, mode: LockMode, lock_id: String, token: u64) -> OwnerRecord {
         let now = now_ms();
@@ -235,6 +349,70 @@ mod tests {
         assert_eq!(last_token(b"{not json"), 0);
         assert_eq!(last_token(br#"{"pid":1}"#), 0);
         assert_eq!(last_token(br#"{"token":41}"#), 41);
+    }
+
+    /// What a grant writes is what serde writes, for every shape a claimant takes:
+    /// readers (status, cleanup, astrotask) parse it as an `OwnerRecord`.
+    #[test]
+    fn a_claimants_record_json_is_serdes() {
+        let id = ProcessIdentity::get();
+        let bare = Claimant::new(
+            7,
+            "h\"ost".into(),
+            "p\u{1}é\\".into(),
+            "u".into(),
+            None,
+            ProcessOrigin::default(),
+        );
+        let partial = Claimant::new(
+            1,
+            "h".into(),
+            "p".into(),
+            "u".into(),
+            Some(5),
+            ProcessOrigin {
+                pid_ns: Some(9),
+                ..ProcessOrigin::default()
+            },
+        );
+        for claimant in [id.claimant("mcp-server"), bare, partial] {
+            for (mode, token) in [(LockMode::Exclusive, 0), (LockMode::Shared, u64::MAX)] {
+                let record = claimant.record(mode, id.next_lock_id(), token);
+                let json = claimant.record_json(&record);
+                assert_eq!(
+                    String::from_utf8(json.clone()).unwrap(),
+                    serde_json::to_string(&record).unwrap()
+                );
+                assert_eq!(
+                    serde_json::from_slice::<OwnerRecord>(&json).unwrap(),
+                    record
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_released_record_reads_back_its_token_with_or_without_the_parser() {
+        for token in [0, 7, 41, u64::MAX] {
+            let padded = ReleasedRecord::padded(token, 64);
+            assert_eq!(padded.len(), 64);
+            let bare = ReleasedRecord::padded(token, 0);
+            assert_eq!(bare, serde_json::to_vec(&ReleasedRecord { token }).unwrap());
+            assert_eq!(released_token(&padded), Some(token));
+            assert_eq!(recorded_token(&padded), Some(token));
+        }
+        // Not the released shape: the parser decides, as before.
+        for (content, token) in [
+            (&br#"{"token":007}"#[..], None),
+            (br#"{"token":18446744073709551616}"#, None),
+            (br#"{"token":3} x"#, None),
+            (br#"{"token":3,"pid":1}"#, Some(3)),
+            (br#" {"token":3}"#, Some(3)),
+            (br#"{"token":}"#, None),
+        ] {
+            assert_eq!(released_token(content), None, "{content:?}");
+            assert_eq!(recorded_token(content), token, "{content:?}");
+        }
     }
 
     #[test]

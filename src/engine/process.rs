@@ -68,8 +68,9 @@ pub struct ProcessIdentity {
     pub process_start: Option<u64>,
     /// Boot, PID namespace and start ticks of this process, for its records.
     pub origin: ProcessOrigin,
-    /// Process start in ms: with the pid and a counter it makes lock ids unique on a host.
-    started_ms: u64,
+    /// `<pid>-<process start in ms, hex>-`: with a counter after it, a lock id unique
+    /// on a host.
+    lock_id_prefix: String,
 }
 
 impl ProcessIdentity {
@@ -81,26 +82,30 @@ impl ProcessIdentity {
             user: user_name(),
             process_start: process_start(std::process::id()),
             origin: origin_of_this_process(),
-            started_ms: now_ms(),
+            lock_id_prefix: format!("{}-{:x}-", std::process::id(), now_ms()),
         })
     }
 
     /// This process asking for locks under the owner label `process`.
     pub fn claimant(&self, process: impl Into<String>) -> Claimant {
-        Claimant {
-            pid: self.pid,
-            host: self.host.clone(),
-            process: process.into(),
-            user: self.user.clone(),
-            process_start: self.process_start,
-            origin: self.origin.clone(),
-        }
+        Claimant::new(
+            self.pid,
+            self.host.clone(),
+            process.into(),
+            self.user.clone(),
+            self.process_start,
+            self.origin.clone(),
+        )
     }
 
     pub fn next_lock_id(&self) -> String {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
-        format!("{}-{:x}-{}", self.pid, self.started_ms, n)
+        // Made on every grant: no formatting machinery for the one number that changes.
+        let mut id = String::with_capacity(self.lock_id_prefix.len() + 20);
+        id.push_str(&self.lock_id_prefix);
+        id.push_str(itoa::Buffer::new().format(n));
+        id
     }
 }
 

@@ -16,7 +16,7 @@ use crate::engine::owner_record::{
 };
 use crate::engine::safe_fs::{self, overwrite};
 
-use super::lock_file::{read_whole, wake_waiters, LockFile, RECORD_REGION};
+use super::lock_file::{read_region, read_whole, wake_waiters, LockFile, RECORD_REGION};
 use super::readers::{
     announce_writer, leave_writer_gate, wake_paths, write_reader_record, writer_is_waiting,
     ReaderRecord, WriterGate,
@@ -132,10 +132,7 @@ impl KernelLock {
             reader.remove(&lock_file.file);
         } else {
             // Keep only the token, so the next exclusive grant continues the sequence.
-            let released = serde_json::to_vec(&ReleasedRecord {
-                token: self.record.token,
-            })
-            .expect("a token serialises");
+            let released = ReleasedRecord::padded(self.record.token, self.record_len);
             outcome = overwrite(&lock_file.file, &released, self.record_len)
                 .map_err(|e| LockError::from_io(&e, "clear", &self.path));
         }
@@ -262,10 +259,11 @@ impl Contender {
         lock_id: String,
     ) -> Result<KernelLock> {
         let io_err = |e: io::Error| LockError::from_io(&e, "read", &self.path);
-        let previous = read_whole(&lock_file.file).map_err(io_err)?;
+        let mut region = [0u8; RECORD_REGION];
+        let previous = read_region(&lock_file.file, &mut region).map_err(io_err)?;
         // Written only if it is ours: `Gemfile.lock` next to a locked `Gemfile` is
         // someone's data. Dropping `lock_file` on the error closes it and unlocks.
-        let Some(last) = recorded_token(&previous) else {
+        let Some(last) = recorded_token(previous) else {
             return Err(LockError::not_a_lock_file(
                 &self.path,
                 "its content is not a lockwright record",
@@ -278,7 +276,7 @@ impl Contender {
             last
         };
         let record = claimant.record(self.mode, lock_id, token);
-        let json = serde_json::to_vec(&record).expect("an owner record serialises");
+        let json = claimant.record_json(&record);
         let write_err = |e: io::Error| LockError::from_io(&e, "write owner record", &self.path);
         let reader_record = match self.mode {
             LockMode::Exclusive => {
@@ -295,8 +293,7 @@ impl Contender {
                 // The record's region is padded to its full size, so readers' slots
                 // after it never leave a hole of NULs that no JSON parser reads.
                 if previous.len() < RECORD_REGION {
-                    let released = serde_json::to_vec(&ReleasedRecord { token: last })
-                        .expect("a token serialises");
+                    let released = ReleasedRecord::padded(last, RECORD_REGION);
                     overwrite(&lock_file.file, &released, RECORD_REGION).map_err(write_err)?;
                 }
                 Some(write_reader_record(

@@ -164,11 +164,10 @@ impl Identity {
     }
 
     fn is_at(&self, path: &Path) -> bool {
-        use std::os::unix::ffi::OsStrExt;
-        let Ok(path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-            return false;
-        };
-        Identity::statx(libc::AT_FDCWD, &path, 0).is_ok_and(|named| named == *self)
+        use nix::NixPath;
+        // A path of usual length is made a C string on the stack: this runs every grant.
+        path.with_nix_path(|path| Identity::statx(libc::AT_FDCWD, path, 0))
+            .is_ok_and(|named| named.is_ok_and(|named| named == *self))
     }
 
     fn statx(dir: libc::c_int, path: &std::ffi::CStr, flags: libc::c_int) -> io::Result<Identity> {
@@ -254,10 +253,14 @@ pub const RECORD_REGION: usize = 1024;
 /// positional read. Content past it is never read here, so a sparse terabyte planted
 /// at a lock path costs one small read and is then refused as not a record.
 pub fn read_whole(file: &File) -> io::Result<Vec<u8>> {
-    let mut region = vec![0u8; RECORD_REGION];
-    let n = read_at(file, &mut region, 0)?;
-    region.truncate(n);
-    Ok(region)
+    let mut region = [0u8; RECORD_REGION];
+    Ok(read_region(file, &mut region)?.to_vec())
+}
+
+/// `read_whole` into the caller's buffer: a grant reads the region on every acquire.
+pub fn read_region<'a>(file: &File, region: &'a mut [u8; RECORD_REGION]) -> io::Result<&'a [u8]> {
+    let n = read_at(file, region, 0)?;
+    Ok(&region[..n])
 }
 
 /// The owner record at the start of `file`, if it holds one.
