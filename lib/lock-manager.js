@@ -205,7 +205,9 @@ class LockManager extends EventEmitter {
     const level = { lock, last: NOTHING_PENDING }
     let failure = NO_FAILURE
     try {
-      return await context.run(this.#withLevel(level), fn, lock)
+      const result = context.run(this.#withLevel(level), fn, lock)
+      // A synchronous `fn` is done: no turn of the event loop before the release.
+      return typeof result?.then === 'function' ? await result : result
     } catch (err) {
       failure = err
       throw err
