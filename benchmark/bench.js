@@ -391,24 +391,33 @@ async function floorRounds(dir, rounds = 5) {
   const cycles = QUICK ? 5_000 : 50_000
   const manager = new LockManager({ owner: 'floor' })
   const unmetered = new LockManager({ owner: 'floor', metrics: false })
+  const unresolved = new LockManager({ owner: 'floor', realpath: false })
   const file = tempFile(dir, 'floor-cycle.json')
-  const multiples = { sync: [], withLock: [], floorUs: [], metricsCost: [] }
+  const perCycleNs = (cycle) => {
+    const started = performance.now()
+    for (let i = 0; i < cycles; i++) cycle()
+    return ((performance.now() - started) * 1e6) / cycles
+  }
+  const perAsyncCycleNs = async (cycle) => {
+    const started = performance.now()
+    for (let i = 0; i < cycles; i++) await cycle()
+    return ((performance.now() - started) * 1e6) / cycles
+  }
+  const multiples = { floorUs: [], sync: [], withLock: [], syncNoRealpath: [], withLockNoRealpath: [], metricsCost: [] }
   for (let round = 0; round < rounds; round++) {
     const floorDir = fs.mkdtempSync(path.join(dir, `floor-${round}-`))
     const floorNs = native.benchmarkFloors(floorDir, cycles).recordCycle
-    let started = performance.now()
-    for (let i = 0; i < cycles; i++) manager.acquireSync(file).releaseSync()
-    const syncNs = ((performance.now() - started) * 1e6) / cycles
-    started = performance.now()
-    for (let i = 0; i < cycles; i++) await manager.withLock(file, () => {})
-    const withLockNs = ((performance.now() - started) * 1e6) / cycles
-    started = performance.now()
-    for (let i = 0; i < cycles; i++) unmetered.acquireSync(file).releaseSync()
-    const unmeteredNs = ((performance.now() - started) * 1e6) / cycles
-    multiples.metricsCost.push(syncNs / unmeteredNs - 1)
+    const syncNs = perCycleNs(() => manager.acquireSync(file).releaseSync())
+    const withLockNs = await perAsyncCycleNs(() => manager.withLock(file, () => {}))
+    const unmeteredNs = perCycleNs(() => unmetered.acquireSync(file).releaseSync())
+    const syncNoRealpathNs = perCycleNs(() => unresolved.acquireSync(file).releaseSync())
+    const withLockNoRealpathNs = await perAsyncCycleNs(() => unresolved.withLock(file, () => {}))
     multiples.floorUs.push(floorNs / 1000)
     multiples.sync.push(syncNs / floorNs)
     multiples.withLock.push(withLockNs / floorNs)
+    multiples.syncNoRealpath.push(syncNoRealpathNs / floorNs)
+    multiples.withLockNoRealpath.push(withLockNoRealpathNs / floorNs)
+    multiples.metricsCost.push(syncNs / unmeteredNs - 1)
   }
   return { rounds, ...Object.fromEntries(Object.entries(multiples).map(([name, values]) => [name, spread(values)])) }
 }
@@ -489,6 +498,7 @@ async function main() {
   console.log(`  contended increments/s: ${x(r.throughput)} the ring's (target 1x or more)`)
   console.log(`  cross-process handoff p50, within the contended run: ${x(r.handoff)} one ring hop (target 2x or less)`)
   console.log(`  cross-process handoff p50 to a waiter parked ${HANDOFF_PAUSE_MS} ms: ${x(r.parkedHandoff)} one ring hop to a parked member (target 2x or less)`)
+  console.log(`  with realpath: false (no symlink resolution): acquireSync+releaseSync ${x(againstFloor.syncNoRealpath)}, withLock ${x(againstFloor.withLockNoRealpath)}`)
   const percent = ({ min, median, max }) => `${(median * 100).toFixed(0)}% (min ${(min * 100).toFixed(0)}%, max ${(max * 100).toFixed(0)}%)`
   console.log(`metrics: true costs ${percent(againstFloor.metricsCost)} over metrics: false in the same rounds (target 10% or less)`)
   console.log(`where a sync cycle goes: ${metered.toFixed(1)} us from JavaScript, of which the engine ${us(floors.engineCycle)} us; metrics recording ${((metered - unmetered) * 1000).toFixed(0)} ns (${metered.toFixed(1)} us with, ${unmetered.toFixed(1)} us without)`)
