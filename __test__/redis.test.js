@@ -157,6 +157,27 @@ test('a release hands the lock to a SIGKILLed waiter: the next one in line has i
   await next.call('release', { lockId: got.id })
 })
 
+test('a waiter frozen past its place\'s lease after a release handed it the lock waits on when it runs again, and gets the lock', { skip }, async (t) => {
+  const holder = redisAgent(t, shared, 'handoff-holder')
+  const frozen = redisAgent(t, shared, 'handoff-frozen')
+  const held = await holder.call('acquire', { path: 'handoff:frozen', options: {} })
+  const waiting = track(frozen.call('acquire', { path: 'handoff:frozen', options: { timeout: 30_000 } }))
+  await waitFor(async () => (await queued(shared, 'handoff:frozen')) === 1, { what: 'the waiter in line' })
+  process.kill(frozen.pid, 'SIGSTOP')
+  t.after(() => frozen.child.kill('SIGCONT'))
+  // The release hands the lock to the frozen waiter; that grant lapses with its place.
+  await holder.call('release', { lockId: held.id })
+  const probe = new LockManager({ strategy: 'redis', redis: shared.url, stale: STALE })
+  t.after(() => probe.close())
+  await waitFor(async () => !(await probe.status('handoff:frozen')).owners.some((o) => o.alive), { what: 'the handed grant to lapse' })
+  process.kill(frozen.pid, 'SIGCONT')
+  // Woken by the old message, it finds the grant gone: it waits on (the lock is free,
+  // so it gets in at once) instead of failing an acquire it never lost.
+  const got = await waiting.promise
+  assert.ok(got.token > held.token + 1, `token ${got.token}: the lapsed grant took ${held.token + 1}`)
+  await frozen.call('release', { lockId: got.id })
+})
+
 test('readers overlap across processes; a queued writer stops new readers and gets in when they leave', { skip }, async (t) => {
   const [readerA, readerB, writer, readerC] = ['reader-a', 'reader-b', 'writer', 'reader-c'].map((owner) => redisAgent(t, shared, owner))
   const a = await readerA.call('acquire', { path: 'index', options: { mode: 'shared' } })

@@ -268,6 +268,13 @@ impl RedisGrant {
         }
     }
 
+    /// Drops this grant without a release: for one lost before anyone held it,
+    /// whose claim waits on. A release sent later under the same claim would take
+    /// the grant its next attempt gets.
+    pub(crate) fn forget(self) {
+        self.finished.store(true, Ordering::Relaxed);
+    }
+
     /// Releases now and hands the lock to whoever's turn it is. `ECOMPROMISED` when
     /// the lease had already run out or was gone; `EUNAVAILABLE` when Redis cannot be
     /// reached (the lease then ends by itself).

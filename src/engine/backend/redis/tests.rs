@@ -1072,3 +1072,49 @@ async fn a_blocking_release_reconnects_after_a_restart_and_reports_a_lost_lease(
     assert_eq!(lost.code, code::COMPROMISED, "{lost}");
     assert!(lost.message.contains("run out"), "{lost}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_stopped_past_its_place_after_a_handoff_waits_on_and_gets_the_lock() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let (holder_side, waiter_side) = (backend(&server).await, listening(&server).await);
+    const PLACE_MS: u64 = 300;
+    // On resuming, the waiter finds both the handoff's message and its timer ready,
+    // and which it takes first varies: rounds enough that the message is taken.
+    for round in 0..8 {
+        let name: &'static str = Box::leak(format!("s{round}").into_boxed_str());
+        let held = try_lock(&holder_side, name, Exclusive, LONG).await.unwrap();
+        let record = RedisBackend::record("test", Exclusive);
+        let mut wait = Box::pin(waiter_side.acquire(
+            name,
+            Exclusive,
+            &record,
+            PLACE_MS,
+            None,
+            CancellationToken::new(),
+        ));
+        // Driven until it waits in line, then not at all: a process stopped by SIGSTOP.
+        tokio::select! {
+            _ = &mut wait => panic!("granted while held"),
+            _ = until_in_line(&holder_side, name, 1) => {}
+        }
+        let held_token = held.token;
+        held.release().await.unwrap(); // hands the lock to the stopped waiter
+        let start = Instant::now();
+        while !holders_of(&holder_side, name).await.is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the grant never lapsed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // It runs again: the grant it hears of lapsed, which is no lock it lost.
+        let grant = wait.await.expect("waits on and gets the free lock");
+        assert!(
+            grant.token > held_token + 1,
+            "the lapsed grant took a token"
+        );
+        grant.release().await.unwrap();
+    }
+}

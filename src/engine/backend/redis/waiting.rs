@@ -507,7 +507,12 @@ async fn wait_turn(
             handoff = until_called(watch.as_mut(), &claim.member, nap) => handoff,
         };
         if let (Some(handoff), Some(renewed)) = (handoff, place_renewed) {
-            return handed_over(shared, claim, handoff, renewed).await;
+            match handed_over(shared, claim, handoff, renewed).await {
+                // Stopped past our place's lease, we hear of a grant that lapsed and
+                // went on without us: not a lock we lost, so wait on.
+                Err(e) if e.is(code::COMPROMISED) => place_renewed = None,
+                outcome => return outcome,
+            }
         }
     }
 }
@@ -525,7 +530,12 @@ async fn handed_over(
     let mut grant = claim.granted(shared, handoff.token, handoff.now, place_renewed + lease);
     grant.waited = true;
     if grant.lease_expires() < Instant::now() + grant.renew_period() {
-        grant.renew().await?;
+        if let Err(lost) = grant.renew().await {
+            if lost.is(code::COMPROMISED) {
+                grant.forget(); // the caller waits on under the same claim
+            }
+            return Err(lost);
+        }
     }
     Ok(grant)
 }
