@@ -2,7 +2,7 @@
 //! fencing token of the grant. Field names are a superset of astrotask's
 //! `{pid, timestamp, host, process}` so tools that read those keep working.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -151,16 +151,17 @@ pub fn last_token(content: &[u8]) -> u64 {
 }
 
 /// Who is asking: the parts of the owner record that do not change per grant.
-/// Fixed once made: the JSON of those parts is kept for every record written.
+/// Fixed once made (the fields are private), so the JSON of those parts, made once,
+/// serves every record written.
 #[derive(Debug, Clone)]
 pub struct Claimant {
-    pub pid: u32,
-    pub host: String,
-    pub process: String,
-    pub user: String,
-    pub process_start: Option<u64>,
-    pub origin: ProcessOrigin,
-    json: OnceLock<Arc<ClaimantJson>>,
+    pid: u32,
+    host: String,
+    process: String,
+    user: String,
+    process_start: Option<u64>,
+    origin: ProcessOrigin,
+    json: Arc<ClaimantJson>,
 }
 
 /// A claimant's part of its records as serde writes it, around the fields that
@@ -206,22 +207,45 @@ impl Claimant {
         process_start: Option<u64>,
         origin: ProcessOrigin,
     ) -> Claimant {
-        Claimant {
+        let mut claimant = Claimant {
             pid,
             host,
             process,
             user,
             process_start,
             origin,
-            json: OnceLock::new(),
-        }
+            json: Arc::new(ClaimantJson {
+                head: String::new(),
+                tail: String::new(),
+            }),
+        };
+        claimant.json = Arc::new(ClaimantJson::of(&claimant));
+        claimant
+    }
+
+    /// The process label its records carry.
+    pub fn process(&self) -> &str {
+        &self.process
+    }
+
+    /// The same claimant under another PID (a process that is gone, say).
+    #[cfg(test)]
+    pub fn with_pid(&self, pid: u32) -> Claimant {
+        Claimant::new(
+            pid,
+            self.host.clone(),
+            self.process.clone(),
+            self.user.clone(),
+            self.process_start,
+            self.origin.clone(),
+        )
     }
 
     /// The JSON of `record`, one of this claimant's: the bytes `serde_json::to_vec`
     /// makes of it, with only the per-grant fields formatted, since a grant writes
     /// one on every acquire.
     pub fn record_json(&self, record: &OwnerRecord) -> Vec<u8> {
-        let parts = self.json.get_or_init(|| Arc::new(ClaimantJson::of(self)));
+        let parts = &self.json;
         let mut numbers = itoa::Buffer::new();
         let mut json = Vec::with_capacity(parts.head.len() + parts.tail.len() + 128);
         json.extend_from_slice(parts.head.as_bytes());

@@ -176,7 +176,7 @@ impl LockManager {
     }
 
     pub fn owner(&self) -> &str {
-        &self.inner.claimant.process
+        self.inner.claimant.process()
     }
 
     /// The lock file `target` maps to, after the same checks `acquire` makes.
@@ -741,6 +741,14 @@ mod tests {
         dir.path().join("state.json").to_string_lossy().into_owned()
     }
 
+    /// Whether a third manager gets the lock on `target(dir)` now.
+    fn is_free(dir: &tempfile::TempDir) -> bool {
+        manager("c")
+            .try_acquire(&target(dir), &AcquireOptions::default())
+            .unwrap()
+            .is_some()
+    }
+
     fn exclusive(timeout: Option<Wait>) -> AcquireOptions {
         AcquireOptions {
             timeout,
@@ -868,10 +876,7 @@ mod tests {
             "ABORT_ERR"
         );
         assert_eq!(a.close(), 1);
-        assert!(manager("c")
-            .try_acquire(&target(&dir), &AcquireOptions::default())
-            .unwrap()
-            .is_some());
+        assert!(is_free(&dir), "the lock is free for another manager");
     }
 
     #[test]
@@ -900,10 +905,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code, "ABORT_ERR");
         assert_eq!(b.held_count(), 0);
-        assert!(manager("c")
-            .try_acquire(&target(&dir), &AcquireOptions::default())
-            .unwrap()
-            .is_some());
+        assert!(is_free(&dir), "the lock is free for another manager");
     }
 
     #[test]

@@ -66,8 +66,7 @@ fn an_old_directory_with_content_is_not_a_lock_and_is_kept() {
 fn a_record_left_for_another_directory_is_not_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let lock_dir = dir.path().join("f.lock");
-    let mut dead = claimant();
-    dead.pid = u32::MAX - 3; // no such process
+    let dead = claimant().with_pid(u32::MAX - 3); // no such process
     let held = MkdirContender::new(lock_dir.clone(), 10_000)
         .try_acquire(&dead, "old".into(), false)
         .unwrap()
@@ -88,8 +87,7 @@ fn a_record_left_for_another_directory_is_not_trusted() {
 fn a_dead_holder_on_this_host_is_stale_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let lock_dir = dir.path().join("f.lock");
-    let mut dead = claimant();
-    dead.pid = u32::MAX - 3;
+    let dead = claimant().with_pid(u32::MAX - 3);
     let held = MkdirContender::new(lock_dir.clone(), 10_000)
         .try_acquire(&dead, "old".into(), false)
         .unwrap()
