@@ -6,6 +6,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const { join } = require('node:path')
+const { spawn } = require('node:child_process')
 const { LockManager } = require('../index.js')
 const { tempDir, spawnAgent, runScript } = require('./helpers.js')
 
@@ -85,3 +86,40 @@ for (const where of ['the JS thread', 'the wait runtime']) {
     })
   })
 }
+
+// A wait on the JS thread is settled by the event loop's own callback, in the turn
+// that saw the release. The child below has nothing else to keep it alive (no IPC
+// channel, no timer): its pending waits must, as a pending fs call would. Its first
+// grant's reaction starts the second wait from inside that callback.
+test('a pending wait keeps its process alive, and a wait settled by the loop can start another', async (t) => {
+  const dir = tempDir(t)
+  const [first, second] = ['first.json', 'second.json'].map((name) => join(dir, name))
+  const manager = new LockManager()
+  t.after(() => manager.close())
+  const held = { first: await manager.acquire(first), second: await manager.acquire(second) }
+  const script = `
+    const { LockManager } = require(${JSON.stringify(join(__dirname, '..', 'index.js'))})
+    const manager = new LockManager()
+    manager.acquire(${JSON.stringify(first)}, { timeout: Infinity }).then(async (a) => {
+      console.log('granted first')
+      const b = await manager.acquire(${JSON.stringify(second)}, { timeout: Infinity })
+      console.log('granted second')
+      a.release()
+      b.release()
+    })
+    console.log('waiting')
+  `
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stderr.on('data', (d) => (stderr += d))
+  const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)))
+  child.stdout.on('data', (d) => {
+    stdout += d
+    // Each release answers the line that says the child waits for it.
+    if (stdout.includes('waiting') && !held.first.released) held.first.release()
+    if (stdout.includes('granted first') && !held.second.released) held.second.release()
+  })
+  assert.equal(await exited, 0, stderr)
+  assert.deepEqual(stdout.trim().split('\n'), ['waiting', 'granted first', 'granted second'])
+})

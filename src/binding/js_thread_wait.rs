@@ -7,7 +7,11 @@
 //! thread's event loop watches an inotify instance of its own (a libuv poll handle),
 //! and the waits are polled on that thread: a release wakes it once, and the lock is
 //! taken by the thread that will use it. Timers and cancellation still come from the
-//! wait runtime; they wake the JS thread through a libuv async handle.
+//! wait runtime; they wake the JS thread through a libuv async handle. A wait that
+//! ends is settled in that same callback, its promise's reactions run by a napi
+//! callback scope: a thread-safe function would cost the loop another turn first.
+//! While any wait is pending, the poll handle is referenced, so the wait keeps its
+//! process alive as a pending `fs` call does.
 //!
 //! libuv is reached through the symbols Node exports, looked up at run time. Under
 //! Bun or Deno, where they are missing, or where anything fails to start, waits run
@@ -20,8 +24,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 
-use napi::bindgen_prelude::{Env, JsObjectValue, Object};
-use napi::JsDeferred;
+use napi::bindgen_prelude::{Env, JsObjectValue, Object, ToNapiValue};
+use napi::sys;
 
 use super::errors as js_error;
 use super::lock_types::NativeGrant;
@@ -30,7 +34,6 @@ use crate::engine::runtime::runtime;
 use crate::engine::LockError;
 
 use crate::engine::manager::PendingGrant;
-type Resolve = Box<dyn FnOnce(Env) -> napi::Result<NativeGrant> + Send>;
 
 /// The libuv calls this needs, from the running process.
 struct Uv {
@@ -40,6 +43,7 @@ struct Uv {
     poll_stop: unsafe extern "C" fn(*mut c_void) -> c_int,
     async_init: unsafe extern "C" fn(*mut c_void, *mut c_void, AsyncCallback) -> c_int,
     async_send: unsafe extern "C" fn(*mut c_void) -> c_int,
+    ref_: unsafe extern "C" fn(*mut c_void),
     unref: unsafe extern "C" fn(*mut c_void),
     close: unsafe extern "C" fn(*mut c_void, Option<CloseCallback>),
 }
@@ -66,6 +70,7 @@ fn uv() -> Option<&'static Uv> {
                 poll_stop: symbol(c"uv_poll_stop")?,
                 async_init: symbol(c"uv_async_init")?,
                 async_send: symbol(c"uv_async_send")?,
+                ref_: symbol(c"uv_ref")?,
                 unref: symbol(c"uv_unref")?,
                 close: symbol(c"uv_close")?,
             })
@@ -129,11 +134,15 @@ impl Wake for WaitWaker {
 
 struct Waiting {
     wait: PendingGrant,
-    deferred: JsDeferred<NativeGrant, Resolve>,
+    /// The promise `spawn` returned, settled on this thread when the wait ends.
+    deferred: sys::napi_deferred,
 }
 
 /// One JS thread's waits and its two libuv handles.
 struct Waits {
+    env: sys::napi_env,
+    /// The async context promises are settled in from a libuv callback (`settle`).
+    async_context: sys::napi_async_context,
     events: Arc<ReleaseEvents>,
     shared: Arc<Shared>,
     waiting: HashMap<u64, Waiting>,
@@ -181,22 +190,35 @@ pub fn events(env: &Env) -> Option<Arc<ReleaseEvents>> {
 /// Runs `wait` on this thread; the returned promise settles with its outcome. Call
 /// only after `events` returned `Some` on this thread.
 pub fn spawn<'env>(env: &'env Env, wait: PendingGrant) -> napi::Result<Object<'env>> {
-    let (deferred, promise) = env.create_deferred::<NativeGrant, Resolve>()?;
+    let mut deferred = std::ptr::null_mut();
+    let mut promise = std::ptr::null_mut();
+    // SAFETY: a JS call on this thread, with its env.
+    check(unsafe { sys::napi_create_promise(env.raw(), &mut deferred, &mut promise) })?;
     WAITS.with(|slot| match &mut *slot.borrow_mut() {
         Slot::Running(waits) => {
             let id = waits.next_id;
             waits.next_id += 1;
             waits.waiting.insert(id, Waiting { wait, deferred });
+            waits.keep_alive();
             // Polled now, not on the next turn of the loop: it watches for the release
             // and starts its timer before this call returns.
             let _runtime = runtime().enter();
-            waits.poll_one(id);
+            if let Some((deferred, outcome)) = waits.poll_one(id) {
+                // In a call from JavaScript, whose return runs the reactions.
+                // SAFETY: this thread's env, during a JS call.
+                unsafe { settle(env.raw(), deferred, outcome) };
+            }
         }
-        _ => deferred.reject(napi::Error::from_reason(
-            "lockwright: no JS-thread waits here",
-        )),
+        _ => {
+            let error = napi::Error::from_reason("lockwright: no JS-thread waits here");
+            // SAFETY: as above; the deferred is settled once.
+            unsafe {
+                let value = napi::JsError::from(error).into_value(env.raw());
+                sys::napi_reject_deferred(env.raw(), deferred, value);
+            }
+        }
     });
-    Ok(promise)
+    Ok(Object::from_raw(env.raw(), promise))
 }
 
 impl WaitWaker {
@@ -224,6 +246,7 @@ fn start(env: &Env) -> Result<Waits, Unstarted> {
     }
     let uv = uv().ok_or(Never)?;
     let uv_loop = env.get_uv_event_loop().map_err(|_| Never)?.cast::<c_void>();
+    let async_context = async_context(env).ok_or(NotNow)?;
     let events = ReleaseEvents::polled().ok_or(NotNow)?;
     let fd = events.fd().ok_or(NotNow)?;
     let poll = new_handle(uv, UV_POLL);
@@ -255,11 +278,13 @@ fn start(env: &Env) -> Result<Waits, Unstarted> {
             (uv.close)(wake_js, Some(free_handle));
             return Err(NotNow);
         }
-        // Unreferenced: a pending wait's promise keeps the process alive, not these.
+        // Unreferenced while no wait is pending (see `keep_alive`).
         (uv.unref)(poll);
         (uv.unref)(wake_js);
     }
     Ok(Waits {
+        env: env.raw(),
+        async_context,
         events,
         shared: Arc::new(Shared {
             woken: Mutex::new(Vec::new()),
@@ -288,6 +313,8 @@ fn stop_now() {
         let previous = std::mem::replace(&mut *slot.borrow_mut(), Slot::Unavailable);
         if let Slot::Running(waits) = previous {
             *lock(&waits.shared.wake_js) = None;
+            // SAFETY: made by `napi_async_init` on this env, destroyed once.
+            unsafe { sys::napi_async_destroy(waits.env, waits.async_context) };
             // SAFETY: open handles of this thread's loop; freed in their close callbacks.
             unsafe {
                 (uv.poll_stop)(waits.poll);
@@ -320,15 +347,15 @@ unsafe extern "C" fn on_woken(_handle: *mut c_void) {
 }
 
 /// Reads the release events (when the inotify descriptor is readable) and polls every
-/// woken wait. A libuv callback must not unwind, so a panic in a wait settles that
-/// wait with `EPANIC`.
+/// woken wait, then settles the ones that ended. A libuv callback must not unwind, so
+/// a panic in a wait settles that wait with `EPANIC`.
 fn run(readable: bool) {
-    WAITS.with(|slot| {
+    let settling = WAITS.with(|slot| {
         let Ok(mut slot) = slot.try_borrow_mut() else {
-            return;
+            return None;
         };
         let Slot::Running(waits) = &mut *slot else {
-            return;
+            return None;
         };
         // Timers inside the waits belong to the wait runtime.
         let _runtime = runtime().enter();
@@ -336,22 +363,46 @@ fn run(readable: bool) {
             let events = Arc::clone(&waits.events);
             let _ = std::panic::catch_unwind(AssertUnwindSafe(|| events.drain()));
         }
+        let mut ended = Vec::new();
         loop {
             let woken = std::mem::take(&mut *lock(&waits.shared.woken));
             if woken.is_empty() {
-                return;
+                break;
             }
-            for id in woken {
-                waits.poll_one(id);
-            }
+            ended.extend(woken.into_iter().filter_map(|id| waits.poll_one(id)));
         }
+        Some((waits.env, waits.async_context, ended))
     });
+    // Settled once the waits are let go of: the promises' reactions run JavaScript,
+    // which may start waits of its own.
+    if let Some((env, async_context, ended)) = settling {
+        if !ended.is_empty() {
+            settle_from_loop(env, async_context, ended);
+        }
+    }
 }
 
 impl Waits {
-    fn poll_one(&mut self, id: u64) {
+    /// A pending wait keeps the process alive, as a pending `fs` call does: its poll
+    /// handle is referenced while any wait is, and only then.
+    fn keep_alive(&self) {
+        let Some(uv) = uv() else {
+            return;
+        };
+        // SAFETY: the poll handle is open while the waits run.
+        unsafe {
+            if self.waiting.is_empty() {
+                (uv.unref)(self.poll);
+            } else {
+                (uv.ref_)(self.poll);
+            }
+        }
+    }
+
+    /// Polls one wait; one that ended is removed and returned, to be settled.
+    fn poll_one(&mut self, id: u64) -> Option<Ended> {
         let Some(waiting) = self.waiting.get_mut(&id) else {
-            return; // settled already; a late wake-up
+            return None; // settled already; a late wake-up
         };
         let waker = WaitWaker {
             id,
@@ -362,17 +413,93 @@ impl Waits {
             waiting.wait.as_mut().poll(&mut Context::from_waker(&waker))
         }));
         let outcome = match polled {
-            Ok(Poll::Pending) => return,
+            Ok(Poll::Pending) => return None,
             Ok(Poll::Ready(outcome)) => outcome,
             Err(payload) => Err(LockError::panicked("waiting", payload.as_ref())),
         };
-        let Some(done) = self.waiting.remove(&id) else {
+        let done = self.waiting.remove(&id)?;
+        self.keep_alive();
+        Some((done.deferred, outcome))
+    }
+}
+
+/// A wait that ended: its promise, and how it ended.
+type Ended = (
+    sys::napi_deferred,
+    crate::engine::Result<crate::engine::manager::LockGrant>,
+);
+
+/// Settles ended waits' promises from a libuv callback, in the turn of the loop that
+/// ended them (a thread-safe function would cost the loop another turn first), inside
+/// a callback scope whose close runs their reactions, as any I/O callback's would.
+fn settle_from_loop(env: sys::napi_env, async_context: sys::napi_async_context, ended: Vec<Ended>) {
+    // SAFETY: this thread's env, alive while its waits are (the cleanup hook stops them
+    // first); scopes are closed in reverse order of opening.
+    unsafe {
+        let mut handles = std::ptr::null_mut();
+        if sys::napi_open_handle_scope(env, &mut handles) != sys::Status::napi_ok {
             return;
-        };
-        done.deferred.resolve(Box::new(move |env| {
-            outcome
-                .map(NativeGrant::from)
-                .map_err(|e| js_error::to_js(&env, e))
-        }));
+        }
+        let mut resource = std::ptr::null_mut();
+        let mut callback_scope = std::ptr::null_mut();
+        let scoped = sys::napi_create_object(env, &mut resource) == sys::Status::napi_ok
+            && sys::napi_open_callback_scope(env, resource, async_context, &mut callback_scope)
+                == sys::Status::napi_ok;
+        for (deferred, outcome) in ended {
+            settle(env, deferred, outcome);
+        }
+        if scoped {
+            sys::napi_close_callback_scope(env, callback_scope);
+        }
+        sys::napi_close_handle_scope(env, handles);
+    }
+}
+
+/// Resolves or rejects one promise, once.
+///
+/// # Safety
+/// On the JS thread of `env`, inside a handle scope; `deferred` not yet settled.
+unsafe fn settle(
+    env: sys::napi_env,
+    deferred: sys::napi_deferred,
+    outcome: crate::engine::Result<crate::engine::manager::LockGrant>,
+) {
+    let settled = match outcome.map(NativeGrant::from) {
+        Ok(grant) => NativeGrant::to_napi_value(env, grant)
+            .map_err(|e| napi::JsError::from(e).into_value(env)),
+        Err(e) => {
+            let error = js_error::to_js(&Env::from_raw(env), e);
+            Err(napi::JsError::from(error).into_value(env))
+        }
+    };
+    match settled {
+        Ok(value) => sys::napi_resolve_deferred(env, deferred, value),
+        Err(value) => sys::napi_reject_deferred(env, deferred, value),
+    };
+}
+
+/// The async context settled promises are attributed to (async hooks see one
+/// `lockwright:wait` resource per thread).
+fn async_context(env: &Env) -> Option<sys::napi_async_context> {
+    let raw = env.raw();
+    let mut resource = std::ptr::null_mut();
+    let mut name = std::ptr::null_mut();
+    let mut context = std::ptr::null_mut();
+    // SAFETY: calls on this thread's env, during a JS call.
+    let made = unsafe {
+        sys::napi_create_object(raw, &mut resource) == sys::Status::napi_ok
+            && sys::napi_create_string_utf8(raw, c"lockwright:wait".as_ptr(), 15, &mut name)
+                == sys::Status::napi_ok
+            && sys::napi_async_init(raw, resource, name, &mut context) == sys::Status::napi_ok
+    };
+    made.then_some(context)
+}
+
+fn check(status: sys::napi_status) -> napi::Result<()> {
+    match status {
+        sys::Status::napi_ok => Ok(()),
+        _ => Err(napi::Error::from_reason(format!(
+            "lockwright: napi call failed ({status})"
+        ))),
     }
 }
