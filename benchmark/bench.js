@@ -10,6 +10,8 @@
 //
 // BENCH_QUICK=1 shortens every run (for a smoke check); BENCH_CYCLES sets the
 // number of acquire/release cycles of the memory run (default 1,000,000).
+// `node benchmark/bench.js ring` runs only the contended rounds against the FIFO ring,
+// `node benchmark/bench.js scaling` the same from 2 to 16 processes.
 
 const { execFileSync, fork } = require('node:child_process')
 const fs = require('node:fs')
@@ -462,6 +464,49 @@ function spread(values) {
   return { min: sorted[0], median: sorted[Math.floor(sorted.length / 2)], max: sorted[sorted.length - 1] }
 }
 
+/**
+ * `node benchmark/bench.js ring`: only the contended rounds against the FIFO ring
+ * (`ringRounds`), printed as JSON. For trying a change to the waiting path without
+ * the whole run.
+ */
+async function ringOnly() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lockwright-bench-'))
+  const found = await ringRounds(dir)
+  fs.rmSync(dir, { recursive: true, force: true })
+  console.log(JSON.stringify(found, (_key, value) => (typeof value === 'number' ? Number(value.toFixed(2)) : value), 2))
+}
+
+/**
+ * `node benchmark/bench.js scaling`: contended increments and handoff against the FIFO
+ * ring of the same size, from 2 to 16 processes. Every release wakes every waiting
+ * process (inotify cannot wake one), while the ring wakes one: if that herd were what
+ * costs, lockwright's share of the ring would fall as processes are added.
+ */
+async function scaling() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lockwright-bench-'))
+  const ms = QUICK ? 500 : 1500
+  const widths = [10, 14, 16, 18, 16, 10]
+  console.log(row(['processes', 'ring incr/s', 'ring hop p50', 'lockwright incr/s', 'handoff p50', 'of ring'], widths))
+  for (const processes of [2, 4, 8, 16]) {
+    const ring = await fifoRing(dir, ms, 0, processes)
+    const locked = await contended(dir, 'lockwright', processes, '', ms)
+    console.log(
+      row(
+        [
+          processes,
+          ring.opsPerSec.toFixed(0),
+          `${ring.hopP50Us.toFixed(0)} us`,
+          locked.opsPerSec.toFixed(0),
+          `${locked.handoffP50Us.toFixed(0)} us`,
+          `${(locked.opsPerSec / ring.opsPerSec).toFixed(2)}x`,
+        ],
+        widths,
+      ),
+    )
+  }
+  fs.rmSync(dir, { recursive: true, force: true })
+}
+
 async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lockwright-bench-'))
   console.log(`lockwright benchmarks on ${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, node ${process.version}${QUICK ? ' (quick)' : ''}\n`)
@@ -554,4 +599,6 @@ const [role, ...args] = process.argv.slice(2)
 if (role === 'contender') contender(args[0], args[1], Number(args[2]), args[3])
 else if (role === 'handoff-waiter') handoffWaiter(args[0], args[1])
 else if (role === 'ring-member') ringMember(args[0], args[1], args[2], Number(args[3]))
+else if (role === 'ring') ringOnly()
+else if (role === 'scaling') scaling()
 else main()
