@@ -193,7 +193,10 @@ pub fn spawn<'env>(env: &'env Env, wait: PendingGrant) -> napi::Result<Object<'e
     let mut deferred = std::ptr::null_mut();
     let mut promise = std::ptr::null_mut();
     // SAFETY: a JS call on this thread, with its env.
-    check(unsafe { sys::napi_create_promise(env.raw(), &mut deferred, &mut promise) })?;
+    napi::check_status!(
+        unsafe { sys::napi_create_promise(env.raw(), &mut deferred, &mut promise) },
+        "lockwright: could not create a promise"
+    )?;
     WAITS.with(|slot| match &mut *slot.borrow_mut() {
         Slot::Running(waits) => {
             let id = waits.next_id;
@@ -423,11 +426,11 @@ impl Waits {
     }
 }
 
+/// How a wait ended.
+type Outcome = crate::engine::Result<crate::engine::manager::LockGrant>;
+
 /// A wait that ended: its promise, and how it ended.
-type Ended = (
-    sys::napi_deferred,
-    crate::engine::Result<crate::engine::manager::LockGrant>,
-);
+type Ended = (sys::napi_deferred, Outcome);
 
 /// Settles ended waits' promises from a libuv callback, in the turn of the loop that
 /// ended them (a thread-safe function would cost the loop another turn first), inside
@@ -459,11 +462,7 @@ fn settle_from_loop(env: sys::napi_env, async_context: sys::napi_async_context, 
 ///
 /// # Safety
 /// On the JS thread of `env`, inside a handle scope; `deferred` not yet settled.
-unsafe fn settle(
-    env: sys::napi_env,
-    deferred: sys::napi_deferred,
-    outcome: crate::engine::Result<crate::engine::manager::LockGrant>,
-) {
+unsafe fn settle(env: sys::napi_env, deferred: sys::napi_deferred, outcome: Outcome) {
     let settled = match outcome.map(NativeGrant::from) {
         Ok(grant) => NativeGrant::to_napi_value(env, grant)
             .map_err(|e| napi::JsError::from(e).into_value(env)),
@@ -493,13 +492,4 @@ fn async_context(env: &Env) -> Option<sys::napi_async_context> {
             && sys::napi_async_init(raw, resource, name, &mut context) == sys::Status::napi_ok
     };
     made.then_some(context)
-}
-
-fn check(status: sys::napi_status) -> napi::Result<()> {
-    match status {
-        sys::Status::napi_ok => Ok(()),
-        _ => Err(napi::Error::from_reason(format!(
-            "lockwright: napi call failed ({status})"
-        ))),
-    }
 }
