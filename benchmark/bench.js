@@ -11,7 +11,8 @@
 // BENCH_QUICK=1 shortens every run (for a smoke check); BENCH_CYCLES sets the
 // number of acquire/release cycles of the memory run (default 1,000,000).
 // `node benchmark/bench.js ring` runs only the contended rounds against the FIFO ring,
-// `node benchmark/bench.js scaling` the same from 2 to 16 processes.
+// `node benchmark/bench.js scaling` the same from 2 to 16 processes, and
+// `node benchmark/bench.js redis` the Redis section alone.
 
 const { execFileSync, fork } = require('node:child_process')
 const fs = require('node:fs')
@@ -222,6 +223,7 @@ async function redisBenchmarks(dir) {
       redlockOptions: REDLOCK_OPTIONS,
       micro,
       contended: { lockwright: await contended(dir, 'lockwright-redis', 4, server.url), redlock: await contended(dir, 'redlock', 4, server.url) },
+      ring: await tokenRing(dir, CONTENDED_MS, 0, 4, server.url),
     }
   } finally {
     await server.stop()
@@ -235,15 +237,20 @@ async function redisBenchmarks(dir) {
  * write). Nothing but one wake-up per hop, which no lock between processes can beat.
  * `pauseMs` holds the token that long before passing it on, so the next member has
  * been parked a while, as the waiter of the handoff run is.
+ *
+ * With `redisUrl` the token goes round Redis instead: each member PUBLISHes it on the
+ * next one's channel (ioredis, on the event loop). That is the floor of any lock that
+ * hands over through that server: one message from the holder, through Redis, to the
+ * next holder's event loop, with no script, no queue and no reply awaited.
  */
-async function fifoRing(dir, ms, pauseMs = 0, processes = 4) {
+async function tokenRing(dir, ms, pauseMs = 0, processes = 4, redisUrl = '') {
   const ringDir = fs.mkdtempSync(path.join(dir, 'ring-'))
-  const fifos = Array.from({ length: processes }, (_, i) => path.join(ringDir, `hop-${i}`))
-  for (const fifo of fifos) execFileSync('mkfifo', [fifo])
+  const ends = Array.from({ length: processes }, (_, i) => (redisUrl ? `bench:ring:${i}` : path.join(ringDir, `hop-${i}`)))
+  if (!redisUrl) for (const fifo of ends) execFileSync('mkfifo', [fifo])
   const file = path.join(ringDir, 'counter')
   newCounter(file)
-  const members = fifos.map((fifo, i) => fork(__filename, ['ring-member', fifo, fifos[(i + 1) % processes], file, String(pauseMs)]))
-  await Promise.all(members.map((m) => once(m, 'message'))) // each has its FIFOs open
+  const members = ends.map((own, i) => fork(__filename, ['ring-member', own, ends[(i + 1) % processes], file, String(pauseMs), redisUrl]))
+  await Promise.all(members.map((m) => once(m, 'message'))) // each has its FIFOs open (or is subscribed)
   const reports = []
   const first = new Promise((resolve) => {
     for (const m of members) m.on('message', (report) => resolve(reports.push(report)))
@@ -257,32 +264,50 @@ async function fifoRing(dir, ms, pauseMs = 0, processes = 4) {
   for (const m of members) if (m.connected) m.send('stop', () => {}) // gone meanwhile: fine
   await Promise.all(members.map((m) => (m.exitCode === null ? once(m, 'exit') : null)))
   const ops = reports.reduce((sum, r) => sum + r.ops, 0)
-  if (counted(file) !== ops) throw new Error(`FIFO ring: counter says ${counted(file)}, members did ${ops}`)
+  if (counted(file) !== ops) throw new Error(`${redisUrl ? 'Redis' : 'FIFO'} ring: counter says ${counted(file)}, members did ${ops}`)
   fs.rmSync(ringDir, { recursive: true, force: true })
   const hops = reports.flatMap((r) => r.handoffsUs).sort((a, b) => a - b)
   return { processes, opsPerSec: ops / (ms / 1000), hopP50Us: percentile(hops, 0.5), hopP99Us: percentile(hops, 0.99) }
 }
 
-/** One member of the ring: reads the token from its FIFO, increments, passes it on. */
-function ringMember(own, next, file, pauseMs) {
+/** How a ring member hears the token and passes it on: a FIFO each, or a Redis channel each. */
+async function ringHops(own, next, redisUrl) {
+  if (redisUrl) {
+    const Redis = require('ioredis')
+    const listener = new Redis(redisUrl)
+    const sender = new Redis(redisUrl)
+    await listener.subscribe(own)
+    await sender.ping() // connected before the first pass
+    return {
+      onToken: (handle) => listener.on('message', handle),
+      pass: () => sender.publish(next, 't'),
+      close: () => (listener.disconnect(), sender.disconnect()),
+    }
+  }
   // O_RDWR: opening a FIFO for reading alone would block until a writer comes.
   const input = new net.Socket({ fd: fs.openSync(own, fs.constants.O_RDWR | fs.constants.O_NONBLOCK), writable: false })
   const output = fs.openSync(next, fs.constants.O_RDWR)
-  const counter = fs.openSync(file, 'r+')
   const token = Buffer.from('t')
+  return { onToken: (handle) => input.on('data', handle), pass: () => fs.writeSync(output, token), close: () => input.destroy() }
+}
+
+/** One member of the ring: hears the token, increments, passes it on. */
+async function ringMember(own, next, file, pauseMs, redisUrl) {
+  const hops = await ringHops(own, next, redisUrl)
+  const counter = fs.openSync(file, 'r+')
   const handoffsUs = []
   let ops = 0
   let end = Infinity
   let finished = false
-  const pass = () => fs.writeSync(output, token)
+  const pass = hops.pass
   const finish = () => {
     if (finished) return
     finished = true
     process.send({ ops, handoffsUs })
-    input.destroy()
+    hops.close()
     process.disconnect()
   }
-  input.on('data', () => {
+  hops.onToken(() => {
     if (Date.now() >= end) return finish()
     increment(counter, handoffsUs)
     ops++
@@ -443,10 +468,10 @@ async function ringRounds(dir, rounds = 3) {
   const handoffs = Math.ceil(HANDOFF_ROUNDS / rounds)
   const found = { ringOpsPerSec: [], hopP50Us: [], parkedHopP50Us: [], throughput: [], handoff: [], parkedHandoff: [] }
   for (let round = 0; round < rounds; round++) {
-    const ring = await fifoRing(dir, ms)
+    const ring = await tokenRing(dir, ms)
     const locked = await contended(dir, 'lockwright', ring.processes, '', ms)
     // Parked: each member waits HANDOFF_PAUSE_MS before it is woken, as handoff()'s waiter does.
-    const parkedRing = await fifoRing(dir, handoffs * (HANDOFF_PAUSE_MS + 1), HANDOFF_PAUSE_MS)
+    const parkedRing = await tokenRing(dir, handoffs * (HANDOFF_PAUSE_MS + 1), HANDOFF_PAUSE_MS)
     const handed = await handoff(dir, 'lockwright', handoffs)
     found.ringOpsPerSec.push(ring.opsPerSec)
     found.hopP50Us.push(ring.hopP50Us)
@@ -476,6 +501,18 @@ async function ringOnly() {
   console.log(JSON.stringify(found, (_key, value) => (typeof value === 'number' ? Number(value.toFixed(2)) : value), 2))
 }
 
+/** `node benchmark/bench.js redis`: the Redis section alone, printed as JSON. */
+async function redisOnly() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lockwright-bench-'))
+  const found = await redisBenchmarks(dir)
+  fs.rmSync(dir, { recursive: true, force: true })
+  if (!found) return
+  const { micro, contended: c } = found
+  const uncontended = micro['lockwright redis acquire+release'].opsPerSec / micro['redlock lock+unlock'].opsPerSec
+  const ofRing = { lockwright: c.lockwright.opsPerSec / found.ring.opsPerSec, redlock: c.redlock.opsPerSec / found.ring.opsPerSec }
+  console.log(JSON.stringify({ uncontendedRatio: uncontended, contendedRatio: c.lockwright.opsPerSec / c.redlock.opsPerSec, contendedOfRing: ofRing, ...found }, (_key, value) => (typeof value === 'number' ? Number(value.toFixed(3)) : value), 2))
+}
+
 /**
  * `node benchmark/bench.js scaling`: contended increments and handoff against the FIFO
  * ring of the same size, from 2 to 16 processes. Every release wakes every waiting
@@ -488,7 +525,7 @@ async function scaling() {
   const widths = [10, 14, 16, 18, 16, 10]
   console.log(row(['processes', 'ring incr/s', 'ring hop p50', 'lockwright incr/s', 'handoff p50', 'of ring'], widths))
   for (const processes of [2, 4, 8, 16]) {
-    const ring = await fifoRing(dir, ms, 0, processes)
+    const ring = await tokenRing(dir, ms, 0, processes)
     const locked = await contended(dir, 'lockwright', processes, '', ms)
     console.log(
       row(
@@ -575,6 +612,9 @@ async function main() {
     }
     console.log(`contended waits: lockwright p50 ${lw.waitP50Ms.toFixed(3)} ms, p99 ${lw.waitP99Ms.toFixed(3)} ms; redlock p50 ${rl.waitP50Ms.toFixed(3)} ms, p99 ${rl.waitP99Ms.toFixed(3)} ms`)
     console.log(`increments per process: lockwright ${lw.perProcess.join(' / ')}; redlock ${rl.perProcess.join(' / ')}`)
+    const ring = redis.ring
+    console.log(`Redis ring, the floor of a handoff through Redis (4 processes pass a token by PUBLISH through the same server, no lock): ${ring.opsPerSec.toFixed(0)} increments/s, hop p50 ${ring.hopP50Us.toFixed(0)} us`)
+    console.log(`  of the Redis ring: lockwright contended ${ratio(lw.opsPerSec, ring.opsPerSec).toFixed(2)}x (handoff p50 ${lw.handoffP50Us.toFixed(0)} us), redlock ${ratio(rl.opsPerSec, ring.opsPerSec).toFixed(2)}x; 3x redlock would be ${ratio(3 * rl.opsPerSec, ring.opsPerSec).toFixed(2)}x`)
   }
 
   const results = {
@@ -598,7 +638,8 @@ async function main() {
 const [role, ...args] = process.argv.slice(2)
 if (role === 'contender') contender(args[0], args[1], Number(args[2]), args[3])
 else if (role === 'handoff-waiter') handoffWaiter(args[0], args[1])
-else if (role === 'ring-member') ringMember(args[0], args[1], args[2], Number(args[3]))
+else if (role === 'ring-member') ringMember(args[0], args[1], args[2], Number(args[3]), args[4])
 else if (role === 'ring') ringOnly()
 else if (role === 'scaling') scaling()
+else if (role === 'redis') redisOnly()
 else main()
