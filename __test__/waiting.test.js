@@ -70,6 +70,31 @@ test('a timed-out or aborted wait leaves no watch, queue or lock behind', async 
   await lock.release()
 })
 
+// A wait on the JS thread runs only when its thread does. If that thread is busy in
+// synchronous work past the wait's timeout, the wait has timed out by the time it
+// runs again: it must say so, not take the lock (free by then) long after its caller
+// gave up on it.
+test('a wait whose thread was busy past its timeout times out, even if the lock came free meanwhile', async (t) => {
+  const file = join(tempDir(t), 'busy')
+  const agent = spawnAgent(t)
+  const held = await agent.call('acquire', { path: file })
+  const manager = new LockManager()
+  const timeout = 100
+  const started = performance.now()
+  const wait = manager.acquire(file, { timeout })
+  const released = agent.call('release', { lockId: held.id })
+  // This thread stays busy until the agent has released (its record says so) and the
+  // wait's timeout has passed: the lock is free when the wait runs again.
+  const lockFile = `${file}.lock`
+  while (fs.readFileSync(lockFile, 'utf8').includes('"pid"') || performance.now() - started < 3 * timeout) {}
+  await released
+  await assert.rejects(wait, { code: 'ETIMEOUT' })
+  // Nothing is held, and the queue is free.
+  const lock = manager.tryAcquire(file)
+  assert.ok(lock)
+  await lock.release()
+})
+
 for (const where of ['the JS thread', 'the wait runtime']) {
   test(`waits on ${where} end every way (granted, timed out, aborted, closed) and keep their place`, async (t) => {
     const asBun = where === 'the wait runtime'

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedMutexGuard;
@@ -374,10 +375,18 @@ impl LockManager {
                 Wait::Once | Wait::Forever => std::future::pending().await,
             }
         };
-        // `biased`: a lock granted in the same instant as the deadline is kept, and a
-        // wait that lost to the deadline or the abort held nothing when it was dropped.
+        // Checked at every poll, before any attempt: a wait first polled again after
+        // its deadline (its JS thread was busy in synchronous work) has timed out, and
+        // must not take the lock long after its caller gave up on it.
+        let overdue = std::future::poll_fn(|_| match local_deadline {
+            Wait::For(duration) if asked.elapsed() >= duration => Poll::Ready(()),
+            _ => Poll::Pending,
+        });
+        // `biased`: a wait that lost to the deadline or the abort held nothing when it
+        // was dropped (every attempt is one non-blocking call).
         let outcome = tokio::select! {
             biased;
+            _ = overdue => Err(timeout_error(&target, self.inner.backend.holders(&lockfile), wait)),
             granted = attempt => granted.and_then(|lock| self.register(&target, lock, asked)),
             _ = deadline => Err(timeout_error(&target, self.inner.backend.holders(&lockfile), wait)),
             _ = cancel.cancelled() => Err(LockError::new(code::ABORTED, format!("The wait for the lock on {} was aborted", target.display()), Some(&target))),
