@@ -692,6 +692,28 @@ async fn a_server_that_stops_answering_never_holds_an_acquire_past_its_timeout()
     held.renew().await.unwrap();
 }
 
+/// The client's own timeouts (2 s to connect, 2 s per reply, by default) are longer
+/// than many an acquire's: a silent server must end the acquire by its own timeout.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_ends_an_acquire_by_its_timeout_not_the_client_timeouts() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let side = backend(&server).await;
+    let held = try_lock(&side, "h", Exclusive, LONG).await.unwrap();
+    server.pause(true);
+    let start = Instant::now();
+    let err = lock(&side, "h", Exclusive, LONG, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    let waited = start.elapsed();
+    server.pause(false);
+    assert_eq!(err.code, UNAVAILABLE, "{err}");
+    assert!(waited < Duration::from_millis(1_500), "{waited:?}");
+    held.renew().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_keys_under_the_prefix_are_an_error_not_unavailable() {
     let Some(server) = TestRedis::start() else {

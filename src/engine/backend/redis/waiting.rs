@@ -426,6 +426,10 @@ pub(crate) async fn acquire(
 /// How long a failed wait may take to give its place back before it returns.
 const UNDO_WAIT: Duration = Duration::from_millis(100);
 
+/// The least time an acquire's first attempt is given for its reply, however short
+/// its timeout: a round trip to a server that answers takes far less.
+const FIRST_REPLY: Duration = Duration::from_millis(100);
+
 async fn wait_turn(
     shared: &Arc<Shared>,
     claim: &Claim,
@@ -450,12 +454,17 @@ async fn wait_turn(
             watch.mark();
         }
         let queue = watch.is_some();
-        // The first attempt always runs (bounded by the response timeout): a deadline
-        // already past, or shorter than a round trip, means one attempt, whose refusal
-        // is ETIMEOUT, not a Redis that "gave no answer".
-        let deadline_now = if first { None } else { deadline };
-        let again = !std::mem::replace(&mut first, false);
+        // The first attempt always gets its reply time: a deadline already past, or
+        // shorter than a round trip, means one attempt, whose refusal is ETIMEOUT,
+        // not a Redis that "gave no answer". A server that does not answer at all
+        // (stopped, blackholed) still ends the acquire by its deadline, or this
+        // floor after it.
         let sent = Instant::now();
+        let deadline_now = match deadline {
+            Some(at) if first => Some(at.max(sent + FIRST_REPLY)),
+            deadline => deadline,
+        };
+        let again = !std::mem::replace(&mut first, false);
         let outcome = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(aborted(claim)),
