@@ -670,6 +670,26 @@ fn threads_with_their_own_connections_never_overlap() {
     );
 }
 
+/// Acquires a lock held by another client while the server is stopped (it accepts
+/// and never answers), with a timeout of `within`; returns the error and how long
+/// it took. The holder still holds the lock, and renews, once the server is back.
+#[cfg(unix)]
+async fn acquire_while_silent(
+    server: &TestRedis,
+    config: RedisConfig,
+    within: Duration,
+) -> (crate::engine::LockError, Duration) {
+    let side = backend_with(config).await;
+    let held = try_lock(&side, "h", Exclusive, LONG).await.unwrap();
+    server.pause(true);
+    let start = Instant::now();
+    let err = lock(&side, "h", Exclusive, LONG, within).await.unwrap_err();
+    let waited = start.elapsed();
+    server.pause(false);
+    held.renew().await.unwrap();
+    (err, waited)
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_stops_answering_never_holds_an_acquire_past_its_timeout() {
@@ -677,19 +697,9 @@ async fn a_server_that_stops_answering_never_holds_an_acquire_past_its_timeout()
         return;
     };
     let config = impatient(server.url(), 300);
-    let side = backend_with(config).await;
-    let held = try_lock(&side, "h", Exclusive, LONG).await.unwrap();
-    server.pause(true);
-    let start = Instant::now();
-    let err = lock(&side, "h", Exclusive, LONG, Duration::from_millis(500))
-        .await
-        .unwrap_err();
-    let waited = start.elapsed();
-    server.pause(false);
+    let (err, waited) = acquire_while_silent(&server, config, Duration::from_millis(500)).await;
     assert_eq!(err.code, UNAVAILABLE, "{err}");
     assert!(waited < Duration::from_millis(1_000), "{waited:?}");
-    // Back again: the holder still holds it, and renews.
-    held.renew().await.unwrap();
 }
 
 /// The client's own timeouts (2 s to connect, 2 s per reply, by default) are longer
@@ -700,18 +710,10 @@ async fn a_silent_server_ends_an_acquire_by_its_timeout_not_the_client_timeouts(
     let Some(server) = TestRedis::start() else {
         return;
     };
-    let side = backend(&server).await;
-    let held = try_lock(&side, "h", Exclusive, LONG).await.unwrap();
-    server.pause(true);
-    let start = Instant::now();
-    let err = lock(&side, "h", Exclusive, LONG, Duration::from_millis(300))
-        .await
-        .unwrap_err();
-    let waited = start.elapsed();
-    server.pause(false);
+    let config = RedisConfig::new(server.url());
+    let (err, waited) = acquire_while_silent(&server, config, Duration::from_millis(300)).await;
     assert_eq!(err.code, UNAVAILABLE, "{err}");
     assert!(waited < Duration::from_millis(1_500), "{waited:?}");
-    held.renew().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
