@@ -5,6 +5,7 @@
 //! trip: a release on a connection of its own, from the calling thread.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use crate::engine::backend::traits::{Backend, Contend, HeldLock, PendingLock, WaitRequest};
 use crate::engine::error::{code, LockError, Result};
@@ -216,6 +217,10 @@ impl HeldLock for RedisHeld {
                 self.record.heartbeat = now_ms;
                 Ok(())
             }
+            // Cut off with no answer (a partition, a stopped server: the client's
+            // own timeouts may be longer than a beat): no verdict while the lease may
+            // stand, lost once it surely ran out.
+            Err(_) if Instant::now() >= grant.lease_expires() => Err(grant.unanswered_past_lease()),
             Err(_) => Ok(()),
             Ok(Err(e)) if e.is(UNAVAILABLE) => Ok(()),
             Ok(Err(e)) => Err(e),

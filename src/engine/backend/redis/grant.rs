@@ -268,6 +268,11 @@ impl RedisGrant {
         }
     }
 
+    /// `ECOMPROMISED` for a lease whose renewals got no answer until it ran out.
+    pub fn unanswered_past_lease(&self) -> LockError {
+        self.compromised("Redis gave no answer to its renewals until its lease ran out (a partition, or a stopped server)")
+    }
+
     /// Drops this grant without a release: for one lost before anyone held it,
     /// whose claim waits on. A release sent later under the same claim would take
     /// the grant its next attempt gets.

@@ -172,6 +172,35 @@ fn the_native_heartbeat_renews_a_held_lease() {
     m.release(held.id, code::RELEASED).unwrap();
 }
 
+/// A stopped server accepts and never answers, so each renewal is cut off at its
+/// beat's period (the client's own timeouts are longer): the holder is told once its
+/// lease has surely run out, not only when the server answers again.
+#[cfg(unix)]
+#[test]
+fn a_holder_whose_renewals_get_no_answer_is_compromised_when_its_lease_runs_out() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let m = LockManager::new(ManagerOptions {
+        strategy: Strategy::Redis(RedisConfig::new(server.url())),
+        stale_ms: 1_500, // a beat every 500 ms, bounded by that; replies time out in 2 s
+        ..ManagerOptions::new("cut-off")
+    })
+    .unwrap();
+    let (told, heard) = std::sync::mpsc::channel();
+    m.set_on_compromised(Some(Box::new(move |_grant, error| {
+        let _ = told.send(error.clone());
+    })));
+    let held = acquire(&m, "partitioned", &options(LockMode::Exclusive, None)).unwrap();
+    server.pause(true);
+    let heard = heard.recv_timeout(Duration::from_secs(10));
+    server.pause(false);
+    let error = heard.expect("told while the server is still stopped");
+    assert_eq!(error.code, code::COMPROMISED, "{error}");
+    assert!(error.message.contains("no answer"), "{error}");
+    let _ = m.release(held.id, code::RELEASED);
+}
+
 #[test]
 fn a_timeout_shorter_than_a_round_trip_is_one_attempt_and_etimeout() {
     let Some(server) = TestRedis::start() else {
