@@ -22,6 +22,16 @@ fn manager(server: &TestRedis, owner: &str) -> LockManager {
     .unwrap()
 }
 
+/// A manager whose leases last `stale_ms`, with the default timeouts.
+fn leasing(server: &TestRedis, owner: &str, stale_ms: u64) -> LockManager {
+    LockManager::new(ManagerOptions {
+        strategy: Strategy::Redis(RedisConfig::new(server.url())),
+        stale_ms,
+        ..ManagerOptions::new(owner)
+    })
+    .unwrap()
+}
+
 fn options(mode: LockMode, timeout: Option<Wait>) -> AcquireOptions {
     AcquireOptions {
         mode,
@@ -145,12 +155,7 @@ fn the_native_heartbeat_renews_a_held_lease() {
     let Some(server) = TestRedis::start() else {
         return;
     };
-    let m = LockManager::new(ManagerOptions {
-        strategy: Strategy::Redis(RedisConfig::new(server.url())),
-        stale_ms: 2_000, // a beat every 666 ms
-        ..ManagerOptions::new("beating")
-    })
-    .unwrap();
+    let m = leasing(&server, "beating", 2_000); // a beat every 666 ms
     let held = acquire(&m, "lease", &options(LockMode::Exclusive, None)).unwrap();
     let other = manager(&server, "other");
     let started = std::time::Instant::now();
@@ -181,12 +186,8 @@ fn a_holder_whose_renewals_get_no_answer_is_compromised_when_its_lease_runs_out(
     let Some(server) = TestRedis::start() else {
         return;
     };
-    let m = LockManager::new(ManagerOptions {
-        strategy: Strategy::Redis(RedisConfig::new(server.url())),
-        stale_ms: 1_500, // a beat every 500 ms, bounded by that; replies time out in 2 s
-        ..ManagerOptions::new("cut-off")
-    })
-    .unwrap();
+    // A beat every 500 ms, bounded by that; replies time out in 2 s.
+    let m = leasing(&server, "cut-off", 1_500);
     let (told, heard) = std::sync::mpsc::channel();
     m.set_on_compromised(Some(Box::new(move |_grant, error| {
         let _ = told.send(error.clone());
