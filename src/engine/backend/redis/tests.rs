@@ -113,6 +113,19 @@ async fn until_calls(backend: &RedisBackend, calls: u64) {
     }
 }
 
+/// Releases `held` once a waiter on `waiter_side` is in line for `name`; returns
+/// the grant the release hands that waiter.
+async fn handed_over_by_release(
+    held: RedisGrant,
+    waiter_side: &RedisBackend,
+    name: &'static str,
+) -> RedisGrant {
+    let waiter = spawn_lock(waiter_side, name, Exclusive, LONG, Duration::from_secs(10));
+    until_in_line(waiter_side, name, 1).await;
+    held.release().await.unwrap();
+    waiter.await.unwrap().expect("handed over")
+}
+
 /// Waits until `waiters` wait in line for `name` (however many attempts that took:
 /// a process already subscribed queues in its first).
 async fn until_in_line(backend: &RedisBackend, name: &str, waiters: u64) {
@@ -411,6 +424,36 @@ async fn redis_dying_and_coming_back() {
     again.release().await.unwrap();
     assert_eq!(waiter.await.unwrap().unwrap().token, 2);
     drop(grant);
+}
+
+/// Lua's numbers print with 14 digits: a token above 10^14 (a floor taken from a
+/// store that counts in nanoseconds, say) must still be handed over, renewed and
+/// read back as the same integer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_beyond_fourteen_digits_survive_handoffs_and_renewals() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let floor = 1u64 << 50;
+    let config = |url| RedisConfig {
+        token_floor: floor,
+        ..RedisConfig::new(url)
+    };
+    let holder_side = backend_with(config(server.url())).await;
+    let waiter_side = listening(&server).await;
+    let held = try_lock(&holder_side, "big", Exclusive, LONG)
+        .await
+        .unwrap();
+    assert_eq!(held.token, floor + 1);
+    held.renew().await.unwrap();
+    let status = holder_side.status("big").await.unwrap();
+    assert_eq!(status.owners[0].record.token, floor + 1, "{status:?}");
+    let calls = waiter_side.script_calls();
+    let grant = handed_over_by_release(held, &waiter_side, "big").await;
+    assert_eq!(grant.token, floor + 2);
+    // Told by the release's message (its two calls: an attempt, then one that
+    // queued, once subscribed), not by an attempt of its own after the release.
+    assert_eq!(waiter_side.script_calls(), calls + 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1039,16 +1082,7 @@ async fn a_process_that_waits_on_a_lock_again_queues_in_its_first_attempt() {
             .await
             .unwrap();
         let calls = waiter_side.script_calls();
-        let waiter = spawn_lock(
-            &waiter_side,
-            "again",
-            Exclusive,
-            LONG,
-            Duration::from_secs(10),
-        );
-        until_in_line(&waiter_side, "again", 1).await;
-        held.release().await.unwrap();
-        let grant = waiter.await.unwrap().expect("handed over");
+        let grant = handed_over_by_release(held, &waiter_side, "again").await;
         assert!(grant.waited);
         // The first wait tries, subscribes and queues; later ones find the channel
         // still subscribed and queue at once: one script call, the release does the rest.

@@ -24,8 +24,7 @@ if redis.call('ZSCORE', KEYS[2], member) then
   local raw = redis.call('HGET', KEYS[1], id)
   if raw then
     local record = cjson.decode(raw)
-    record.heartbeat = now
-    redis.call('HSET', KEYS[1], id, cjson.encode(record))
+    redis.call('HSET', KEYS[1], id, beaten(raw, now))
     redis.call('ZADD', KEYS[2], now + lease, member)
     return {1, record.token, now + lease, record.timestamp}
   end

@@ -50,6 +50,14 @@ local function grant(member, head, token, now, deadline)
   redis.call('ZADD', KEYS[2], deadline, member)
 end
 
+-- `raw` (a holder's record) with its heartbeat set to `now`, without decoding it:
+-- cjson prints numbers with 14 digits, so a token above 10^14 would come back in
+-- exponent form, which no longer reads as the integer it was.
+local function beaten(raw, now)
+  local record = string.gsub(raw, '"heartbeat":[-%d.eE+]+', '"heartbeat":' .. string.format('%d', now), 1)
+  return record
+end
+
 -- Hands the lock to the waiters whose turn it is, in this same step: the writer at
 -- the head when nobody holds it, or the readers at the head (up to the first writer)
 -- when no writer holds it. Each is told on the channel ('=' token ':' now ':'
@@ -78,7 +86,7 @@ local function promote(now)
     redis.call('ZREM', KEYS[5], m)
     redis.call('ZREM', KEYS[6], m)
     redis.call('HDEL', KEYS[7], m)
-    redis.call('PUBLISH', ARGV[1], '=' .. token .. ':' .. now .. ':' .. m)
+    redis.call('PUBLISH', ARGV[1], '=' .. string.format('%d', token) .. ':' .. string.format('%d', now) .. ':' .. m)
     if mode == 'x' then return end
   end
 end

@@ -17,8 +17,6 @@ if deadline <= now then
   promote(now)
   return {-1, now - deadline}
 end
-local record = cjson.decode(raw)
-record.heartbeat = now
-redis.call('HSET', KEYS[1], id, cjson.encode(record))
+redis.call('HSET', KEYS[1], id, beaten(raw, now))
 redis.call('ZADD', KEYS[2], now + lease, member)
 return {1, now + lease}
