@@ -181,6 +181,44 @@ test('withLock re-enters in its own async context; unrelated callers still wait'
   assert.deepEqual(events, ['outer-start', 'nested-read', 'outer-end', 'unrelated'])
 })
 
+// Calls that re-enter a held lock side by side take turns. The calls ahead may take
+// long, so the call's signal and a finite timeout bound its wait for the turn; a call
+// that gives up neither runs nor lets the ones behind it jump the call still running.
+test('a re-entering withLock that must wait its turn honours its signal and timeout', async (t) => {
+  const file = join(tempDir(t), 'turns')
+  const manager = new LockManager()
+  const ran = []
+  await manager.withLock(file, async () => {
+    let finishFirst
+    const firstMayFinish = new Promise((resolve) => (finishFirst = resolve))
+    let firstStarted
+    const firstRuns = new Promise((resolve) => (firstStarted = resolve))
+    const first = manager.withLock(file, async () => {
+      ran.push('first')
+      firstStarted()
+      await firstMayFinish
+    })
+    await firstRuns
+    const none = async () => ran.push('must not run')
+    const controller = new AbortController()
+    const aborted = manager.withLock(file, none, { signal: controller.signal })
+    const timedOut = manager.withLock(file, none, { timeout: 20 })
+    const last = manager.withLock(file, async () => ran.push('last'))
+    await assert.rejects(manager.withLock(file, none, { signal: AbortSignal.abort() }), { code: 'ABORT_ERR' })
+    // timeout 0 waits for no other holder, and there is none: it runs in turn.
+    const inTurn = manager.withLock(file, async () => ran.push('in turn'), { timeout: 0 })
+    controller.abort()
+    await assert.rejects(aborted, { code: 'ABORT_ERR' })
+    await assert.rejects(timedOut, { code: 'ETIMEOUT' })
+    // The calls that gave up did not let `last` start while `first` still runs.
+    assert.deepEqual(ran, ['first'])
+    finishFirst()
+    await Promise.all([first, last, inTurn])
+  })
+  assert.deepEqual(ran, ['first', 'last', 'in turn'])
+  assert.equal(manager._native.heldCount, 0)
+})
+
 test('withLock releases when fn throws; a nested exclusive inside shared is EDEADLK', async (t) => {
   const file = join(tempDir(t), 'a')
   const manager = new LockManager()

@@ -57,6 +57,27 @@ function makeGrant(id, token, acquiredAt, lockId, path, lockfilePath, shared) {
 const NO_FAILURE = Symbol('no failure')
 
 /**
+ * Settles when `previous` (the calls that re-entered a lock before this one) does,
+ * or rejects when a finite, non-zero `timeout` passes or `signal` aborts first.
+ */
+function untilTurn(previous, path, timeout, signal) {
+  const bounded = timeout > 0 && timeout !== Infinity
+  if (!bounded && !signal) return previous
+  return new Promise((resolve, reject) => {
+    const end = (err) => {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', aborted)
+      if (err) reject(err)
+      else resolve()
+    }
+    const timer = bounded ? setTimeout(() => end(lockError('ETIMEOUT', `Timed out after ${timeout} ms waiting for the lock on ${path}: calls that re-entered it before this one have not finished`, path)), timeout) : undefined
+    const aborted = () => end(lockError('ABORT_ERR', `The wait for the lock on ${path} was aborted`, path))
+    signal?.addEventListener('abort', aborted, { once: true })
+    previous.then(() => end())
+  })
+}
+
+/**
  * Releases the lock `withLock` took. A lock lost while `fn` ran fails the release
  * with ECOMPROMISED, which the caller must see even if `fn` succeeded; if `fn` threw,
  * its error is kept as the `cause`.
@@ -202,7 +223,7 @@ class LockManager extends EventEmitter {
     // A free lock is taken without a turn of the event loop.
     const pending = this.#acquire(path, options)
     const lock = pending instanceof Lock ? pending : await pending
-    const level = { lock, last: NOTHING_PENDING }
+    const level = { lock, last: NOTHING_PENDING, queued: 0 }
     let failure = NO_FAILURE
     try {
       const result = context.run(this.#withLevel(level), fn, lock)
@@ -375,11 +396,20 @@ class LockManager extends EventEmitter {
    * form a level of their own, so they never wait for `fn` itself.
    */
   #inTurn(level, fn, path, options) {
-    const run = level.last.then(() => {
+    // This context holds the lock, so nothing else is waited for; but the calls
+    // ahead may take long, and the signal and a finite timeout bound that wait as
+    // they bound an acquire. `timeout: 0` ("do not wait for another holder") runs
+    // in turn: there is no other holder.
+    const signal = checkSignal(options?.signal, path)
+    const timeout = options?.timeout ?? this._native.timeout
+    const previous = level.last
+    level.queued++
+    const turn = level.queued > 1 ? untilTurn(previous, path, timeout, signal) : previous
+    const run = turn.then(() => {
       // Released meanwhile (by hand, or just as the outer call ended): not ours to
       // re-enter any more, so take it like any other caller.
       if (level.lock.released) return this.withLock(path, fn, options)
-      const inner = { lock: level.lock, last: NOTHING_PENDING }
+      const inner = { lock: level.lock, last: NOTHING_PENDING, queued: 0 }
       return context.run(this.#withLevel(inner), async () => {
         try {
           return await fn(level.lock)
@@ -388,10 +418,13 @@ class LockManager extends EventEmitter {
         }
       })
     })
-    level.last = run.then(
-      () => {},
-      () => {},
-    )
+    // The next call's turn comes when this one is done, or, if this one gave up
+    // before its turn, when the calls before it are.
+    const finish = () => {
+      level.queued--
+    }
+    const done = run.then(finish, finish)
+    level.last = previous.then(() => done)
     return run
   }
 
