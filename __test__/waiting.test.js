@@ -7,6 +7,8 @@ const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const { join } = require('node:path')
 const { spawn } = require('node:child_process')
+const { once } = require('node:events')
+const { Worker } = require('node:worker_threads')
 const { LockManager } = require('../index.js')
 const { tempDir, spawnAgent, runScript } = require('./helpers.js')
 
@@ -93,6 +95,39 @@ test('a wait whose thread was busy past its timeout times out, even if the lock 
   const lock = manager.tryAcquire(file)
   assert.ok(lock)
   await lock.release()
+})
+
+// Waits in one process for one file take turns. A wait whose thread is busy cannot
+// end itself at its deadline, so the waits behind it (here a worker thread's) count
+// its place as gone then, instead of waiting for that thread to run again.
+test('a wait behind one whose thread is busy past its timeout gets the lock meanwhile', async (t) => {
+  const dir = tempDir(t)
+  const file = join(dir, 'line')
+  const granted = join(dir, 'worker-granted')
+  const agent = spawnAgent(t)
+  const held = await agent.call('acquire', { path: file })
+  const manager = new LockManager()
+  const timedOut = assert.rejects(manager.acquire(file, { timeout: 100 }), { code: 'ETIMEOUT' })
+  // Its wait joins the line behind ours when its thread has started, which it does
+  // while this one is busy.
+  const worker = new Worker(
+    `const { LockManager } = require(${JSON.stringify(join(__dirname, '..', 'index.js'))})
+     const { parentPort, workerData } = require('node:worker_threads')
+     new LockManager().acquire(workerData.file, { timeout: 20000 }).then(async (lock) => {
+       require('node:fs').writeFileSync(workerData.granted, 'yes')
+       await lock.release()
+     }, (err) => parentPort.postMessage(err.code))`,
+    { eval: true, workerData: { file, granted } },
+  )
+  t.after(() => worker.terminate())
+  const released = agent.call('release', { lockId: held.id })
+  // This thread stays busy until the worker holds the lock, or 15 s (a watchdog).
+  const started = performance.now()
+  while (!fs.existsSync(granted) && performance.now() - started < 15_000) {}
+  assert.ok(fs.existsSync(granted), 'the worker got the lock while this thread was busy')
+  await released
+  await timedOut
+  await once(worker, 'exit')
 })
 
 for (const where of ['the JS thread', 'the wait runtime']) {

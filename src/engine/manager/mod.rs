@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::backend::traits::{PendingLock, WaitRequest};
@@ -23,7 +22,7 @@ use crate::engine::owner_record::{now_ms, Claimant, LockMode, OwnerRecord};
 use crate::engine::process::ProcessIdentity;
 use crate::engine::release_events::ReleaseEvents;
 use crate::engine::runtime::runtime;
-use crate::engine::waiting::{existing_turn, turn_for, wait_for_lock, Turn};
+use crate::engine::waiting::{existing_line, line_for, wait_for_lock, Place};
 
 mod heartbeat;
 mod options;
@@ -66,9 +65,9 @@ struct Request {
     mode: LockMode,
     wait: Wait,
     asked: Instant,
-    /// The process's queue for the lock file, and our place in it if it was free;
-    /// `None` for a remote backend, whose server queues its waiters itself.
-    turn: Option<(Turn, Option<OwnedMutexGuard<()>>)>,
+    /// Our place in the process's line for the lock file; `None` for a remote
+    /// backend, whose server queues its waiters itself.
+    place: Option<Place>,
 }
 
 /// One grant. The heartbeat beats each through its own mutex, so file I/O never
@@ -264,7 +263,7 @@ impl LockManager {
                     mode: options.mode,
                     wait,
                     asked,
-                    turn: None,
+                    place: None,
                 },
                 cancel,
                 ReleaseEvents::global(),
@@ -282,10 +281,13 @@ impl LockManager {
                 self.inner.backend.holders(&lockfile),
             )));
         }
-        // Take this wait's place in the process's queue for the file now, not when the
+        // Take this wait's place in the process's line for the file now, not when the
         // wait is first polled: a later attempt in this process must not jump it.
-        let turn = turn_for(&lockfile);
-        let place = Arc::clone(&turn).try_lock_owned().ok();
+        let deadline = match wait {
+            Wait::For(duration) => Some(asked + duration),
+            Wait::Once | Wait::Forever => None,
+        };
+        let place = line_for(&lockfile).join(deadline);
         Acquisition::Waiting(Box::pin(self.clone().wait(
             Request {
                 target,
@@ -293,7 +295,7 @@ impl LockManager {
                 mode: options.mode,
                 wait,
                 asked,
-                turn: Some((turn, place)),
+                place: Some(place),
             },
             cancel,
             events().unwrap_or_else(ReleaseEvents::global),
@@ -321,12 +323,12 @@ impl LockManager {
             mode,
             wait,
             asked,
-            turn,
+            place,
         } = request;
         let backend = &self.inner.backend;
-        let attempt: PendingLock = match turn {
-            Some(turn) => Box::pin(wait_for_lock(
-                turn,
+        let attempt: PendingLock = match place {
+            Some(place) => Box::pin(wait_for_lock(
+                place,
                 backend.contender(&lockfile, mode)?,
                 self.inner.claimant.clone(),
                 events,
@@ -421,12 +423,9 @@ impl LockManager {
     ) -> Result<Option<LockGrant>> {
         let attempt = || self.attempt_held(lockfile, mode);
         // Someone in this process is already waiting: they go first.
-        let granted = match existing_turn(lockfile) {
-            None => attempt()?,
-            Some(turn) => match turn.try_lock() {
-                Ok(_turn) => attempt()?,
-                Err(_) => None,
-            },
+        let granted = match existing_line(lockfile) {
+            Some(line) if !line.is_free() => None,
+            _ => attempt()?,
         };
         match granted {
             Some(lock) => self.register(target, lock, asked).map(Some),
