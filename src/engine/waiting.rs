@@ -31,15 +31,22 @@ pub const SAFETY_TICK: Duration = Duration::from_millis(50);
 #[derive(Default)]
 pub struct Line {
     places: Mutex<LinePlaces>,
-    /// Told when a place leaves, so the waits behind it look again.
-    left: Notify,
 }
 
 #[derive(Default)]
 struct LinePlaces {
     next_id: u64,
-    /// (id, deadline) in order of asking; `None`: waits forever.
-    queue: VecDeque<(u64, Option<Instant>)>,
+    /// In order of asking.
+    queue: VecDeque<Entry>,
+}
+
+struct Entry {
+    id: u64,
+    /// `None`: waits forever.
+    deadline: Option<Instant>,
+    /// Told when the place may have come first: only the new first place is told
+    /// when one leaves, so a long line costs one wake-up per turn.
+    turn: Arc<Notify>,
 }
 
 impl Line {
@@ -52,10 +59,16 @@ impl Line {
         let mut places = self.places();
         let id = places.next_id;
         places.next_id += 1;
-        places.queue.push_back((id, deadline));
+        let turn = Arc::new(Notify::new());
+        places.queue.push_back(Entry {
+            id,
+            deadline,
+            turn: Arc::clone(&turn),
+        });
         Place {
             line: Arc::clone(self),
             id,
+            turn,
         }
     }
 
@@ -66,7 +79,7 @@ impl Line {
         self.places()
             .queue
             .iter()
-            .all(|&(_, deadline)| passed(deadline, now))
+            .all(|entry| passed(entry.deadline, now))
     }
 }
 
@@ -78,6 +91,7 @@ fn passed(deadline: Option<Instant>, now: Instant) -> bool {
 pub struct Place {
     line: Arc<Line>,
     id: u64,
+    turn: Arc<Notify>,
 }
 
 /// Where a place stands: first, or behind places of which the earliest to run out
@@ -92,7 +106,7 @@ impl Place {
         let now = Instant::now();
         let mut ahead = false;
         let mut next_change: Option<Instant> = None;
-        for &(id, deadline) in self.line.places().queue.iter() {
+        for &Entry { id, deadline, .. } in self.line.places().queue.iter() {
             if id == self.id {
                 break;
             }
@@ -111,18 +125,17 @@ impl Place {
         }
     }
 
-    /// Until every place ahead has left or run out.
+    /// Until every place ahead has left or run out. A place that leaves tells the
+    /// one then first (a permit kept if it is not listening yet); one ahead that
+    /// runs out tells nobody, so the places behind it also wake at its deadline.
     pub async fn until_first(&self) {
         loop {
-            let left = self.line.left.notified();
-            tokio::pin!(left);
-            left.as_mut().enable();
             match self.standing() {
                 Standing::First => return,
-                Standing::Behind(None) => left.await,
+                Standing::Behind(None) => self.turn.notified().await,
                 Standing::Behind(Some(at)) => {
                     tokio::select! {
-                        _ = left => {}
+                        _ = self.turn.notified() => {}
                         _ = tokio::time::sleep_until(at.into()) => {}
                     }
                 }
@@ -133,8 +146,15 @@ impl Place {
 
 impl Drop for Place {
     fn drop(&mut self) {
-        self.line.places().queue.retain(|&(id, _)| id != self.id);
-        self.line.left.notify_waiters();
+        let now = Instant::now();
+        let mut places = self.line.places();
+        // Usually at the front: the wait that leaves is the one whose turn it was.
+        if let Some(at) = places.queue.iter().position(|entry| entry.id == self.id) {
+            places.queue.remove(at);
+        }
+        if let Some(first) = places.queue.iter().find(|e| !passed(e.deadline, now)) {
+            first.turn.notify_one();
+        }
     }
 }
 
@@ -258,6 +278,16 @@ mod tests {
         drop(last);
         assert!(line.is_free(), "only a lapsed place is left");
         drop(lapsed);
+    }
+
+    #[test]
+    fn a_place_that_leaves_tells_only_the_one_then_first() {
+        use futures_util::FutureExt;
+        let line = Arc::new(Line::default());
+        let (a, b, c) = (line.join(None), line.join(None), line.join(None));
+        drop(a);
+        assert!(b.turn.notified().now_or_never().is_some());
+        assert!(c.turn.notified().now_or_never().is_none());
     }
 
     #[tokio::test]
