@@ -45,8 +45,6 @@ export declare class NativeLockManager {
    */
   lockfileFor(path: unknown, options?: unknown | undefined | null): string
   held(): Array<NativeGrant>
-  /** The manager's `timeout` in ms: `0` tries once, `Infinity` waits forever. */
-  get timeout(): number
   get stale(): number
   /**
    * Who holds the lock on `path` (any process's). The record reads and process

@@ -182,11 +182,12 @@ test('withLock re-enters in its own async context; unrelated callers still wait'
 })
 
 // Calls that re-enter a held lock side by side take turns. The calls ahead may take
-// long, so the call's signal and a finite timeout bound its wait for the turn; a call
-// that gives up neither runs nor lets the ones behind it jump the call still running.
-test('a re-entering withLock that must wait its turn honours its signal and timeout', async (t) => {
+// long, so the call's own signal and timeout bound its wait for the turn (not the
+// manager's default: the calls ahead are the context's own work); a call that gives
+// up neither runs nor lets the ones behind it jump the call still running.
+test('a re-entering withLock that must wait its turn honours its own signal and timeout', async (t) => {
   const file = join(tempDir(t), 'turns')
-  const manager = new LockManager()
+  const manager = new LockManager({ timeout: 50 })
   const ran = []
   await manager.withLock(file, async () => {
     let finishFirst
@@ -202,20 +203,24 @@ test('a re-entering withLock that must wait its turn honours its signal and time
     const none = async () => ran.push('must not run')
     const controller = new AbortController()
     const aborted = manager.withLock(file, none, { signal: controller.signal })
-    const timedOut = manager.withLock(file, none, { timeout: 20 })
-    const last = manager.withLock(file, async () => ran.push('last'))
-    await assert.rejects(manager.withLock(file, none, { signal: AbortSignal.abort() }), { code: 'ABORT_ERR' })
+    const timedOut = manager.withLock(file, none, { timeout: 60 })
+    // Longer than a timer can count: as good as forever, not 1 ms.
+    const huge = manager.withLock(file, async () => ran.push('huge'), { timeout: 2 ** 31 })
+    const byDefault = manager.withLock(file, async () => ran.push('default'))
     // timeout 0 waits for no other holder, and there is none: it runs in turn.
     const inTurn = manager.withLock(file, async () => ran.push('in turn'), { timeout: 0 })
+    const last = manager.withLock(file, async () => ran.push('last'))
+    await assert.rejects(manager.withLock(file, none, { signal: AbortSignal.abort() }), { code: 'ABORT_ERR' })
     controller.abort()
     await assert.rejects(aborted, { code: 'ABORT_ERR' })
+    // 60 ms have passed, more than the manager's 50: the calls without a timeout wait on.
     await assert.rejects(timedOut, { code: 'ETIMEOUT' })
-    // The calls that gave up did not let `last` start while `first` still runs.
+    // The calls that gave up did not let the others start while `first` still runs.
     assert.deepEqual(ran, ['first'])
     finishFirst()
-    await Promise.all([first, last, inTurn])
+    await Promise.all([first, huge, byDefault, inTurn, last])
   })
-  assert.deepEqual(ran, ['first', 'last', 'in turn'])
+  assert.deepEqual(ran, ['first', 'huge', 'default', 'in turn', 'last'])
   assert.equal(manager._native.heldCount, 0)
 })
 

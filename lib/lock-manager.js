@@ -56,12 +56,16 @@ function makeGrant(id, token, acquiredAt, lockId, path, lockfilePath, shared) {
 
 const NO_FAILURE = Symbol('no failure')
 
+/** The longest delay `setTimeout` takes as given. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
 /**
  * Settles when `previous` (the calls that re-entered a lock before this one) does,
- * or rejects when a finite, non-zero `timeout` passes or `signal` aborts first.
+ * or rejects when `timeout` (if positive and countable) passes or `signal` aborts first.
  */
 function untilTurn(previous, path, timeout, signal) {
-  const bounded = timeout > 0 && timeout !== Infinity
+  // Longer than a timer can count (Node cuts such a delay to 1 ms): as good as forever.
+  const bounded = timeout > 0 && timeout <= MAX_TIMER_MS
   if (!bounded && !signal) return previous
   return new Promise((resolve, reject) => {
     const end = (err) => {
@@ -396,12 +400,13 @@ class LockManager extends EventEmitter {
    * form a level of their own, so they never wait for `fn` itself.
    */
   #inTurn(level, fn, path, options) {
-    // This context holds the lock, so nothing else is waited for; but the calls
-    // ahead may take long, and the signal and a finite timeout bound that wait as
-    // they bound an acquire. `timeout: 0` ("do not wait for another holder") runs
-    // in turn: there is no other holder.
+    // This context holds the lock, so no other holder is waited for; but the calls
+    // ahead may take long, and the call's own signal and finite timeout bound that
+    // wait as they bound an acquire. The manager's default timeout does not: the
+    // calls ahead are this context's own work, however long a batch runs.
+    // `timeout: 0` ("do not wait for another holder") runs in turn.
     const signal = checkSignal(options?.signal, path)
-    const timeout = options?.timeout ?? this._native.timeout
+    const timeout = options?.timeout ?? Infinity
     const previous = level.last
     level.queued++
     const turn = level.queued > 1 ? untilTurn(previous, path, timeout, signal) : previous

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::backend::redis::RedisConfig;
 use crate::engine::backend::Strategy;
 use crate::engine::{
-    self, code, AcquireOptions, Acquisition, LockError, LockManager, ManagerOptions, Wait,
+    self, code, AcquireOptions, Acquisition, LockError, LockManager, ManagerOptions,
 };
 
 use super::args as js_args;
@@ -255,16 +255,6 @@ impl NativeLockManager {
             .into_iter()
             .map(Into::into)
             .collect()
-    }
-
-    /// The manager's `timeout` in ms: `0` tries once, `Infinity` waits forever.
-    #[napi(getter)]
-    pub fn timeout(&self) -> f64 {
-        match self.engine.default_wait() {
-            Wait::Once => 0.0,
-            Wait::For(duration) => duration.as_secs_f64() * 1000.0,
-            Wait::Forever => f64::INFINITY,
-        }
     }
 
     #[napi(getter)]

@@ -163,11 +163,6 @@ impl LockManager {
         Ok(manager)
     }
 
-    /// The wait of an acquire that names no `timeout`.
-    pub fn default_wait(&self) -> Wait {
-        self.inner.timeout
-    }
-
     pub fn stale_ms(&self) -> u64 {
         self.inner.stale_ms
     }
