@@ -30,6 +30,12 @@ export declare class NativeLockManager {
    * copy and an allocation on every release.
    */
   release(id: number, byLock: boolean): number
+  /**
+   * `release` without waiting for a remote backend's round trip on this thread:
+   * returns the count still held when it is done at once (file locks), else a
+   * Promise that settles when Redis has answered. The grant is gone either way.
+   */
+  releaseWithoutBlocking(id: number, byLock: boolean): number | Promise<void>
   /** Releases every grant this manager holds on `path`; returns how many. */
   releasePath(path: unknown, lockfilePath?: string | undefined | null): number
   /**

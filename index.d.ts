@@ -137,8 +137,9 @@ export declare class Lock implements AsyncDisposable, Disposable {
   readonly acquiredAt: number
   /** True once released by this object, its manager, or close(). */
   readonly released: boolean
-  /** Rejects with ERELEASED when already released. */
+  /** Rejects with ERELEASED when already released. On Redis, the round trip never blocks this thread. */
   release(): Promise<void>
+  /** On Redis, blocks this thread for the round trip. */
   releaseSync(): void
   [Symbol.asyncDispose](): Promise<void>
   [Symbol.dispose](): void

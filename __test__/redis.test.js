@@ -244,6 +244,46 @@ test('metrics count an acquire that had to wait on Redis as contended', { skip }
   assert.equal(metrics.contended, 1)
 })
 
+/**
+ * A TCP proxy to `server` on this process's event loop: it forwards nothing while
+ * that loop is blocked, so whatever reaches Redis through it proves the loop ran.
+ */
+async function proxyOnThisLoop(t, server) {
+  const net = require('node:net')
+  const upstreamPort = Number(new URL(server.url).port)
+  const proxy = net.createServer((client) => {
+    const upstream = net.connect(upstreamPort, '127.0.0.1')
+    client.pipe(upstream).pipe(client)
+    client.on('error', () => upstream.destroy())
+    upstream.on('error', () => client.destroy())
+  })
+  await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve))
+  t.after(() => proxy.close())
+  return `redis://127.0.0.1:${proxy.address().port}/0`
+}
+
+// An async release must not hold the JavaScript thread for its round trip: a slow
+// or stopped server would stall every other thing the process does. Through a proxy
+// that runs on the same event loop, a blocking release could not reach Redis at all.
+test('release, withLock and asyncDispose release without blocking the event loop', { skip }, async (t) => {
+  const manager = new LockManager({ strategy: 'redis', redis: await proxyOnThisLoop(t, shared), stale: STALE })
+  t.after(() => manager.close())
+  const direct = new LockManager({ strategy: 'redis', redis: shared.url, stale: STALE })
+  t.after(() => direct.close())
+  const lock = await manager.acquire('loop:release', { timeout: 5000 })
+  const released = lock.release()
+  assert.equal(lock.released, true, 'no longer held once release() returns')
+  await released
+  assert.ok((await direct.status('loop:release')).owners.length === 0, 'gone from Redis')
+  assert.equal(await manager.withLock('loop:with', async (held) => held.token, { timeout: 5000 }), 1)
+  assert.equal((await direct.status('loop:with')).owners.length, 0)
+  // What `await using` calls at the end of its scope (Node 20 lacks the syntax).
+  const scoped = await manager.acquire('loop:using', { timeout: 5000 })
+  await scoped[Symbol.asyncDispose]()
+  assert.equal((await direct.status('loop:using')).owners.length, 0)
+  assert.equal(manager._native.heldCount, 0)
+})
+
 test('Redis killed while a lock is held: the holder is told once its lease has run out', { skip }, async (t) => {
   const server = await startRedis(t)
   const holder = redisAgent(t, server, 'cut-off')

@@ -84,17 +84,21 @@ function untilTurn(previous, path, timeout, signal) {
 /**
  * Releases the lock `withLock` took. A lock lost while `fn` ran fails the release
  * with ECOMPROMISED, which the caller must see even if `fn` succeeded; if `fn` threw,
- * its error is kept as the `cause`.
+ * its error is kept as the `cause`. `withoutBlocking` (async `withLock`): a Redis
+ * release's round trip runs off this thread, and a Promise of it is returned.
  */
-function releaseAfter(lock, failure) {
-  try {
-    lock.releaseSync()
-  } catch (err) {
+function releaseAfter(lock, failure, withoutBlocking = false) {
+  const failed = (err) => {
     // Released already, by hand or by the manager's close(): nothing left to do.
     // Asked this way, not through `lock.released`, which is one more call into the addon.
     if (err.code === 'ERELEASED') return
     if (failure !== NO_FAILURE) err.cause = failure
     throw err
+  }
+  try {
+    return lock._release(withoutBlocking)?.catch(failed)
+  } catch (err) {
+    failed(err)
   }
 }
 
@@ -238,7 +242,8 @@ class LockManager extends EventEmitter {
       throw err
     } finally {
       if (level.last !== NOTHING_PENDING) await settled(level)
-      releaseAfter(lock, failure)
+      const released = releaseAfter(lock, failure, true)
+      if (released) await released
     }
   }
 
@@ -286,7 +291,7 @@ class LockManager extends EventEmitter {
       return target.release()
     }
     const held = typeof target === 'string' ? this._native.held().find((g) => g.lockId === target) : undefined
-    if (held) return this._releaseGrant(held.id, false)
+    if (held) return this._releaseGrant(held.id, false, true)
     if (typeof target !== 'string') throw lockError('EINVAL', 'release takes a Lock, a lock id or a path')
     this._native.releasePath(target)
     this._afterRelease()
@@ -449,15 +454,21 @@ class LockManager extends EventEmitter {
     return new Lock(this, grant)
   }
 
-  /** `byLock`: a `Lock` releasing itself, so a grant already gone is ERELEASED. */
-  _releaseGrant(id, byLock) {
-    let stillHeld
+  /**
+   * `byLock`: a `Lock` releasing itself, so a grant already gone is ERELEASED.
+   * `withoutBlocking`: never holds this thread for a Redis round trip, and returns a
+   * Promise that settles when Redis has answered (undefined when done at once).
+   */
+  _releaseGrant(id, byLock, withoutBlocking = false) {
+    let released
     try {
-      stillHeld = this._native.release(id, byLock)
+      released = withoutBlocking ? this._native.releaseWithoutBlocking(id, byLock) : this._native.release(id, byLock)
       if (this.#debug) this.#log(`release #${id}`)
     } finally {
-      this._afterRelease(stillHeld)
+      // A count when done at once; the grant is gone from the manager either way.
+      this._afterRelease(typeof released === 'number' ? released : undefined)
     }
+    return typeof released === 'number' ? undefined : released
   }
 
   _afterRelease(stillHeld = this._native.heldCount) {

@@ -58,18 +58,34 @@ class Lock {
   }
 
   releaseSync() {
+    this.#release(false)
+  }
+
+  /** Never holds this thread for a Redis round trip, unlike `releaseSync`. */
+  async release() {
+    await this.#release(true)
+  }
+
+  /**
+   * Releases; `withoutBlocking`: a Redis release's round trip runs off this thread,
+   * and the Promise then returned settles when Redis has answered. Either way the
+   * lock is no longer this manager's when this returns.
+   */
+  _release(withoutBlocking) {
+    return this.#release(withoutBlocking)
+  }
+
+  #release(withoutBlocking) {
+    let pending
     try {
-      this.#manager._releaseGrant(this.#grant.id, true)
+      pending = this.#manager._releaseGrant(this.#grant.id, true, withoutBlocking)
     } catch (err) {
       // The manager no longer knows the grant, so only the lock can name its path.
       if (err.code === 'ERELEASED') throw lockError('ERELEASED', `The lock on ${this.path} is already released`, this.path)
       throw err
     }
     this.#released = true
-  }
-
-  async release() {
-    this.releaseSync()
+    return pending
   }
 
   /** Releases unless already released, so a manual release inside `using` is fine. */
@@ -78,7 +94,7 @@ class Lock {
   }
 
   async [Symbol.asyncDispose]() {
-    this[Symbol.dispose]()
+    if (!this.released) await this.#release(true)
   }
 
   toJSON() {

@@ -46,20 +46,29 @@ pub(crate) fn settle_in_background<'env>(
     env: &'env Env,
     wait: impl std::future::Future<Output = engine::Result<LockGrant>> + Send + 'static,
 ) -> napi::Result<Object<'env>> {
+    settle_with(env, wait, NativeGrant::from)
+}
+
+/// A Promise of `work`'s outcome, run on the wait runtime, as `to_js` makes it.
+pub(crate) fn settle_with<'env, T, V>(
+    env: &'env Env,
+    work: impl std::future::Future<Output = engine::Result<T>> + Send + 'static,
+    to_js: fn(T) -> V,
+) -> napi::Result<Object<'env>>
+where
+    T: Send + 'static,
+    V: napi::bindgen_prelude::ToNapiValue + 'static,
+{
     let (deferred, promise) = env.create_deferred()?;
     engine::runtime::runtime().spawn(async move {
-        let result = tokio::spawn(wait).await.unwrap_or_else(|failed| {
+        let result = tokio::spawn(work).await.unwrap_or_else(|failed| {
             Err(match failed.try_into_panic() {
                 Ok(payload) => LockError::panicked("waiting", payload.as_ref()),
                 // Cancelled: only the runtime's own shutdown does that.
                 Err(_) => LockError::new(code::ABORTED, "The wait was cancelled", None),
             })
         });
-        deferred.resolve(move |env| {
-            result
-                .map(NativeGrant::from)
-                .map_err(|e| js_error::to_js(&env, e))
-        });
+        deferred.resolve(move |env| result.map(to_js).map_err(|e| js_error::to_js(&env, e)));
     });
     Ok(promise)
 }

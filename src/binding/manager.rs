@@ -13,7 +13,9 @@ use crate::engine::{
 };
 
 use super::args as js_args;
-use super::calls::{grant_id, guarded, js_thread_events, settle_in_background, spawn_on_js_thread};
+use super::calls::{
+    grant_id, guarded, js_thread_events, settle_in_background, settle_with, spawn_on_js_thread,
+};
 use super::errors as js_error;
 use super::lock_types::{
     grant_value, list_statuses, GrantParts, NativeCleanup, NativeGrant, NativeMetrics, NativeStatus,
@@ -194,6 +196,29 @@ impl NativeLockManager {
         };
         guarded(&env, || self.engine.release(grant_id(id), missing))?;
         Ok(self.engine.held_count() as u32)
+    }
+
+    /// `release` without waiting for a remote backend's round trip on this thread:
+    /// returns the count still held when it is done at once (file locks), else a
+    /// Promise that settles when Redis has answered. The grant is gone either way.
+    #[napi(catch_unwind, ts_return_type = "number | Promise<void>")]
+    pub fn release_without_blocking<'env>(
+        &self,
+        env: &'env Env,
+        id: f64,
+        by_lock: bool,
+    ) -> napi::Result<Either<u32, Object<'env>>> {
+        let missing = if by_lock {
+            code::RELEASED
+        } else {
+            code::NOT_ACQUIRED
+        };
+        match guarded(env, || {
+            self.engine.release_without_blocking(grant_id(id), missing)
+        })? {
+            None => Ok(Either::A(self.engine.held_count() as u32)),
+            Some(pending) => settle_with(env, pending, |()| ()).map(Either::B),
+        }
     }
 
     /// Releases every grant this manager holds on `path`; returns how many.

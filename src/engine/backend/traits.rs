@@ -62,6 +62,9 @@ pub struct WaitRequest {
 
 pub type PendingLock = Pin<Box<dyn Future<Output = Result<Box<dyn HeldLock>>> + Send>>;
 
+/// A release whose round trip has yet to run (see `HeldLock::release_later`).
+pub type PendingRelease = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+
 pub trait HeldLock: Send + Debug {
     fn path(&self) -> &Path;
     fn record(&self) -> &OwnerRecord;
@@ -69,6 +72,13 @@ pub trait HeldLock: Send + Debug {
     fn beat(&mut self, now_ms: u64) -> Result<()>;
     /// Releases now, reporting failures; dropping releases silently.
     fn release(self: Box<Self>) -> Result<()>;
+    /// A release that must not block its caller (an async `release()` from
+    /// JavaScript): a remote backend's round trip, to run on the wait runtime. File
+    /// locks release at once, in a few system calls.
+    fn release_later(self: Box<Self>) -> PendingRelease {
+        let released = self.release();
+        Box::pin(std::future::ready(released))
+    }
     /// Whether this grant came after waiting behind another holder (a remote backend's
     /// own wait; file waits are counted by the manager).
     fn waited(&self) -> bool {

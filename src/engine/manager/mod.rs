@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::backend::traits::{PendingLock, WaitRequest};
+use crate::engine::backend::traits::{PendingLock, PendingRelease, WaitRequest};
 use crate::engine::backend::{open_backend, Backend, HeldLock};
 use crate::engine::error::{code, LockError, Result};
 use crate::engine::inspect::{CleanupReport, LockStatus};
@@ -478,6 +478,30 @@ impl LockManager {
     /// Releases one grant. `missing` is the code for a grant this manager does not
     /// hold: `ERELEASED` from the lock itself, `ENOTACQUIRED` from a bare id.
     pub fn release(&self, id: u64, missing: &str) -> Result<()> {
+        match self.take_for_release(id, missing)? {
+            Some(lock) => lock.release(),
+            None => Ok(()),
+        }
+    }
+
+    /// `release` for a caller that must not block (an async `release()`): the
+    /// grant is gone from this manager at once, and a remote backend's round trip
+    /// comes back to run on the wait runtime (`Some`). File locks release here.
+    pub fn release_without_blocking(
+        &self,
+        id: u64,
+        missing: &str,
+    ) -> Result<Option<PendingRelease>> {
+        match self.take_for_release(id, missing)? {
+            Some(lock) if self.inner.backend.remote() => Ok(Some(lock.release_later())),
+            Some(lock) => lock.release().map(|()| None),
+            None => Ok(None),
+        }
+    }
+
+    /// Forgets grant `id`, returning its lock to release (`None`: nothing left to
+    /// release); `ECOMPROMISED` for one lost meanwhile.
+    fn take_for_release(&self, id: u64, missing: &str) -> Result<Option<Box<dyn HeldLock>>> {
         let Some(held) = self.held().remove(&id) else {
             let message = if missing == code::RELEASED {
                 "Lock is already released".to_string()
@@ -498,10 +522,7 @@ impl LockManager {
             drop(lock);
             return Err(lost);
         }
-        match lock {
-            Some(lock) => lock.release(),
-            None => Ok(()),
-        }
+        Ok(lock)
     }
 
     /// A duplicate of a held kernel lock's descriptor without close-on-exec, for a

@@ -1,13 +1,16 @@
 //! The Redis backend behind the manager's traits: names are logical keys, a held lock
 //! is a lease its heartbeat renews, and waits are Redis's own (FIFO, woken by
 //! pub/sub), not the file watcher's. The trait is synchronous where the manager is
-//! (a `tryAcquire`, a heartbeat, a release), so those calls block for one round
-//! trip: a release on a connection of its own, from the calling thread.
+//! (a `tryAcquire`, a heartbeat, a sync release), so those calls block for one round
+//! trip, a sync release on a connection of its own from the calling thread; an async
+//! release runs on the shared connection, off the caller's thread (`release_later`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::engine::backend::traits::{Backend, Contend, HeldLock, PendingLock, WaitRequest};
+use crate::engine::backend::traits::{
+    Backend, Contend, HeldLock, PendingLock, PendingRelease, WaitRequest,
+};
 use crate::engine::error::{code, LockError, Result};
 use crate::engine::inspect::{CleanupReport, LockStatus};
 use crate::engine::owner_record::{Claimant, LockMode, OwnerRecord};
@@ -225,6 +228,23 @@ impl HeldLock for RedisHeld {
             Ok(Err(e)) if e.is(UNAVAILABLE) => Ok(()),
             Ok(Err(e)) => Err(e),
         }
+    }
+
+    /// The release script on the shared async connection: the JavaScript thread
+    /// (its event loop) is never blocked by a round trip, a slow or a stopped server.
+    fn release_later(mut self: Box<Self>) -> PendingRelease {
+        let grant = self.grant.take();
+        let name = self.name.clone();
+        Box::pin(async move {
+            match grant {
+                Some(grant) => grant.release().await,
+                None => Err(LockError::new(
+                    code::RELEASED,
+                    "Lock is already released",
+                    Some(&name),
+                )),
+            }
+        })
     }
 
     fn release(mut self: Box<Self>) -> Result<()> {
