@@ -59,7 +59,9 @@ test('Ctrl-C in a shell gives exit status 130', { skip: process.platform === 'wi
   const file = join(tempDir(t), 'a')
   const { spawn } = require('node:child_process')
   // `sh -c` reports a child killed by SIGINT as 130, as an interactive shell does.
-  const sh = spawn('sh', ['-c', `"${process.execPath}" "${scenario}" "${file}" wait-for-signal & pid=$!; while [ ! -s "${file}.lock" ]; do sleep 0.01; done; kill -INT $pid; wait $pid`], { stdio: 'inherit' })
+  // The signal goes once the child says it holds the lock (<file>.ready): a record in
+  // the lock file comes a moment before the handlers that clear it on a signal.
+  const sh = spawn('sh', ['-c', `"${process.execPath}" "${scenario}" "${file}" wait-for-signal & pid=$!; while [ ! -e "${file}.ready" ]; do sleep 0.01; done; kill -INT $pid; wait $pid`], { stdio: 'inherit' })
   const [code] = await once(sh, 'exit')
   assert.equal(code, 130)
   assertReleased(file)
