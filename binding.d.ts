@@ -80,8 +80,12 @@ export declare class NativeLockManager {
   onCompromised(callback: (lost: [lockId: string, code: string, message: string, path: string]) => void): void
   /** Releases everything held, keeping the manager usable (process exit). */
   releaseAll(): number
-  /** Ends pending waits and releases everything; later acquires fail. */
-  close(): number
+  /**
+   * Ends pending waits and releases everything; later acquires fail. Never waits
+   * on this thread for Redis: `undefined` when done at once (file locks), else a
+   * Promise that settles when the leases are given back.
+   */
+  close(): Promise<void> | undefined
 }
 
 /**

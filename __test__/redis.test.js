@@ -265,7 +265,7 @@ async function proxyOnThisLoop(t, server) {
 // An async release must not hold the JavaScript thread for its round trip: a slow
 // or stopped server would stall every other thing the process does. Through a proxy
 // that runs on the same event loop, a blocking release could not reach Redis at all.
-test('release, withLock and asyncDispose release without blocking the event loop', { skip }, async (t) => {
+test('release, withLock, asyncDispose and close release without blocking the event loop', { skip }, async (t) => {
   const manager = new LockManager({ strategy: 'redis', redis: await proxyOnThisLoop(t, shared), stale: STALE })
   t.after(() => manager.close())
   const direct = new LockManager({ strategy: 'redis', redis: shared.url, stale: STALE })
@@ -282,6 +282,15 @@ test('release, withLock and asyncDispose release without blocking the event loop
   await scoped[Symbol.asyncDispose]()
   assert.equal((await direct.status('loop:using')).owners.length, 0)
   assert.equal(manager._native.heldCount, 0)
+  // close() gives its leases back the same way: the event loop turns while it does
+  // (a close that blocked would be done before this turn's setImmediate ran).
+  await manager.acquire('loop:close', { timeout: 5000 })
+  const closing = manager.close()
+  let turned = false
+  setImmediate(() => (turned = true))
+  await closing
+  assert.ok(turned, 'the event loop turned while close() gave the lease back')
+  assert.equal((await direct.status('loop:close')).owners.length, 0)
 })
 
 test('Redis killed while a lock is held: the holder is told once its lease has run out', { skip }, async (t) => {

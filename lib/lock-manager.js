@@ -373,10 +373,11 @@ class LockManager extends EventEmitter {
     this._native.resetMetrics()
   }
 
-  /** Ends this manager's waits and releases everything it holds. */
+  /** Ends this manager's waits and releases everything it holds (on Redis, off this thread). */
   async close() {
-    this._native.close()
+    const givenBack = this._native.close()
     this._afterRelease()
+    await givenBack
   }
 
   /**

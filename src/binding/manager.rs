@@ -441,10 +441,15 @@ impl NativeLockManager {
         self.engine.release_all() as u32
     }
 
-    /// Ends pending waits and releases everything; later acquires fail.
-    #[napi(catch_unwind)]
-    pub fn close(&self) -> u32 {
-        self.engine.close() as u32
+    /// Ends pending waits and releases everything; later acquires fail. Never waits
+    /// on this thread for Redis: `undefined` when done at once (file locks), else a
+    /// Promise that settles when the leases are given back.
+    #[napi(catch_unwind, ts_return_type = "Promise<void> | undefined")]
+    pub fn close<'env>(&self, env: &'env Env) -> napi::Result<Option<Object<'env>>> {
+        match self.engine.close_without_blocking() {
+            (_, None) => Ok(None),
+            (_, Some(given_back)) => settle_with(env, given_back, |()| ()).map(Some),
+        }
     }
 }
 

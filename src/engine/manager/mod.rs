@@ -610,6 +610,27 @@ impl LockManager {
         self.release_all()
     }
 
+    /// `close` for a caller that must not block (an async `close()`): file locks go
+    /// at once; a remote backend's leases are given back by the returned future, on
+    /// the wait runtime. Failures are not reported: a lease not given back runs out.
+    pub fn close_without_blocking(&self) -> (usize, Option<PendingRelease>) {
+        self.inner.closing.cancel();
+        if !self.inner.backend.remote() {
+            return (self.release_all(), None);
+        }
+        let drained: Vec<Arc<Held>> = self.held().drain().map(|(_, held)| held).collect();
+        let releases: Vec<PendingRelease> = drained
+            .iter()
+            .filter_map(|held| held.state().lock.take())
+            .map(|lock| lock.release_later())
+            .collect();
+        let given_back = Box::pin(async move {
+            futures_util::future::join_all(releases).await;
+            Ok(())
+        });
+        (drained.len(), Some(given_back))
+    }
+
     pub fn metrics(&self) -> MetricsSnapshot {
         self.inner.metrics.snapshot(self.held_count())
     }
