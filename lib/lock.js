@@ -58,12 +58,12 @@ class Lock {
   }
 
   releaseSync() {
-    this.#release(false)
+    this._release(false)
   }
 
   /** Never holds this thread for a Redis round trip, unlike `releaseSync`. */
   async release() {
-    await this.#release(true)
+    await this._release(true)
   }
 
   /**
@@ -72,10 +72,6 @@ class Lock {
    * lock is no longer this manager's when this returns.
    */
   _release(withoutBlocking) {
-    return this.#release(withoutBlocking)
-  }
-
-  #release(withoutBlocking) {
     let pending
     try {
       pending = this.#manager._releaseGrant(this.#grant.id, true, withoutBlocking)
@@ -94,7 +90,7 @@ class Lock {
   }
 
   async [Symbol.asyncDispose]() {
-    if (!this.released) await this.#release(true)
+    if (!this.released) await this._release(true)
   }
 
   toJSON() {

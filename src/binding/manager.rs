@@ -446,10 +446,10 @@ impl NativeLockManager {
     /// Promise that settles when the leases are given back.
     #[napi(catch_unwind, ts_return_type = "Promise<void> | undefined")]
     pub fn close<'env>(&self, env: &'env Env) -> napi::Result<Option<Object<'env>>> {
-        match self.engine.close_without_blocking() {
-            (_, None) => Ok(None),
-            (_, Some(given_back)) => settle_with(env, given_back, |()| ()).map(Some),
-        }
+        self.engine
+            .close_without_blocking()
+            .map(|given_back| settle_with(env, given_back, |()| ()))
+            .transpose()
     }
 }
 

@@ -35,18 +35,23 @@ pub struct Line {
 
 #[derive(Default)]
 struct LinePlaces {
-    next_id: u64,
     /// In order of asking.
     queue: VecDeque<Entry>,
 }
 
 struct Entry {
-    id: u64,
     /// `None`: waits forever.
     deadline: Option<Instant>,
     /// Told when the place may have come first: only the new first place is told
-    /// when one leaves, so a long line costs one wake-up per turn.
+    /// when one leaves, so a long line costs one wake-up per turn. Also the place's
+    /// identity: its `Place` holds the same `Arc`.
     turn: Arc<Notify>,
+}
+
+impl Entry {
+    fn is(&self, place: &Place) -> bool {
+        Arc::ptr_eq(&self.turn, &place.turn)
+    }
 }
 
 impl Line {
@@ -56,18 +61,13 @@ impl Line {
 
     /// Takes the place at the back of the line.
     pub fn join(self: &Arc<Line>, deadline: Option<Instant>) -> Place {
-        let mut places = self.places();
-        let id = places.next_id;
-        places.next_id += 1;
         let turn = Arc::new(Notify::new());
-        places.queue.push_back(Entry {
-            id,
+        self.places().queue.push_back(Entry {
             deadline,
             turn: Arc::clone(&turn),
         });
         Place {
             line: Arc::clone(self),
-            id,
             turn,
         }
     }
@@ -90,7 +90,6 @@ fn passed(deadline: Option<Instant>, now: Instant) -> bool {
 /// A wait's place in its `Line`; dropping it leaves the line.
 pub struct Place {
     line: Arc<Line>,
-    id: u64,
     turn: Arc<Notify>,
 }
 
@@ -106,15 +105,15 @@ impl Place {
         let now = Instant::now();
         let mut ahead = false;
         let mut next_change: Option<Instant> = None;
-        for &Entry { id, deadline, .. } in self.line.places().queue.iter() {
-            if id == self.id {
+        for entry in self.line.places().queue.iter() {
+            if entry.is(self) {
                 break;
             }
-            if passed(deadline, now) {
+            if passed(entry.deadline, now) {
                 continue;
             }
             ahead = true;
-            if let Some(at) = deadline {
+            if let Some(at) = entry.deadline {
                 next_change = Some(next_change.map_or(at, |n| n.min(at)));
             }
         }
@@ -149,7 +148,7 @@ impl Drop for Place {
         let now = Instant::now();
         let mut places = self.line.places();
         // Usually at the front: the wait that leaves is the one whose turn it was.
-        if let Some(at) = places.queue.iter().position(|entry| entry.id == self.id) {
+        if let Some(at) = places.queue.iter().position(|entry| entry.is(self)) {
             places.queue.remove(at);
         }
         if let Some(first) = places.queue.iter().find(|e| !passed(e.deadline, now)) {

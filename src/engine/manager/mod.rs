@@ -596,12 +596,20 @@ impl LockManager {
 
     /// Releases everything without ending the manager: used at process exit.
     pub fn release_all(&self) -> usize {
+        let (count, locks) = self.drain_held();
+        // Each lock clears its record and unlocks as it drops.
+        drop(locks);
+        count
+    }
+
+    /// Forgets every grant: how many there were, and the locks still to give back.
+    fn drain_held(&self) -> (usize, Vec<Box<dyn HeldLock>>) {
         let drained: Vec<Arc<Held>> = self.held().drain().map(|(_, held)| held).collect();
-        for held in &drained {
-            // Each lock clears its record and unlocks as it drops.
-            drop(held.state().lock.take());
-        }
-        drained.len()
+        let locks = drained
+            .iter()
+            .filter_map(|held| held.state().lock.take())
+            .collect();
+        (drained.len(), locks)
     }
 
     /// Ends pending waits and releases everything; later acquires fail.
@@ -613,22 +621,18 @@ impl LockManager {
     /// `close` for a caller that must not block (an async `close()`): file locks go
     /// at once; a remote backend's leases are given back by the returned future, on
     /// the wait runtime. Failures are not reported: a lease not given back runs out.
-    pub fn close_without_blocking(&self) -> (usize, Option<PendingRelease>) {
+    pub fn close_without_blocking(&self) -> Option<PendingRelease> {
         self.inner.closing.cancel();
+        let (_, locks) = self.drain_held();
         if !self.inner.backend.remote() {
-            return (self.release_all(), None);
+            return None; // `locks` drop here, each clearing its record and unlocking
         }
-        let drained: Vec<Arc<Held>> = self.held().drain().map(|(_, held)| held).collect();
-        let releases: Vec<PendingRelease> = drained
-            .iter()
-            .filter_map(|held| held.state().lock.take())
-            .map(|lock| lock.release_later())
-            .collect();
-        let given_back = Box::pin(async move {
+        let releases: Vec<PendingRelease> =
+            locks.into_iter().map(|lock| lock.release_later()).collect();
+        Some(Box::pin(async move {
             futures_util::future::join_all(releases).await;
             Ok(())
-        });
-        (drained.len(), Some(given_back))
+        }))
     }
 
     pub fn metrics(&self) -> MetricsSnapshot {

@@ -233,18 +233,10 @@ impl HeldLock for RedisHeld {
     /// The release script on the shared async connection: the JavaScript thread
     /// (its event loop) is never blocked by a round trip, a slow or a stopped server.
     fn release_later(mut self: Box<Self>) -> PendingRelease {
-        let grant = self.grant.take();
-        let name = self.name.clone();
-        Box::pin(async move {
-            match grant {
-                Some(grant) => grant.release().await,
-                None => Err(LockError::new(
-                    code::RELEASED,
-                    "Lock is already released",
-                    Some(&name),
-                )),
-            }
-        })
+        match self.grant.take() {
+            Some(grant) => Box::pin(async move { grant.release().await }),
+            None => Box::pin(std::future::ready(self.release())),
+        }
     }
 
     fn release(mut self: Box<Self>) -> Result<()> {
